@@ -1,0 +1,34 @@
+# learnbench: `make help` lists the targets. Everything runs in ./.venv (made by `make install`).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN := $(BIN)/python
+DATA_DIR ?= ../shared/datasets
+export WANDB_SILENT := true
+
+.PHONY: help install train test test-slow test-all bench table sweep clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python  ## make .venv and install learnbench (editable) with its test and cluster extras
+	$(BIN)/pip install --upgrade pip setuptools wheel >/dev/null
+	$(BIN)/pip install -e ".[dev,cluster]"
+
+train:  ## train backprop on the 2-arm spiral (CPU, under a minute); overrides via ARGS="..."
+	$(RUN) -m learnbench.train $(ARGS)
+
+test:  ## the test suite (a few minutes; slow tests excluded)
+	$(RUN) -m pytest -q $(ARGS)
+
+test-slow:  ## only the slow tests (training to accuracy targets, statistics with many samples)
+	$(RUN) -m pytest -q -m slow $(ARGS)
+
+test-all:  ## every test
+	$(RUN) -m pytest -q -m "slow or not slow" $(ARGS)
+
+clean:  ## remove logs and caches (not the venv)
+	rm -rf logs multirun outputs .pytest_cache

@@ -1,0 +1,52 @@
+"""Callbacks the suite always adds (users add theirs through the `callbacks` config group)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+
+# Which direction is better for each metric name (the last part of the key).
+HIGHER_IS_BETTER = {"acc"}
+
+
+def _is_better(name: str, new: float, old: float | None) -> bool:
+    if old is None or not math.isfinite(old):
+        return math.isfinite(new)
+    return new > old if name.rsplit("/", 1)[-1] in HIGHER_IS_BETTER else new < old
+
+
+class RunRecorder(L.Callback):
+    """Keeps, per epoch, the logged epoch metrics with the step and wall-clock time since fit start.
+
+    This history goes into results.json, so learning curves (against epochs or seconds) can be
+    drawn from the run directory alone, offline W&B runs included. It also tracks the best value
+    of each validation metric and counts the optimiser steps taken.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[dict] = []
+        self.best: dict[str, float] = {}
+        self.fit_seconds = 0.0
+        self._start = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.fit_seconds = time.perf_counter() - self._start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(("val/", "train/")) and v.numel() == 1 and k != "train/batch_loss"
+        }
+        # train/* epoch means are logged after this hook: read them from the metric objects.
+        metrics["train/loss"] = float(pl_module.train_loss.compute()) if pl_module.train_loss.update_count else math.nan
+        entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "time": time.perf_counter() - self._start}
+        self.history.append({**entry, **metrics})
+        for key, value in metrics.items():
+            if key.startswith("val/") and _is_better(key, value, self.best.get(key)):
+                self.best[key] = value

@@ -1,0 +1,172 @@
+"""One LightningModule that trains a model with any learning rule.
+
+Each training step, identically for every rule:
+    zero grads -> rule writes p.grad -> all-reduce grads across ranks -> optional clipping
+    -> optimiser step -> scheduler step -> metrics.
+Manual optimisation is what lets a rule write gradients itself; it also means Lightning does not
+clip, accumulate or step schedulers for us, and DDP does not average hand-written gradients
+(only `manual_backward` arms its reducer): the all-reduce below is what keeps ranks in sync.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import Tensor, nn
+
+from learnbench.data.in_memory import CLASSIFICATION, per_example_loss
+from learnbench.rules.base import LearningRule, trainable_parameters
+
+
+def split_metrics(task: str, num_classes: int) -> nn.ModuleDict:
+    """The metrics of one evaluation split: loss plus accuracy or reconstruction MSE."""
+    metrics = {"loss": torchmetrics.MeanMetric()}
+    if task == CLASSIFICATION:
+        metrics["acc"] = torchmetrics.classification.MulticlassAccuracy(num_classes=num_classes, average="micro")
+    else:
+        metrics["mse"] = torchmetrics.MeanSquaredError()
+    return nn.ModuleDict(metrics)
+
+
+class LearningRuleModule(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        rule: LearningRule,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        task: str = CLASSIFICATION,
+        num_classes: int = 2,
+        seed: int = 0,
+        grad_clip_norm: float | None = None,
+        allreduce_grads: bool = True,
+    ):
+        super().__init__()
+        self.model = model
+        self.rule = rule
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.task = task
+        self.loss_fn = partial(per_example_loss, task)
+        self.seed = seed
+        self.grad_clip_norm = grad_clip_norm
+        self.allreduce_grads = allreduce_grads
+        self.automatic_optimization = False
+        self.diverged_at_step: int | None = None
+        self.divergence_message: str | None = None
+        self.train_loss = torchmetrics.MeanMetric()
+        self.train_acc = (
+            torchmetrics.classification.MulticlassAccuracy(num_classes=num_classes, average="micro")
+            if task == CLASSIFICATION
+            else None
+        )
+        self.eval_metrics = nn.ModuleDict({"val": split_metrics(task, num_classes), "test": split_metrics(task, num_classes)})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.rule.generator is None:
+            self.rule.setup(self.model, seed=self.seed, rank=self.global_rank, device=self.device)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=trainable_parameters(self.model))
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs)) if self.trainer.max_epochs and self.trainer.max_epochs > 0 else total
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total, steps_per_epoch=per_epoch)
+        # Stepped by hand every training step (manual optimisation): "interval" is documentation.
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        out = self.rule.estimate_grads(self.model, x, y, self.loss_fn)
+        if self._diverged(out.loss):
+            return
+        if self.allreduce_grads:
+            self._allreduce_grads()
+        if self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), self.grad_clip_norm)
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        self._log_train(out.loss, out.output, y, len(x))
+
+    def _diverged(self, loss: Tensor) -> bool:
+        """A non-finite loss on any rank stops the run on every rank, before a bad step is taken."""
+        bad = not bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            self.diverged_at_step = self.global_step
+            self.divergence_message = (
+                f"the training loss became {loss.item()} at step {self.global_step}: the run diverged and was "
+                f"stopped. Lower optimizer.lr (or the rule's sigma), or clip with grad_clip_norm=1.0."
+            )
+            self.trainer.should_stop = True
+        return bad
+
+    def _allreduce_grads(self) -> None:
+        """Average every gradient across ranks in one flat collective (a no-op on one process)."""
+        if self.trainer.world_size == 1:
+            return
+        params = [p for p in trainable_parameters(self.model) if p.grad is not None]
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p.grad))
+
+    def _log_train(self, loss: Tensor, output: Tensor | None, y: Tensor, batch_size: int) -> None:
+        self.train_loss.update(loss, weight=batch_size)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log("train/batch_loss", loss, on_step=True, on_epoch=False, batch_size=batch_size)
+        if self.train_acc is not None and output is not None:
+            self.train_acc.update(output, y)
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, split: str, batch: tuple[Tensor, Tensor]) -> None:
+        x, y = batch
+        output = self.model(x)
+        metrics = self.eval_metrics[split]
+        metrics["loss"].update(self.loss_fn(output, y).mean(), weight=len(x))
+        if "acc" in metrics:
+            metrics["acc"].update(output, y)
+        else:
+            metrics["mse"].update(output, y.flatten(1))
+        for name, metric in metrics.items():
+            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=(split == "val"), batch_size=len(x))
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate("test", batch)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rule_generator_state"] = self.rule.generator_state()
+        checkpoint["diverged_at_step"] = self.diverged_at_step
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._pending_generator_state = checkpoint.get("rule_generator_state")
+
+    def on_fit_start(self) -> None:
+        state = getattr(self, "_pending_generator_state", None)
+        if state is not None:
+            self.rule.load_generator_state(state)
+
+
+def is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

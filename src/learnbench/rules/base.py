@@ -1,0 +1,61 @@
+"""The learning-rule interface.
+
+A rule has one job: given the model and a batch, write `p.grad` for every trainable parameter,
+with autograd's sign convention (the optimiser descends). It never steps the optimiser, never
+all-reduces and never clips: `LearningRuleModule` does that identically for every rule, which
+is what makes a comparison between rules fair.
+
+Rules are nn.Modules so that their state (noise tables, feedback matrices, running baselines)
+is made of buffers that move with the model and are saved in checkpoints. Their random numbers
+come from a generator of their own, seeded from the run's seed (and the rank, when noise must
+differ per rank), separate from the data order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+# (output, target) -> loss of each example, shape [batch]; the batch loss is its mean.
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class RuleOutput:
+    loss: Tensor  # the batch loss of the unperturbed network, detached (for logging and divergence)
+    output: Tensor | None = None  # the unperturbed network's output, if the rule computed it
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class LearningRule(nn.Module):
+    """Base class. Subclasses implement `estimate_grads`."""
+
+    #: Different ranks must draw different noise for their own examples (activity-space rules);
+    #: weight-space rules may share a seed across ranks. Used to seed the generator.
+    noise_differs_per_rank: bool = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator: torch.Generator | None = None
+
+    def setup(self, model: nn.Module, seed: int, rank: int, device: torch.device) -> None:
+        """Called once before training, on the training device."""
+        noise_seed = 1_000_003 * (seed + 1) + (rank if self.noise_differs_per_rank else 0)
+        self.generator = torch.Generator(device=device).manual_seed(noise_seed)
+
+    def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
+        raise NotImplementedError
+
+    # The generator is not a tensor: save its state with the checkpoint explicitly.
+    def generator_state(self) -> Tensor | None:
+        return None if self.generator is None else self.generator.get_state()
+
+    def load_generator_state(self, state: Tensor | None) -> None:
+        if state is not None and self.generator is not None:
+            self.generator.set_state(state)

@@ -1,0 +1,188 @@
+"""The Hydra app: `python -m learnbench.train [overrides]` (or `-m` for a multirun).
+
+Reads top to bottom: check the config, build data -> model -> rule -> module -> trainer, fit,
+test, write results.json. Every run writes results.json, also when it diverges or fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from learnbench import ddp_launch
+from learnbench.callbacks import RunRecorder
+from learnbench.module import LearningRuleModule
+from learnbench.paths import CONFIG_DIR
+from learnbench.results import DIVERGED, FAILED, OK, git_revision, library_versions, now_iso, write_results
+from learnbench.wandb_mode import choose_offline
+
+log = logging.getLogger("learnbench")
+
+
+class ConfigError(ValueError):
+    """A config combination that cannot run; the message says what to change."""
+
+
+def config_choices(cfg: DictConfig) -> dict[str, str]:
+    """The chosen option of each config group (method=bp, data=spiral, ...)."""
+    if HydraConfig.initialized():
+        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+    return {}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse impossible combinations before any data is loaded or any step is taken."""
+    trainer = cfg.trainer
+    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer uses GPUs but this machine has no CUDA device: use trainer=cpu (or trainer=ddp_sim)")
+    precision = str(trainer.get("precision", "32"))
+    method = cfg.method.get("_target_", "")
+    if "16-mixed" in precision and precision.startswith("16") and not method.endswith("Backprop"):
+        raise ConfigError(
+            f"trainer.precision={precision} rescales gradients that this rule writes by hand: "
+            f"use trainer.precision=32 or bf16-mixed for non-backprop rules"
+        )
+    if trainer.get("gradient_clip_val"):
+        raise ConfigError("trainer.gradient_clip_val does not work with manual optimisation: use grad_clip_norm=<value>")
+    if trainer.get("accumulate_grad_batches", 1) != 1:
+        raise ConfigError("trainer.accumulate_grad_batches does not work with manual optimisation: raise data.batch_size")
+
+
+def instantiate_dict(section: DictConfig | None, **kwargs) -> list:
+    """Instantiate every `_target_` entry of a dict-of-configs group (callbacks, logger); skip nulls."""
+    if not section:
+        return []
+    return [instantiate(entry, **kwargs) for entry in section.values() if entry is not None and "_target_" in entry]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    logger_cfg = cfg.get("logger")
+    if logger_cfg and logger_cfg.get("wandb") is not None and logger_cfg.wandb.get("offline") is None:
+        offline = choose_offline()
+        with open_dict(logger_cfg):
+            logger_cfg.wandb.offline = offline
+        if offline:
+            log.info("W&B is offline (not logged in); sync later with: wandb sync %s/wandb/offline-run-*", cfg.paths.output_dir)
+    return instantiate_dict(logger_cfg)
+
+
+def build(cfg: DictConfig):
+    """Data, model, rule, training module and trainer, all from the config."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, input_dim=datamodule.input_dim, output_dim=datamodule.output_dim)
+    module = LearningRuleModule(
+        model=model,
+        rule=instantiate(cfg.method),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        task=datamodule.task,
+        num_classes=datamodule.output_dim,
+        seed=cfg.seed,
+        grad_clip_norm=cfg.get("grad_clip_norm"),
+        allreduce_grads=cfg.get("allreduce_grads", True),
+    )
+    recorder = RunRecorder()
+    trainer = instantiate(
+        cfg.trainer, logger=build_loggers(cfg), callbacks=[*instantiate_dict(cfg.get("callbacks")), recorder]
+    )
+    return datamodule, module, trainer, recorder
+
+
+def base_record(cfg: DictConfig) -> dict:
+    choices = config_choices(cfg)
+    return {
+        "method": choices.get("method"),
+        "data": choices.get("data"),
+        "model": choices.get("model"),
+        "optimizer": choices.get("optimizer"),
+        "experiment": choices.get("experiment"),
+        "seed": cfg.seed,
+        "status": None,
+        "message": None,
+        "metrics": {"final": {}, "best": {}},
+        "started": now_iso(),
+        "output_dir": str(Path(cfg.paths.output_dir).resolve()),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "config": OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False),
+        "versions": library_versions(),
+        "git": git_revision(),
+    }
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one experiment; return the record written to results.json."""
+    start = time.perf_counter()
+    record = base_record(cfg)
+    trainer = recorder = module = None
+    try:
+        check_config(cfg)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule, module, trainer, recorder = build(cfg)
+        record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        final = {}
+        if module.diverged_at_step is None:
+            final = {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+            record["status"] = OK
+        else:
+            record["status"], record["message"] = DIVERGED, module.divergence_message
+            log.warning("Run diverged: %s", module.divergence_message)
+        last_epoch = recorder.history[-1] if recorder.history else {}
+        record["metrics"]["final"] = {**{k: v for k, v in last_epoch.items() if "/" in k}, **final}
+        record["metrics"]["best"] = {**recorder.best, **{k: v for k, v in final.items()}}
+    except Exception as error:
+        record["status"], record["message"] = FAILED, f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        record["steps"] = trainer.global_step if trainer is not None else 0
+        record["epochs"] = len(recorder.history) if recorder is not None else 0
+        record["history"] = recorder.history if recorder is not None else []
+        record["fit_time_s"] = recorder.fit_seconds if recorder is not None else None
+        record["wall_time_s"] = time.perf_counter() - start
+        if trainer is None or trainer.global_rank == 0:
+            path = write_results(Path(cfg.paths.output_dir), record)
+            announce(record, path)
+        _finish_wandb()
+    return record
+
+
+@rank_zero_only
+def announce(record: dict, path: Path) -> None:
+    final = record["metrics"]["final"]
+    headline = " ".join(f"{k}={final[k]:.4f}" for k in ("test/acc", "test/mse", "test/loss") if k in final and isinstance(final[k], float) and math.isfinite(final[k]))
+    log.info("status=%s %s (%.1f s)", record["status"], headline, record["wall_time_s"])
+    log.info("outputs: %s", path.parent)
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run even after an error, or the next multirun job logs into the same run."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception as error:  # never let logging hide the run's own outcome
+        log.warning("wandb.finish failed: %s", error)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    ddp_launch.install()
+    record = train(cfg)
+    # Returned to Hydra (and its sweepers, e.g. Optuna): the metric named by `optimized_metric`.
+    metric = cfg.get("optimized_metric")
+    return record["metrics"]["best"].get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()
