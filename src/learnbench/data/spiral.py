@@ -21,17 +21,17 @@ def make_spiral(
 ) -> tuple[Tensor, Tensor]:
     """`arms * points_per_arm` points, exactly `points_per_arm` per class, in roughly [-1, 1]^2.
 
-    Arm k at arc parameter s in [0, 1]: angle theta = 2 pi turns s + 2 pi k / arms, radius
-    proportional to theta's first term, so successive arms are evenly spaced in radius.
+    Arm k at arc parameter s in [0, 1]: angle theta = 2 pi turns s, rotated by 2 pi k / arms,
+    radius theta; Gaussian noise of std `noise` in those units; then scaled by the largest radius.
     """
     u = torch.rand(arms, points_per_arm, generator=generator)
     s = u.sqrt()  # arc length grows like the square of the angle: sqrt(u) makes it uniform
     theta = 2 * math.pi * turns * s
     offsets = 2 * math.pi * torch.arange(arms).unsqueeze(1) / arms
-    radius = theta / math.pi  # gap between neighbouring arms = 2 / arms in these units
+    radius = theta  # neighbouring arms lie 2 pi / arms apart in radius (pi for two arms)
     points = torch.stack([radius * torch.cos(theta + offsets), radius * torch.sin(theta + offsets)], dim=-1)
     points = points + noise * torch.randn(points.shape, generator=generator)
-    scale = 2 * turns  # the largest radius: brings the inputs into about [-1, 1]
+    scale = 2 * math.pi * turns  # the largest radius: brings the inputs into about [-1, 1]
     x = (points / scale).reshape(-1, 2)
     y = torch.arange(arms).repeat_interleave(points_per_arm)
     return x, y
