@@ -10,7 +10,6 @@ clip, accumulate or step schedulers for us, and DDP does not average hand-writte
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 
@@ -45,6 +44,7 @@ class LearningRuleModule(L.LightningModule):
         seed: int = 0,
         grad_clip_norm: float | None = None,
         allreduce_grads: bool = True,
+        diagnostics_every_n_steps: int = 0,
     ):
         super().__init__()
         self.model = model
@@ -56,6 +56,9 @@ class LearningRuleModule(L.LightningModule):
         self.seed = seed
         self.grad_clip_norm = grad_clip_norm
         self.allreduce_grads = allreduce_grads
+        self.diagnostics_every_n_steps = diagnostics_every_n_steps
+        self.alignment_sums: dict[str, float] = {}
+        self.alignment_count = 0
         self.automatic_optimization = False
         self.diverged_at_step: int | None = None
         self.divergence_message: str | None = None
@@ -92,6 +95,8 @@ class LearningRuleModule(L.LightningModule):
         out = self.rule.estimate_grads(self.model, x, y, self.loss_fn)
         if self._diverged(out.loss):
             return
+        if self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0:
+            self._log_alignment(x, y)
         if self.allreduce_grads:
             self._allreduce_grads()
         if self.grad_clip_norm is not None:
@@ -125,6 +130,33 @@ class LearningRuleModule(L.LightningModule):
         flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
         for p, g in zip(params, flat.split([p.numel() for p in params])):
             p.grad.copy_(g.view_as(p.grad))
+
+    def _log_alignment(self, x: Tensor, y: Tensor) -> None:
+        """Compare the rule's estimate (this rank, before the all-reduce) with backprop on the same batch."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        with torch.enable_grad():
+            true = torch.autograd.grad(self.loss_fn(self.model(x), y).mean(), [p for _, p in named])
+        layers: dict[str, tuple[list[Tensor], list[Tensor]]] = {"all": ([], [])}
+        for (name, p), g in zip(named, true):
+            layer = name.split(".pre.")[0] if ".pre." in name else name.rsplit(".", 1)[0]
+            for key in ("all", layer):
+                est, ref = layers.setdefault(key, ([], []))
+                est.append(p.grad.reshape(-1))
+                ref.append(g.reshape(-1))
+        values = {}
+        for key, (est, ref) in layers.items():
+            est, ref = torch.cat(est), torch.cat(ref)
+            values[f"align/cos/{key}"] = float(torch.nn.functional.cosine_similarity(est, ref, dim=0))
+            if key == "all":
+                values["align/norm_ratio/all"] = float(est.norm() / ref.norm().clamp_min(1e-30))
+        for key, value in values.items():
+            self.alignment_sums[key] = self.alignment_sums.get(key, 0.0) + value
+            self.log(key, value, on_step=True, on_epoch=False, batch_size=len(x))
+        self.alignment_count += 1
+
+    def alignment_means(self) -> dict[str, float]:
+        """Run means of the alignment diagnostics (empty when they were off)."""
+        return {k: v / self.alignment_count for k, v in self.alignment_sums.items()} if self.alignment_count else {}
 
     def _log_train(self, loss: Tensor, output: Tensor | None, y: Tensor, batch_size: int) -> None:
         self.train_loss.update(loss, weight=batch_size)
@@ -167,6 +199,3 @@ class LearningRuleModule(L.LightningModule):
         if state is not None:
             self.rule.load_generator_state(state)
 
-
-def is_finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -90,6 +90,7 @@ def build(cfg: DictConfig):
         seed=cfg.seed,
         grad_clip_norm=cfg.get("grad_clip_norm"),
         allreduce_grads=cfg.get("allreduce_grads", True),
+        diagnostics_every_n_steps=cfg.get("diagnostics", {}).get("every_n_steps", 0) or 0,
     )
     recorder = RunRecorder()
     trainer = instantiate(
@@ -139,6 +140,7 @@ def train(cfg: DictConfig) -> dict:
             log.warning("Run diverged: %s", module.divergence_message)
         last_epoch = recorder.history[-1] if recorder.history else {}
         record["metrics"]["final"] = {**{k: v for k, v in last_epoch.items() if "/" in k}, **final}
+        record["metrics"]["final"].update(module.alignment_means())
         record["metrics"]["best"] = {**recorder.best, **{k: v for k, v in final.items()}}
     except Exception as error:
         record["status"], record["message"] = FAILED, f"{type(error).__name__}: {error}"

@@ -1,0 +1,184 @@
+"""Speed benchmark: each rule's training-step time over backprop's, measured side by side.
+
+    python -m learnbench.bench [--hidden 1000 1000] [--batch 256] [--directions 16] [--json]
+
+One model, one batch, one machine: every rule runs a full step (zero grads, estimate, optimiser
+step) in round-robin order, many rounds, and the median is kept, so load from other processes
+hits every rule alike. Also prints a forward pass in BP-step units, the per-direction cost at K
+directions over K = 1, and (with --data-dir) a whole MNIST epoch through the suite's Lightning
+loop over a minimal hand-written PyTorch loop on the same data and model.
+Timings are for reading, never for pass/fail tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from omegaconf import OmegaConf
+from hydra.utils import instantiate
+
+from learnbench.data.in_memory import per_example_loss
+from learnbench.models import MLP
+from learnbench.paths import CONFIG_DIR
+
+RULES = ["bp", "wp", "np", "fg_w", "fg_a"]
+# Variants worth seeing beside the defaults (name: (method, overrides)).
+VARIANTS = {
+    "np (no clean pass)": ("np", {"baseline": "none"}),
+    "wp (fresh noise)": ("wp", {"table_size": 0}),
+    "fg_w (fresh noise)": ("fg_w", {"table_size": 0}),
+}
+
+
+def make_rule(method: str, **overrides):
+    cfg = OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml")
+    return instantiate(cfg, **overrides)
+
+
+def make_step(rule, model, x, y, device) -> Callable[[], None]:
+    loss_fn = partial(per_example_loss, "classification")
+    rule.setup(model, seed=0, rank=0, device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)  # tiny: the model barely moves
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        rule.estimate_grads(model, x, y, loss_fn)
+        optimizer.step()
+
+    return step
+
+
+def time_round_robin(steps: dict[str, Callable[[], None]], rounds: int, warmup: int, device) -> dict[str, float]:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def rule_ratios(args, device) -> dict:
+    torch.manual_seed(0)
+    model = MLP(784, 10, args.hidden).to(device)
+    x = torch.randn(args.batch, 784, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    steps = {name: make_step(make_rule(name), model, x, y, device) for name in RULES}
+    steps.update({name: make_step(make_rule(m, **o), model, x, y, device) for name, (m, o) in VARIANTS.items()})
+    with torch.no_grad():
+        steps["forward only"] = lambda: model(x)
+    k = args.directions
+    for name in ("wp", "np", "fg_w", "fg_a"):
+        steps[f"{name} K={k}"] = make_step(make_rule(name, directions=k), model, x, y, device)
+    seconds = time_round_robin(steps, args.rounds, args.warmup, device)
+    bp = seconds["bp"]
+    rows = {name: {"ms": 1e3 * s, "over_bp": s / bp} for name, s in seconds.items()}
+    for name in ("wp", "np", "fg_w", "fg_a"):
+        rows[f"{name} K={k}"]["per_direction_over_k1"] = seconds[f"{name} K={k}"] / k / seconds[name]
+    return rows
+
+
+def epoch_ratio(args, device) -> dict:
+    """A whole MNIST epoch of BP: the suite's Lightning loop over a minimal hand-written loop."""
+    import lightning as L
+
+    from learnbench.data import VisionDataModule
+    from learnbench.module import LearningRuleModule
+    from learnbench.rules import Backprop
+
+    dm = VisionDataModule("mnist", data_dir=args.data_dir, batch_size=args.epoch_batch, download=False)
+    splits = dm.load_splits()
+    x, y = (t.to(device) for t in splits.train)
+
+    def hand_written() -> float:
+        torch.manual_seed(0)
+        model = MLP(784, 10, args.epoch_hidden).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        start = time.perf_counter()
+        perm = torch.randperm(len(x), device=device)
+        for i in range(0, len(x) - args.epoch_batch + 1, args.epoch_batch):
+            idx = perm[i : i + args.epoch_batch]
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        return time.perf_counter() - start
+
+    def suite() -> float:
+        torch.manual_seed(0)
+        module = LearningRuleModule(MLP(784, 10, args.epoch_hidden), Backprop(), partial(torch.optim.SGD, lr=0.1), num_classes=10)
+        trainer = L.Trainer(
+            accelerator=device.type, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        )
+        dm.splits = None
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=dm)
+        return time.perf_counter() - start
+
+    hand, ours = [], []
+    for _ in range(args.epoch_repeats):  # alternate, keep the best of each
+        hand.append(hand_written())
+        ours.append(suite())
+    return {"hand_written_s": min(hand), "suite_s": min(ours), "suite_over_hand_written": min(ours) / min(hand)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[1000, 1000])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--directions", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None, help="MNIST root (e.g. ../shared/datasets) for the epoch comparison")
+    parser.add_argument("--epoch-hidden", type=int, nargs="+", default=[1000, 1000])
+    parser.add_argument("--epoch-batch", type=int, default=256)
+    parser.add_argument("--epoch-repeats", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    result = {
+        "setting": {"model": f"MLP 784-{'-'.join(map(str, args.hidden))}-10", "batch": args.batch, "device": str(device), "threads": torch.get_num_threads()},
+        "steps": rule_ratios(args, device),
+    }
+    if args.data_dir:
+        result["epoch"] = epoch_ratio(args, device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return result
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result["setting"]
+    table = Table(title=f"Step time over backprop: {s['model']}, batch {s['batch']}, {s['device']} ({s['threads']} threads)")
+    for column in ("step", "ms", "over BP", "per direction / K=1 step"):
+        table.add_column(column, justify="right" if column != "step" else "left")
+    for name, row in result["steps"].items():
+        per = row.get("per_direction_over_k1")
+        table.add_row(name, f"{row['ms']:.2f}", f"{row['over_bp']:.2f}", "" if per is None else f"{per:.2f}")
+    console = Console()
+    console.print(table)
+    if "epoch" in result:
+        e = result["epoch"]
+        console.print(f"MNIST epoch (BP): suite {e['suite_s']:.2f} s, hand-written loop {e['hand_written_s']:.2f} s, ratio {e['suite_over_hand_written']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
