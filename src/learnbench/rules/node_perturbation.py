@@ -66,7 +66,8 @@ class NodePerturbation(ActivitySpaceRule):
                 dL = losses
         scale = clip_(dL / self.sigma, self.clip).unsqueeze(1)
         if clean_needed:  # average the K directions onto the clean pass's B rows
-            deltas = [(scale * n).view(K, B, -1).sum(0) / (K * B) for n in v]
+            scale = scale / (K * B)
+            deltas = [scale * n if K == 1 else (scale * n).view(K, B, -1).sum(0) for n in v]
             loss = loss_i.mean()
         else:
             deltas = [scale * n / (K * B) for n in v]

@@ -45,7 +45,8 @@ class ParameterSpaceRule(LearningRule):
         loss, output, d = self.directional_derivatives(model, params, tangents, x, y, loss_fn)
         if self.clip is not None:
             d = d.clamp(-self.clip, self.clip)
-        flat_grad = (d / self.directions) @ v  # [P]: one pass over the directions
+        # g = (1/K) sum_k d_k v_k: one pass over the directions (a scaled copy when K = 1).
+        flat_grad = v[0] * d[0] if self.directions == 1 else (d / self.directions) @ v
         for p, g in zip(named.values(), flat_grad.split(sizes)):
             p.grad = g.view_as(p)
         return RuleOutput(loss=loss.detach(), output=None if output is None else output.detach())

@@ -29,7 +29,7 @@ class WeightPerturbation(ParameterSpaceRule):
 
     def _perturbed_losses(self, model, params, tangents, x, y, loss_fn, sign: float) -> Tensor:
         def loss_at(tangent):
-            shifted = {n: p + (sign * self.sigma) * tangent[n] for n, p in params.items()}
+            shifted = {n: torch.add(p, tangent[n], alpha=sign * self.sigma) for n, p in params.items()}
             return batch_loss(loss_fn, functional_call(model, shifted, (x,)), y)
 
         if self.directions == 1:
