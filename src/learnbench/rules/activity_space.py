@@ -93,9 +93,9 @@ class ActivitySpaceRule(LearningRule):
         blocks_of(model)  # fail at start, not at the first step
         super().setup(model, seed, rank, device)
 
-    def sample_site_noise(self, rows: int, widths: list[int]) -> list[Tensor]:
+    def sample_site_noise(self, rows: int, widths: list[int], dtype: torch.dtype | None = None) -> list[Tensor]:
         """Independent noise for every example (row) and unit of every site: [rows, width_l] each."""
-        flat = self.noise.sample(rows * sum(widths), 1, self.generator)[0].view(rows, sum(widths))
+        flat = self.noise.sample(rows * sum(widths), 1, self.generator, dtype)[0].view(rows, sum(widths))
         return list(flat.split(widths, dim=1))
 
     def site_errors(self, model, blocks, x, y, loss_fn) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]], Tensor, Tensor | None]:

@@ -26,7 +26,7 @@ class ForwardGradientActivity(ActivitySpaceRule):
     def site_errors(self, model, blocks, x, y, loss_fn):
         K, B = self.directions, x.shape[0]
         widths = [b.pre[0].out_features for b in blocks]
-        u = self.sample_site_noise(K * B, widths)
+        u = self.sample_site_noise(K * B, widths, blocks[0].pre[0].weight.dtype)
         records: list = [None] * len(blocks)
 
         def record(i, z, h):

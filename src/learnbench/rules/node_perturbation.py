@@ -49,7 +49,7 @@ class NodePerturbation(ActivitySpaceRule):
             with hooked(blocks, record=record):
                 output = model(x)
             loss_i = loss_fn(output, y)
-        v = self.sample_site_noise(K * B, widths)
+        v = self.sample_site_noise(K * B, widths, blocks[0].pre[0].weight.dtype)
         if self.antithetic:
             both = [torch.cat([n, -n]) for n in v]
             losses = self._noisy_pass(model, blocks, x, y, loss_fn, both)

@@ -16,11 +16,13 @@ from torch import Tensor, nn
 GAUSSIAN, RADEMACHER = "gaussian", "rademacher"
 
 
-def draw(kind: str, shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
+def draw(kind: str, shape: tuple[int, ...], generator: torch.Generator, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """Noise in the model's dtype (None: torch's default dtype), so a float64 model gets float64 noise."""
     if kind == GAUSSIAN:
-        return torch.randn(shape, generator=generator, device=device)
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
     if kind == RADEMACHER:
-        return torch.randint(0, 2, shape, generator=generator, device=device).mul_(2).sub_(1).float()
+        signs = torch.randint(0, 2, shape, generator=generator, device=device, dtype=dtype or torch.get_default_dtype())
+        return signs.mul_(2).sub_(1)
     raise ValueError(f"noise={kind!r} is not known: choose {GAUSSIAN!r} or {RADEMACHER!r}")
 
 
@@ -35,14 +37,16 @@ class NoiseSource(nn.Module):
         # Not saved in checkpoints: it is rebuilt from the seed (64 MB by default is too much to save).
         self.register_buffer("table", torch.empty(0), persistent=False)
 
-    def sample(self, n: int, k: int, generator: torch.Generator) -> Tensor:
+    def sample(self, n: int, k: int, generator: torch.Generator, dtype: torch.dtype | None = None) -> Tensor:
         device = generator.device
         if self.table_size == 0:
-            return draw(self.kind, (k, n), generator, device)
+            return draw(self.kind, (k, n), generator, device, dtype)
+        if self.table.numel() and dtype is not None and self.table.dtype != dtype:
+            self.table = torch.empty(0)  # the model changed dtype: redraw the table in the new one
         if self.table.numel() == 0:
             if self.table_size < n:
                 raise ValueError(f"the noise table ({self.table_size} numbers) is shorter than one direction ({n}): raise method.table_size or set it to 0")
-            self.table = draw(self.kind, (self.table_size,), generator, device)
+            self.table = draw(self.kind, (self.table_size,), generator, device, dtype)
         offsets = torch.randint(0, self.table_size - n + 1, (k,), generator=generator, device=device).tolist()
         if k == 1:
             return self.table[offsets[0] : offsets[0] + n].unsqueeze(0)  # a view: no copy at all

@@ -40,7 +40,7 @@ class ParameterSpaceRule(LearningRule):
         named = {n: p for n, p in model.named_parameters() if p.requires_grad}
         params = {n: p.detach() for n, p in named.items()}
         sizes = [p.numel() for p in params.values()]
-        v = self.noise.sample(sum(sizes), self.directions, self.generator)  # [K, P]
+        v = self.noise.sample(sum(sizes), self.directions, self.generator, next(iter(params.values())).dtype)  # [K, P]
         tangents = {n: t.view(self.directions, *p.shape) for (n, p), t in zip(params.items(), v.split(sizes, dim=1))}
         loss, output, d = self.directional_derivatives(model, params, tangents, x, y, loss_fn)
         if self.clip is not None:
