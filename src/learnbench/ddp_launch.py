@@ -6,12 +6,21 @@ and the whole sweep (every rank would start its own multirun), and `hydra.run.di
 job's directory. Here the command is rebuilt from this job's own overrides and output directory,
 so every rank runs exactly this job. (Ranks started externally, e.g. by SLURM's srun, are not
 affected: Lightning does not re-launch them.)
+
+A multirun runs its jobs one after another in one process, and a DDP job leaves behind its
+process group and the variables the launcher exported (LOCAL_RANK, MASTER_PORT, ...): the next
+job would then take itself for an externally launched rank and talk to the previous job's dead
+ranks. `job_scope()` undoes both when a job ends.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
 
@@ -35,3 +44,26 @@ def install() -> None:
 
     fabric_launcher._hydra_subprocess_cmd = _job_subprocess_cmd
     trainer_launcher._hydra_subprocess_cmd = _job_subprocess_cmd
+
+
+# Set by Lightning's launcher (and OMP_NUM_THREADS by its thread-count helper) in the launching process.
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
+
+
+@contextmanager
+def job_scope() -> Iterator[None]:
+    """One job: install the re-launch command; afterwards, leave the process as the job found it."""
+    install()
+    saved_env = {k: os.environ.get(k) for k in _LAUNCH_ENV}
+    saved_threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        torch.set_num_threads(saved_threads)

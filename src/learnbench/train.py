@@ -15,12 +15,14 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.callbacks import RunRecorder
+from learnbench.data.in_memory import RECONSTRUCTION
+from learnbench.models import Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.paths import CONFIG_DIR
 from learnbench.results import DIVERGED, FAILED, OK, git_revision, library_versions, now_iso, write_results
@@ -76,9 +78,21 @@ def build_loggers(cfg: DictConfig) -> list:
     return instantiate_dict(logger_cfg)
 
 
+def check_model_fits_data(cfg: DictConfig, datamodule) -> None:
+    """An autoencoder needs a reconstruction target (its sizes alone cannot tell: the 2-D, 2-class spiral fits them)."""
+    if issubclass(get_class(cfg.model._target_), Autoencoder) and datamodule.task != RECONSTRUCTION:
+        choices = config_choices(cfg)
+        raise ConfigError(
+            f"model={choices.get('model', 'autoencoder')} reconstructs its input but data={choices.get('data', cfg.data._target_)} "
+            f"is a {datamodule.task} task: "
+            f"use a reconstruction dataset such as data=mnist_autoencoder, or model=mlp for classification"
+        )
+
+
 def build(cfg: DictConfig):
     """Data, model, rule, training module and trainer, all from the config."""
     datamodule = instantiate(cfg.data)
+    check_model_fits_data(cfg, datamodule)
     model = instantiate(cfg.model, input_dim=datamodule.input_dim, output_dim=datamodule.output_dim)
     module = LearningRuleModule(
         model=model,
@@ -179,8 +193,8 @@ def _finish_wandb() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    ddp_launch.install()
-    record = train(cfg)
+    with ddp_launch.job_scope():
+        record = train(cfg)
     # Returned to Hydra (and its sweepers, e.g. Optuna): the metric named by `optimized_metric`.
     metric = cfg.get("optimized_metric")
     return record["metrics"]["best"].get(metric) if metric else None

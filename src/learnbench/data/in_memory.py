@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -20,11 +21,17 @@ CLASSIFICATION = "classification"
 RECONSTRUCTION = "reconstruction"
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed mixed from (seed, epoch): torch's CPU generator keeps only the low 32 bits."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch]).generate_state(1)[0])
+
+
 class TensorBatches:
     """An iterable of (x, y) batches over tensors, re-shuffled every epoch from a fixed seed.
 
-    The permutation for epoch e is drawn from `seed + e` in a generator of its own, so the data
-    order depends on nothing else (not on the learning rule's noise, not on the rank).
+    The permutation for epoch e is drawn from (seed, e) in a generator of its own, so the data
+    order depends on nothing else (not on the learning rule's noise, not on the rank). Not from
+    `seed + e`: runs with neighbouring seeds would then see the same orders, one epoch apart.
     """
 
     def __init__(
@@ -49,7 +56,7 @@ class TensorBatches:
     def _shard_indices(self) -> Tensor:
         n = len(self.x)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)

@@ -7,6 +7,9 @@ the test split is the official one. With `reconstruction=true` the target is the
 
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -64,10 +67,21 @@ class VisionDataModule(InMemoryDataModule):
         # torchvision also accepts the .gz archives it downloads; either form counts as present.
         return [f for f in RAW_FILES if not (self.raw_dir / f).exists() and not (self.raw_dir / f"{f}.gz").exists()]
 
+    def extract_archives(self) -> None:
+        """torchvision reads only the unpacked files: unpack any file that is present only as .gz."""
+        for name in RAW_FILES:
+            target, archive = self.raw_dir / name, self.raw_dir / f"{name}.gz"
+            if not target.exists() and archive.exists():
+                partial = target.with_name(f"{name}.{os.getpid()}.tmp")  # atomic: other ranks may be reading
+                with gzip.open(archive, "rb") as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                os.replace(partial, target)
+
     def prepare_data(self) -> None:
         """Download when files are missing and downloads are allowed; else a clear error."""
         missing = self.missing_files()
         if not missing:
+            self.extract_archives()
             return
         cls = DATASETS[self.dataset][0]
         reason = "data.download=false"

@@ -1,0 +1,220 @@
+"""Shared helpers: Hydra compose, synthetic IDX files, CLI runs in a subprocess, W&B datastore reader.
+
+Every run writes under pytest's tmp dirs (never into the repository), W&B is offline, and the
+CLI runs are started from a tmp dir so relative paths cannot leak into the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from learnbench.paths import CONFIG_DIR
+
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+
+
+def tiny(train_batches: int = 5, epochs: int = 1) -> list[str]:
+    """A few steps of everything, no checkpoints, no progress bar."""
+    return [
+        f"trainer.max_epochs={epochs}",
+        f"+trainer.limit_train_batches={train_batches}",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=1",
+        "+trainer.enable_progress_bar=false",
+        "+trainer.enable_checkpointing=false",
+        "callbacks=none",
+    ]
+
+
+TINY = tiny()
+CSV_ONLY = ["logger=csv"]
+
+# The usual MNIST / Fashion-MNIST training-set pixel statistics (the documented normalisation:
+# x = (pixel / 255 - mean) / std).
+PIXEL_STATS = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}
+TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+N_TRAIN, N_TEST = 240, 60
+
+
+# ----------------------------------------------------------------------------- Hydra compose
+def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """The app's config as `python -m learnbench.train <overrides>` would see it, HydraConfig set."""
+    GlobalHydra.instance().clear()
+    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=[*overrides, *extra], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):  # as Hydra does before calling the app: the app sees its config without `hydra`
+        del cfg["hydra"]
+    return cfg
+
+
+# ----------------------------------------------------------------------------- IDX files
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format: 0x0000 08 <ndim> (uint8 data), big-endian uint32 dims, then the bytes."""
+    assert array.dtype == np.uint8
+    header = struct.pack(">I", 0x00000800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def make_images(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random images whose first two pixels spell the example's index (so rows can be traced back)."""
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    images[:, 0, 0] = np.arange(n) % 256
+    images[:, 0, 1] = np.arange(n) // 256
+    return images
+
+
+def write_vision_dataset(root: Path, name: str, seed: int, n_train: int = N_TRAIN, n_test: int = N_TEST) -> dict:
+    rng = np.random.default_rng(seed)
+    raw = root / TORCHVISION_FOLDER[name] / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": make_images(n_train, rng),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, size=n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": make_images(n_test, rng),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, size=n_test, dtype=np.uint8),
+    }
+    for filename, array in arrays.items():
+        write_idx(raw / filename, array)
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def vision_data(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
+    """Synthetic MNIST and Fashion-MNIST IDX files in torchvision's layout, and what was written."""
+    root = tmp_path_factory.mktemp("datasets")
+    written = {name: write_vision_dataset(root, name, seed) for seed, name in enumerate(TORCHVISION_FOLDER)}
+    return root, written
+
+
+# ----------------------------------------------------------------------------- CLI runs
+def cli_env() -> dict[str, str]:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
+    for key in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR", "NODE_RANK"):
+        env.pop(key, None)
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "learnbench.train", *args]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(cli_command(*args), cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def describe(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+
+
+def results_under(root: Path) -> dict[Path, dict]:
+    """Every results.json below `root`, keyed by its run directory, read back from disk."""
+    return {p.parent: json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))}
+
+
+def multirun_jobs(log_dir: Path) -> list[Path]:
+    """The job directories of the (single) multirun under log_dir, in job order."""
+    sweeps = [p for p in (log_dir / "multiruns").glob("*/*") if p.is_dir()]
+    assert len(sweeps) == 1, f"expected one multirun under {log_dir}, found {sweeps}"
+    return sorted((p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+@pytest.fixture(scope="session")
+def wandb_multirun(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`-m seed=0,1 logger=wandb` on the spiral, offline: shared by the multirun and the W&B tests."""
+    root = tmp_path_factory.mktemp("wandb_multirun")
+    proc = run_cli(
+        "-m",
+        "seed=0,1",
+        "data=spiral",
+        "logger=wandb",
+        *tiny(train_batches=15),
+        f"paths.log_dir={root / 'logs'}",
+        cwd=root,
+    )
+    return root / "logs", proc
+
+
+@pytest.fixture(scope="session")
+def concurrent_single_runs(tmp_path_factory) -> dict:
+    """Two single runs started at the same moment: a normal one and one with lr=1e6 (diverges)."""
+    root = tmp_path_factory.mktemp("concurrent")
+    log_dir = root / "logs"
+    common = ["data=spiral", *TINY, *CSV_ONLY, f"paths.log_dir={log_dir}"]
+    procs = {
+        "ok": start_cli(*common, "tags=[ok]", cwd=root),
+        "diverged": start_cli(*common, "optimizer.lr=1e6", "tags=[diverged]", cwd=root),
+    }
+    deadline = time.monotonic() + 300
+    outputs = {}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=max(1, deadline - time.monotonic()))
+        outputs[name] = (proc.returncode, out)
+    return {"log_dir": log_dir, "outputs": outputs}
+
+
+# ----------------------------------------------------------------------------- W&B offline files
+def wandb_records(path: Path):
+    """Decode a .wandb datastore: a LevelDB-style log (7-byte header ':W&B' + magic 0xBEE1 + version,
+    32 KiB blocks, records framed by crc32 / length / type) of protobuf `Record`s."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B" and struct.unpack("<H", data[4:6])[0] == 0xBEE1, f"{path} is not a W&B datastore"
+    block, pos, pending = 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too little room left for a header: the block is padded
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0 and length == 0:
+            break
+        if kind == 1:  # full
+            chunks = payload
+        elif kind == 2:  # first
+            pending = payload
+            continue
+        elif kind == 3:  # middle
+            pending += payload
+            continue
+        else:  # last
+            chunks, pending = pending + payload, b""
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(chunks)
+        yield record
+
+
+def wandb_logged(path: Path) -> tuple[str, dict[str, list]]:
+    """(run id, every history value logged per key, in order) from a .wandb file."""
+    run_id, history = None, {}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run_id = record.run.run_id
+        elif kind == "history":
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                history.setdefault(key, []).append(json.loads(item.value_json))
+    return run_id, history

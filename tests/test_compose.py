@@ -1,0 +1,132 @@
+"""Every data x model x method combination composes and instantiates; bad configs fail clearly.
+
+Options are discovered from the yaml files in the config dir, so a new rule (conf/method/*.yaml)
+is covered without editing this file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from functools import partial
+
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+
+from conftest import TINY, compose_config
+from learnbench.data.in_memory import per_example_loss
+from learnbench.paths import CONFIG_DIR
+from learnbench.rules import LearningRule
+from learnbench.train import ConfigError, build, check_config, train
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+DATA, MODELS, METHODS = options("data"), options("model"), options("method")
+
+
+def test_the_option_lists_are_not_empty():
+    assert {"spiral", "mnist", "fashion_mnist", "mnist_autoencoder", "fashion_mnist_autoencoder"} <= set(DATA)
+    assert {"mlp", "autoencoder"} <= set(MODELS)
+    assert "bp" in METHODS
+
+
+def incompatible(data: str, model: str) -> bool:
+    return model == "autoencoder" and not data.endswith("_autoencoder")
+
+
+@pytest.mark.parametrize(("data", "model", "method"), list(itertools.product(DATA, MODELS, METHODS)))
+def test_every_combination_composes_and_instantiates(data, model, method, tmp_path):
+    cfg = compose_config([f"data={data}", f"model={model}", f"method={method}", f"paths.data_dir={tmp_path}"], tmp_path)
+    choices = HydraConfig.get().runtime.choices
+    assert (choices.data, choices.model, choices.method) == (data, model, method)
+    check_config(cfg)
+    if incompatible(data, model):
+        with pytest.raises(ConfigError) as error:
+            build(cfg)
+        message = str(error.value)
+        assert f"data={data}" in message and "data=mnist_autoencoder" in message and "model=mlp" in message
+        return
+    datamodule = instantiate(cfg.data)  # no file is read before setup()
+    net = instantiate(cfg.model, input_dim=datamodule.input_dim, output_dim=datamodule.output_dim)
+    rule = instantiate(cfg.method)
+    if cfg.method.get("table_size"):  # a smaller noise table: drawing the default 16 M numbers is slow
+        rule = instantiate(cfg.method, table_size=2**20)
+    assert isinstance(rule, LearningRule)
+    assert instantiate(cfg.optimizer)(params=net.parameters()) is not None
+
+    # One gradient estimate on a random batch of the data's shape: every trainable parameter gets a
+    # finite gradient of its own shape, and the rule does not step.
+    torch.manual_seed(0)
+    x = torch.randn(4, *datamodule.input_shape)
+    y = x if datamodule.task == "reconstruction" else torch.randint(0, datamodule.output_dim, (4,))
+    out_shape = net(x).shape
+    assert out_shape == (4, datamodule.output_dim)
+    if datamodule.task == "reconstruction":
+        assert datamodule.output_dim == datamodule.input_dim == 784
+    before = [p.detach().clone() for p in net.parameters()]
+    rule.setup(net, seed=0, rank=0, device=torch.device("cpu"))
+    out = rule.estimate_grads(net, x, y, partial(per_example_loss, datamodule.task))
+    assert torch.isfinite(out.loss)
+    for p, p0 in zip(net.parameters(), before):
+        assert p.grad is not None and p.grad.shape == p.shape and torch.isfinite(p.grad).all()
+        assert torch.equal(p.detach(), p0)
+
+
+@pytest.mark.parametrize("data", [d for d in DATA if not d.endswith("_autoencoder")])
+def test_autoencoder_on_a_classification_dataset_fails_through_train(data, tmp_path):
+    cfg = compose_config([f"data={data}", "model=autoencoder", *TINY, "logger=csv"], tmp_path)
+    with pytest.raises(ConfigError, match=f"data={data} is a classification task: use a reconstruction dataset such as data=mnist_autoencoder"):
+        train(cfg)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["status"] == "failed" and "ConfigError" in record["message"]
+
+
+@pytest.mark.parametrize("group", ["method", "data", "model", "optimizer", "trainer"])
+def test_unknown_option_lists_the_available_ones(group):
+    with pytest.raises(MissingConfigException) as error:
+        compose_config([f"{group}=nope"])
+    message = str(error.value)
+    assert f"Could not find '{group}/nope'" in message
+    assert f"Available options in '{group}'" in message
+    for option in options(group):
+        assert option in message
+
+
+def test_gradient_clip_val_names_grad_clip_norm(tmp_path):
+    cfg = compose_config(["+trainer.gradient_clip_val=1", *TINY, "logger=csv"], tmp_path)
+    with pytest.raises(ConfigError, match="grad_clip_norm"):
+        train(cfg)
+
+
+def test_accumulate_grad_batches_is_refused(tmp_path):
+    cfg = compose_config(["+trainer.accumulate_grad_batches=2"], tmp_path)
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        check_config(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_gpu_trainer_without_gpu_is_a_clear_error(trainer, tmp_path):
+    cfg = compose_config([f"trainer={trainer}", *TINY, "logger=csv"], tmp_path)
+    with pytest.raises(ConfigError) as error:
+        train(cfg)
+    assert "no CUDA device" in str(error.value) and "trainer=cpu" in str(error.value)
+    # A failed run still leaves its record behind.
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["status"] == "failed" and "ConfigError" in record["message"]
+
+
+def test_fp16_with_a_hand_written_rule_is_refused(tmp_path):
+    non_bp = [m for m in METHODS if m != "bp"]
+    if not non_bp:
+        pytest.skip("no rule besides backprop yet")
+    cfg = compose_config([f"method={non_bp[0]}", "trainer.precision=16-mixed"], tmp_path)
+    with pytest.raises(ConfigError, match="bf16-mixed"):
+        check_config(cfg)
+    check_config(compose_config(["method=bp", "trainer.precision=16-mixed"], tmp_path))

@@ -1,0 +1,142 @@
+"""DDP on 2 CPU processes (gloo): hand-written gradients must be all-reduced explicitly.
+
+In-process tests use `ddp_spawn` (plain `ddp` would re-execute pytest). Each rank saves its
+parameters to a file; the parent compares them with each other and with an independent oracle:
+one process training on the union of the two ranks' batches (mean of two equal-size batch means
+= mean over the union), so K synchronised DDP steps equal K single-process steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import CSV_ONLY, describe, multirun_jobs, results_under, run_cli, tiny
+from learnbench.data import SpiralDataModule
+from learnbench.models import MLP
+from learnbench.module import LearningRuleModule
+from learnbench.rules import Backprop
+
+STEPS, BATCH = 6, 16
+
+
+@pytest.fixture(autouse=True)
+def restore_process_state():
+    """Lightning's launchers export DDP variables and lower the thread count: keep them out of later tests."""
+    env, threads = dict(os.environ), torch.get_num_threads()
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    torch.set_num_threads(threads)
+
+
+class SaveParameters(L.Callback):
+    """Each rank writes its final parameters (and step count) to <directory>/rank<r>.pt."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def on_train_end(self, trainer, pl_module):
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+        torch.save({"params": state, "steps": trainer.global_step, "world": trainer.world_size},
+                   Path(self.directory) / f"rank{trainer.global_rank}.pt")
+
+
+def spiral(batch_size: int) -> SpiralDataModule:
+    # 128 training points: 4 steps per epoch on each of 2 ranks (batch 16) or on 1 process (batch 32).
+    return SpiralDataModule(train_per_arm=64, val_per_arm=8, test_per_arm=8, batch_size=batch_size, seed=11)
+
+
+def initial_model() -> MLP:
+    torch.manual_seed(0)
+    return MLP(2, 2, hidden_sizes=(16, 16), activation="tanh")
+
+
+def fit(model, data, directory: Path, **trainer_kwargs) -> None:
+    module = LearningRuleModule(
+        model, Backprop(), optimizer=partial(torch.optim.SGD, lr=0.5, momentum=0.9), task="classification",
+        allreduce_grads=trainer_kwargs.pop("allreduce_grads", True),
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=STEPS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[SaveParameters(str(directory))],
+        default_root_dir=directory, **trainer_kwargs,
+    )
+    trainer.fit(module, datamodule=data)
+
+
+def load_ranks(directory: Path, world: int) -> list[dict]:
+    states = [torch.load(directory / f"rank{r}.pt") for r in range(world)]
+    assert all(s["steps"] == STEPS and s["world"] == world for s in states)
+    return [s["params"] for s in states]
+
+
+@pytest.fixture(scope="module")
+def single_process_reference(tmp_path_factory) -> dict:
+    directory = tmp_path_factory.mktemp("single")
+    fit(initial_model(), spiral(2 * BATCH), directory, devices=1)
+    return load_ranks(directory, 1)[0]
+
+
+@pytest.mark.parametrize("allreduce", [True, False], ids=["allreduce", "no_allreduce"])
+def test_ddp_ranks_stay_identical_only_with_the_all_reduce(allreduce, single_process_reference, tmp_path):
+    model = initial_model()
+    start = copy.deepcopy(model.state_dict())
+    fit(model, spiral(BATCH), tmp_path, devices=2, strategy="ddp_spawn", allreduce_grads=allreduce)
+    rank0, rank1 = load_ranks(tmp_path, 2)
+    assert rank0.keys() == start.keys()
+    assert any(not torch.equal(rank0[k], start[k]) for k in start), "training did not move the parameters"
+    if allreduce:
+        for k in rank0:
+            assert torch.equal(rank0[k], rank1[k]), f"{k} differs across ranks"
+            torch.testing.assert_close(rank0[k], single_process_reference[k], rtol=1e-4, atol=1e-5, msg=k)
+    else:
+        # Without the explicit all-reduce DDP averages nothing (the rule never calls backward):
+        # each rank follows its own shard and the replicas drift apart, silently.
+        gap = max((rank0[k] - rank1[k]).abs().max().item() for k in rank0)
+        assert gap > 1e-3, gap
+        diff_from_reference = max((rank0[k] - single_process_reference[k]).abs().max().item() for k in rank0)
+        assert diff_from_reference > 1e-3
+
+
+def ddp_sim_args(log_dir: Path) -> list[str]:
+    return ["data=spiral", "trainer=ddp_sim", *tiny(train_batches=4), *CSV_ONLY, f"paths.log_dir={log_dir}"]
+
+
+def check_ddp_record(record: dict) -> None:
+    assert record["status"] == "ok", record["message"]
+    assert record["config"]["trainer"]["strategy"] == "ddp" and record["config"]["trainer"]["devices"] == 2
+    assert record["steps"] == 4
+    assert 0.0 <= record["metrics"]["final"]["test/acc"] <= 1.0
+
+
+def test_ddp_sim_multirun_every_job_finishes(tmp_path):
+    """Lightning re-launches rank 1 from the command line: inside a multirun ddp_launch must rebuild
+    it for this job only, and the next job must not inherit the previous job's process group."""
+    log_dir = tmp_path / "logs"
+    proc = run_cli("-m", "seed=0,1", *ddp_sim_args(log_dir), cwd=tmp_path, timeout=400)
+    assert proc.returncode == 0, describe(proc)
+    jobs = multirun_jobs(log_dir)
+    records = results_under(log_dir)
+    assert set(records) == set(jobs) and len(jobs) == 2, list(records)
+    for job, seed in zip(jobs, (0, 1)):
+        check_ddp_record(records[job])
+        assert records[job]["seed"] == seed
+    # Rank 1 wrote into its job's directory: no stray single-run directories appeared.
+    assert not (log_dir / "runs").exists()
+
+
+@pytest.mark.slow
+def test_ddp_sim_single_run(tmp_path):
+    log_dir = tmp_path / "logs"
+    proc = run_cli(*ddp_sim_args(log_dir), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, describe(proc)
+    records = results_under(log_dir)
+    assert len(records) == 1
+    check_ddp_record(next(iter(records.values())))

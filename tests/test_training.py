@@ -1,0 +1,110 @@
+"""Real (tiny) training runs on the CPU, in-process through `train(cfg)` and through the CLI.
+
+Every check reads results.json back from disk; the run directories are the ones Hydra made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from conftest import CSV_ONLY, compose_config, multirun_jobs, results_under, tiny
+from learnbench.data import DatasetNotFoundError
+from learnbench.train import train
+
+DATASETS = {
+    "spiral": ("mlp", "test/acc"),
+    "mnist": ("mlp", "test/acc"),
+    "fashion_mnist": ("mlp", "test/acc"),
+    "mnist_autoencoder": ("autoencoder", "test/mse"),
+    "fashion_mnist_autoencoder": ("autoencoder", "test/mse"),
+}
+
+
+def read_record(run_dir):
+    path = run_dir / "results.json"
+    assert path.is_file(), f"no results.json in {run_dir}"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("data", list(DATASETS))
+def test_short_run_writes_results(data, vision_data, tmp_path):
+    model, metric = DATASETS[data]
+    root, _ = vision_data
+    overrides = [f"data={data}", f"model={model}", "method=bp", "seed=3", *tiny(train_batches=3), *CSV_ONLY]
+    if data != "spiral":  # the synthetic IDX files: 240 training images, 60 test images
+        overrides += [f"paths.data_dir={root}", "data.download=false", "data.val_size=40", "data.batch_size=50"]
+    run_dir = tmp_path / "run"
+    returned = train(compose_config(overrides, run_dir))
+    record = read_record(run_dir)
+
+    assert record["status"] == "ok", record["message"]
+    assert (record["method"], record["data"], record["model"], record["seed"]) == ("bp", data, model, 3)
+    assert record["steps"] == 3 and record["epochs"] == 1
+    final = record["metrics"]["final"]
+    other = "test/mse" if metric == "test/acc" else "test/acc"
+    assert metric in final and "test/loss" in final and other not in final
+    assert metric.replace("test/", "val/") in final and "train/loss" in final
+    assert all(isinstance(v, float) and math.isfinite(v) for v in final.values())
+    if metric == "test/acc":
+        assert 0.0 <= final["test/acc"] <= 1.0
+    else:  # two code paths, one number: the mean per-example MSE loss and torchmetrics' MSE
+        assert final["test/mse"] == pytest.approx(final["test/loss"], rel=1e-5)
+    assert record["output_dir"] == str(run_dir.resolve())
+    assert record["config"]["data"]["_target_"].startswith("learnbench.data.")
+    assert record["parameters"] > 0 and record["wall_time_s"] > 0
+    assert len(record["history"]) == 1 and record["history"][0]["step"] == 3
+    assert returned["metrics"]["final"][metric] == final[metric]
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_missing_dataset_fails_with_a_record(tmp_path):
+    overrides = ["data=mnist", f"paths.data_dir={tmp_path / 'empty'}", "data.download=false", *tiny(), *CSV_ONLY]
+    run_dir = tmp_path / "run"
+    with pytest.raises(DatasetNotFoundError, match="paths.data_dir"):
+        train(compose_config(overrides, run_dir))
+    record = read_record(run_dir)
+    assert record["status"] == "failed" and "DatasetNotFoundError" in record["message"]
+
+
+def test_backprop_on_the_default_spiral_reaches_95_percent(tmp_path):
+    """The defaults (plus conf/tuned/bp_spiral.yaml): 30 epochs of 20 steps, 5-25 s on 2 CPU cores."""
+    overrides = ["callbacks=none", "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false", *CSV_ONLY]
+    train(compose_config(overrides, tmp_path))
+    record = read_record(tmp_path)
+    assert record["status"] == "ok"
+    assert record["steps"] == 600
+    assert record["metrics"]["final"]["test/acc"] >= 0.95, record["metrics"]["final"]
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_multirun_makes_one_job_dir_per_job(wandb_multirun):
+    log_dir, proc = wandb_multirun
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    jobs = multirun_jobs(log_dir)
+    assert [p.name for p in jobs] == ["0", "1"]
+    records = results_under(log_dir)
+    assert set(records) == set(jobs), "each job writes its own results.json, and only there"
+    for job, seed in zip(jobs, (0, 1)):
+        record = records[job]
+        assert record["status"] == "ok" and record["seed"] == seed
+        assert record["output_dir"] == str(job.resolve())
+        assert f"seed={seed}" in record["overrides"]
+        assert "test/acc" in record["metrics"]["final"]
+    assert (jobs[0].parent / "multirun.yaml").is_file()
+
+
+def test_simultaneous_single_runs_get_their_own_dirs(concurrent_single_runs):
+    outputs = concurrent_single_runs["outputs"]
+    for name, (code, out) in outputs.items():
+        assert code == 0, f"{name}: {out[-5000:]}"
+    records = results_under(concurrent_single_runs["log_dir"])
+    assert len(records) == 2, list(records)
+    dirs = list(records)
+    assert dirs[0] != dirs[1]
+    assert all("/runs/" in str(d) for d in dirs)
+    assert {r["config"]["tags"][0] for r in records.values()} == {"ok", "diverged"}
+    for run_dir, record in records.items():
+        assert record["output_dir"] == str(run_dir.resolve())

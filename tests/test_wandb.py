@@ -1,0 +1,48 @@
+"""W&B offline: what a run logged is read back from the offline run's own files.
+
+wandb writes no summary file offline; the run's `.wandb` datastore (a LevelDB-style log of
+protobuf records) is decoded in conftest.wandb_records, independently of wandb's writer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import multirun_jobs, results_under, wandb_logged
+
+
+@pytest.fixture(scope="module")
+def offline_runs(wandb_multirun):
+    log_dir, proc = wandb_multirun
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    runs = {}
+    for job in multirun_jobs(log_dir):
+        offline = sorted((job / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1, f"{job}: expected one offline run, found {offline}"
+        datastores = list(offline[0].glob("run-*.wandb"))
+        assert len(datastores) == 1, offline[0]
+        runs[job] = (offline[0], *wandb_logged(datastores[0]))
+    return log_dir, runs
+
+
+def test_offline_run_lives_in_the_job_dir_and_logs_the_test_metrics(offline_runs):
+    log_dir, runs = offline_runs
+    records = results_under(log_dir)
+    for job, (offline_dir, run_id, history) in runs.items():
+        record = records[job]
+        assert offline_dir.name.endswith(f"-{run_id}")
+        for key in ("test/acc", "test/loss"):
+            assert len(history[key]) == 1, history.get(key)
+            assert history[key][0] == pytest.approx(record["metrics"]["final"][key], rel=1e-6, abs=1e-7), key
+        # The per-epoch validation metrics went to W&B too, and agree with results.json's history.
+        assert history["val/acc"][-1] == pytest.approx(record["history"][-1]["val/acc"], rel=1e-6)
+        assert max(history["trainer/global_step"]) == record["steps"]
+
+
+def test_each_multirun_job_is_its_own_wandb_run(offline_runs):
+    _, runs = offline_runs
+    ids = [run_id for _, run_id, _ in runs.values()]
+    assert len(ids) == 2 and len(set(ids)) == 2 and all(ids)
+    # Different seeds, different runs: their logged test losses are not one run's values repeated.
+    losses = [history["test/loss"][0] for _, _, history in runs.values()]
+    assert losses[0] != losses[1]
