@@ -32,3 +32,7 @@ test-all:  ## every test
 
 clean:  ## remove logs and caches (not the venv)
 	rm -rf logs multirun outputs .pytest_cache
+
+RUNS ?= logs/multiruns
+table:  ## mean ± std over seeds of finished runs: make table RUNS="logs/multiruns/<date>" ARGS="--format latex --plots figures"
+	$(RUN) -m learnbench.report $(RUNS) $(ARGS)

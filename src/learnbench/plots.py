@@ -1,0 +1,174 @@
+"""Learning curves for papers, from the per-epoch history in results.json (or W&B history).
+
+One figure per (data, model) and x axis (epoch, wall-clock seconds since fit start), one line per
+method (and per other setting that splits groups, e.g. the learning rate), the mean over seeds with
+a band (min-max, or mean ± sample std). Gradient-alignment curves (align/cos/all, the cosine between
+the rule's gradient estimate and backprop's) get their own figure when the history has them.
+Figures are a paper column wide (3.4 in) and saved as PNG (200 dpi) and PDF.
+Diverged and failed runs are left out of the curves, as from the tables, and counted in the legend.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from learnbench.report import Group, group_records, grouping_keys  # noqa: E402
+
+COLUMN_WIDTH_IN = 3.4
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 6.5,
+    "lines.linewidth": 1.2,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "pdf.fonttype": 42,  # TrueType in the PDF: editable text, accepted by most venues
+    "savefig.dpi": 200,
+}
+ALIGNMENT_KEY = "align/cos/all"
+LABELS = {
+    "val/acc": "validation accuracy",
+    "val/loss": "validation loss",
+    "val/mse": "validation MSE",
+    "train/loss": "training loss",
+    ALIGNMENT_KEY: "cosine to backprop gradient",
+    "epoch": "epoch",
+    "time": "wall-clock time (s)",
+}
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def _slug(text) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", str(text).replace("/", "-")).strip("_")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def curve(runs: list[dict], key: str, x: str) -> tuple[list, list]:
+    """(x per epoch, [values of `key` over the runs] per epoch) from the runs' histories."""
+    by_epoch: dict[int, list[tuple]] = {}
+    for run in runs:
+        for entry in run.get("history") or []:
+            if _finite(entry.get(key)) and _finite(entry.get(x)) and "epoch" in entry:
+                by_epoch.setdefault(int(entry["epoch"]), []).append((float(entry[x]), float(entry[key])))
+    xs, values = [], []
+    for epoch in sorted(by_epoch):
+        pairs = by_epoch[epoch]
+        xs.append(statistics.fmean(p[0] for p in pairs))  # seeds differ in seconds per epoch: mean
+        values.append([p[1] for p in pairs])
+    return xs, values
+
+
+def _band(values: list[list[float]], band: str) -> tuple[list, list, list]:
+    means = [statistics.fmean(v) for v in values]
+    if band == "std":
+        spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        return means, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)]
+    return means, [min(v) for v in values], [max(v) for v in values]
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """optimizer.lr -> lr, unless two keys end the same way."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _label(group: Group, keys: list[str], names: dict[str, str], shown: set[str]) -> str:
+    """'wp, lr=0.1 (n=3, 1 diverged/failed)': the method and the settings that differ in this figure."""
+    parts = [str(v) for k, v in zip(keys, group.key) if k == "method"]
+    parts += [f"{names[k]}={v:g}" if isinstance(v, float) else f"{names[k]}={v}"
+              for k, v in zip(keys, group.key) if k in shown]
+    dropped = len(group.runs) - len(group.ok)
+    counts = f"n={len(group.ok)}" + (f", {dropped} diverged/failed" if dropped else "")
+    return f"{', '.join(parts) or 'runs'} ({counts})"
+
+
+def _figure(lines: list[tuple], ylabel: str, xlabel: str, title: str, band: str, path: Path) -> list[Path]:
+    with plt.rc_context(STYLE):
+        # Few short labels fit inside the axes; otherwise they go below, one per row, and the figure grows.
+        below = len(lines) > 3 or max(len(line[0]) for line in lines) > 30
+        height = 2.3 + (0.14 * len(lines) + 0.1 if below else 0.0)
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, height), layout="constrained")
+        for label, color, style, xs, values in lines:
+            if xlabel == LABELS["epoch"]:
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            mean, low, high = _band(values, band)
+            marker = "o" if len(xs) <= 12 else None
+            ax.plot(xs, mean, color=color, linestyle=style, marker=marker, markersize=2.5, label=label)
+            ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        if below:
+            fig.legend(frameon=False, loc="outside lower center", ncols=1)
+        else:
+            ax.legend(frameon=False, loc="best")
+        written = []
+        for suffix in (".png", ".pdf"):
+            target = path.with_suffix(suffix)
+            fig.savefig(target, dpi=200)
+            written.append(target)
+        plt.close(fig)
+    return written
+
+
+def _val_metric(runs: list[dict]) -> str | None:
+    keys = {k for r in runs for e in r.get("history") or [] for k in e}
+    return next((k for k in ("val/acc", "val/mse", "val/loss") if k in keys), None)
+
+
+def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "minmax", metric: str | None = None) -> list[Path]:
+    """Draw every figure; return the files written (PNG and PDF of each)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = grouping_keys(records)
+    names = _short_names(keys)
+    methods = sorted({r.get("method") for r in records}, key=lambda m: (m != "bp", str(m)))
+    palette = plt.get_cmap("tab10")
+    color_of = {m: palette(i % 10) for i, m in enumerate(methods)}
+    blocks: dict[tuple, list[Group]] = {}
+    for group in group_records(records, keys):
+        block = tuple(group.key[keys.index(k)] for k in ("data", "model"))
+        blocks.setdefault(block, []).append(group)
+
+    written = []
+    for (data, model), groups in blocks.items():
+        style_of: dict[tuple, int] = {}  # settings of one method: solid, dashed, ... in a fixed order
+        shown = {k for i, k in enumerate(keys)
+                 if k not in ("method", "data", "model") and len({g.key[i] for g in groups}) > 1}
+        runs = [r for g in groups for r in g.ok]
+        for key, xlabel_key in [(metric or _val_metric(runs), "epoch"), (metric or _val_metric(runs), "time"),
+                                (ALIGNMENT_KEY, "epoch")]:
+            if key is None:
+                continue
+            lines = []
+            for group in groups:
+                xs, values = curve(group.ok, key, xlabel_key)
+                if not xs:
+                    continue
+                method = group.key[keys.index("method")]
+                if group.key not in style_of:
+                    style_of[group.key] = sum(k[keys.index("method")] == method for k in style_of)
+                style = LINESTYLES[style_of[group.key] % len(LINESTYLES)]
+                lines.append((_label(group, keys, names, shown), color_of[method], style, xs, values))
+            if not lines:
+                continue
+            path = out_dir / f"{_slug(data)}_{_slug(model)}_{_slug(key)}_vs_{xlabel_key}"
+            written += _figure(lines, LABELS.get(key, key), LABELS[xlabel_key], f"{data} / {model}", band, path)
+    return written

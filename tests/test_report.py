@@ -1,0 +1,250 @@
+"""Tables and plots from results.json files, each checked against an independent oracle:
+hand-computed means and sample stds (and the statistics module), the csv module, the table
+grammar (LaTeX column counts, Markdown cell counts), and one real (tiny) Hydra multirun."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from learnbench import report
+from learnbench.report import (
+    _history_from_wandb,
+    build_table,
+    load_records,
+    record_from_wandb,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "wandb_runs.json"
+
+
+def write_run(root: Path, job: str, method: str, seed: int, *, acc=None, loss=None, status="ok", lr=0.1,
+              data="spiral", history=None, mse=None, started="2025-01-01T00:00:00+0000") -> Path:
+    """A results.json shaped like train.py's, with the given final test metrics."""
+    out = root / job
+    final = {k: v for k, v in {"test/acc": acc, "test/loss": loss, "test/mse": mse}.items() if v is not None}
+    record = {
+        "method": method, "data": data, "model": "mlp", "optimizer": "sgd", "experiment": None,
+        "seed": seed, "status": status, "message": None if status == "ok" else f"{status} on purpose",
+        "metrics": {"final": {"val/acc": 0.5, **final}, "best": {"val/acc": 0.6}},
+        "started": started, "output_dir": str(out),
+        "overrides": [f"method={method}", f"seed={seed}", f"optimizer.lr={lr}", "logger=csv"],
+        "config": {
+            "data": {"_target_": "learnbench.data.SpiralDataModule", "batch_size": 100, "seed": seed},
+            "model": {"_target_": "learnbench.models.MLP", "hidden_sizes": [64, 64]},
+            "method": {"_target_": f"learnbench.rules.{method.upper()}"},
+            "optimizer": {"_target_": "torch.optim.SGD", "lr": lr},
+            "scheduler": {},
+            "trainer": {"max_epochs": 3, "default_root_dir": str(out)},
+            "callbacks": {"checkpoint": {"dirpath": f"{out}/checkpoints"}},
+            "logger": {"csv": {"save_dir": str(out)}},
+            "paths": {"output_dir": str(out), "log_dir": str(root)},
+            "seed": seed,
+        },
+        "history": history or [],
+        "steps": 30, "epochs": 3, "wall_time_s": 1.0 + seed,
+    }
+    out.mkdir(parents=True)
+    (out / "results.json").write_text(json.dumps(record))
+    return out
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """bp at two learning rates (3 and 1 seeds), wp with one ok, one diverged and one failed seed,
+    np with every seed diverged."""
+    write_run(tmp_path, "0", "bp", 0, acc=0.90, loss=0.30)
+    write_run(tmp_path, "1", "bp", 1, acc=0.92, loss=0.20)
+    write_run(tmp_path, "2", "bp", 2, acc=0.94, loss=0.10)
+    write_run(tmp_path, "3", "bp", 0, acc=0.80, loss=0.50, lr=0.2)
+    write_run(tmp_path, "4", "wp", 0, acc=0.70, loss=0.60)
+    write_run(tmp_path, "5", "wp", 1, status="diverged")
+    write_run(tmp_path, "6", "wp", 2, acc=0.10, loss=9.0, status="failed")  # numbers that must not count
+    write_run(tmp_path, "7", "np", 0, status="diverged")
+    write_run(tmp_path, "8", "np", 1, status="diverged")
+    return tmp_path
+
+
+def rows_by_method_and_lr(table) -> dict:
+    index = [table.group_columns.index(k) for k in ("method", "optimizer.lr")]
+    return {tuple(row["group"][i] for i in index): row for row in table.rows}
+
+
+def test_means_and_sample_stds_match_hand_computed_values(sweep):
+    table = build_table(load_records([sweep]), ["test/acc", "test/loss"])
+    assert table.group_columns == ["method", "data", "model", "optimizer.lr"]  # lr splits; seed, paths do not
+    rows = rows_by_method_and_lr(table)
+    acc, loss = rows[("bp", 0.1)]["stats"]
+    # By hand: mean(0.90, 0.92, 0.94) = 0.92; deviations ±0.02, 0 -> var = 0.0008/2, std = 0.02.
+    assert acc.mean == pytest.approx(0.92) and acc.std == pytest.approx(0.02) and acc.n == 3
+    assert loss.mean == pytest.approx(0.2) and loss.std == pytest.approx(0.1)
+    assert acc.std == pytest.approx(statistics.stdev([0.90, 0.92, 0.94]))
+    single = rows[("bp", 0.2)]["stats"][0]
+    assert single.mean == pytest.approx(0.80) and single.std is None and single.n == 1
+
+
+def test_diverged_and_failed_runs_are_counted_not_averaged(sweep):
+    table = build_table(load_records([sweep]), ["test/acc", "test/loss"])
+    rows = rows_by_method_and_lr(table)
+    wp = rows[("wp", 0.1)]
+    assert (wp["n"], wp["diverged"], wp["failed"]) == (1, 1, 1)
+    assert wp["stats"][0].mean == pytest.approx(0.70)  # the failed run's 0.10 is left out
+    np_row = rows[("np", 0.1)]
+    assert (np_row["n"], np_row["diverged"]) == (0, 2)
+    text = to_markdown(table)
+    np_line = next(line for line in text.splitlines() if line.startswith("| np "))
+    assert np_line.count("diverged") == 2 and "| 2/0 |" in np_line  # both metric cells say so
+    wp_line = next(line for line in text.splitlines() if line.startswith("| wp "))
+    assert "| 1/1 |" in wp_line and "0.7000 ± —" in wp_line  # n = 1: no std
+
+
+def test_markdown_table_parses_and_marks_the_best_cells(sweep):
+    text = to_markdown(build_table(load_records([sweep]), ["test/acc", "test/loss"]))
+    lines = text.strip().splitlines()
+    cells = [re.split(r"(?<!\\)\|", line)[1:-1] for line in lines]
+    assert all(line.startswith("|") and line.endswith("|") for line in lines)
+    assert len({len(c) for c in cells}) == 1 and len(cells) == 2 + 4  # header, rule, 4 groups
+    assert all(re.fullmatch(r"-+:?", c.strip()) for c in cells[1])
+    header = [c.strip() for c in cells[0]]
+    bold = {header[j]: c.strip() for row in cells[2:] for j, c in enumerate(row) if c.strip().startswith("**")}
+    assert bold == {"test/acc": "**0.9200 ± 0.0200**", "test/loss": "**0.2000 ± 0.1000**"}  # max acc, min loss
+
+
+def test_latex_has_booktabs_rules_and_a_cell_for_every_column(sweep):
+    text = to_latex(build_table(load_records([sweep]), ["test/acc", "test/loss"], error=True))
+    lines = text.strip().splitlines()
+    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", text).group(1)
+    top, mid, bottom = lines.index("\\toprule"), lines.index("\\midrule"), lines.index("\\bottomrule")
+    assert top < mid < bottom and lines[-1] == "\\end{tabular}"
+    rows = lines[top + 1 : mid] + lines[mid + 1 : bottom]
+    assert len(rows) == 1 + 4
+    for row in rows:
+        assert row.endswith("\\\\")
+        assert len(re.findall(r"(?<!\\)&", row)) + 1 == len(spec)
+    assert "test/err \\%" in rows[0]
+    # Error in percent: 100 (1 - 0.92) = 8.00, std 100 * 0.02 = 2.00; lowest error is best.
+    assert "$\\mathbf{8.00 \\pm 2.00}$" in text
+
+
+def test_csv_reads_back_with_the_csv_module(sweep, tmp_path, capsys):
+    out = tmp_path / "table.csv"
+    assert report.main([str(sweep), "--metrics", "test/acc,wall_time_s", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    bp = next(r for r in rows if r["method"] == "bp" and r["optimizer.lr"] == "0.1")
+    assert float(bp["test/acc mean"]) == pytest.approx(statistics.fmean([0.90, 0.92, 0.94]))
+    assert float(bp["test/acc std"]) == pytest.approx(0.02)
+    assert float(bp["wall_time_s mean"]) == pytest.approx(2.0)  # 1 + seed over seeds 0, 1, 2
+    np_row = next(r for r in rows if r["method"] == "np")
+    assert (np_row["n"], np_row["diverged"], np_row["test/acc mean"], np_row["test/acc std"]) == ("0", "2", "diverged", "")
+
+
+def test_default_metrics_follow_the_task(tmp_path):
+    write_run(tmp_path / "cls", "0", "bp", 0, acc=0.9, loss=0.3)
+    write_run(tmp_path / "ae", "0", "bp", 0, mse=0.01, data="mnist_autoencoder")
+    assert report.default_metrics(load_records([tmp_path / "cls"])) == ["test/acc", "test/loss"]
+    assert report.default_metrics(load_records([tmp_path / "ae"])) == ["test/mse"]
+
+
+def test_a_rerun_seed_counts_once(tmp_path, capsys):
+    write_run(tmp_path, "old", "bp", 0, acc=0.1, loss=1.0, started="2025-01-01T00:00:00+0000")
+    write_run(tmp_path, "new", "bp", 0, acc=0.9, loss=0.3, started="2025-01-02T00:00:00+0000")
+    (row,) = build_table(load_records([tmp_path]), ["test/acc"]).rows
+    assert row["n"] == 1 and row["stats"][0].mean == pytest.approx(0.9)
+    assert "appears twice" in capsys.readouterr().err
+
+
+def test_plots_write_png_and_pdf_curves_and_alignment(tmp_path):
+    from learnbench.plots import plot_learning_curves
+
+    def history(offset):
+        return [{"epoch": e, "step": 10 * e, "time": 0.5 * e + offset, "val/acc": 0.5 + 0.1 * e + offset,
+                 "val/loss": 1.0 / e, "train/loss": 1.0 / e, "align/cos/all": 0.1 * e} for e in range(1, 5)]
+
+    for seed in (0, 1):
+        write_run(tmp_path / "runs", f"bp{seed}", "bp", seed, acc=0.9, loss=0.2, history=history(0.01 * seed))
+        write_run(tmp_path / "runs", f"wp{seed}", "wp", seed, acc=0.7, loss=0.5, history=history(-0.1))
+    written = plot_learning_curves(load_records([tmp_path / "runs"]), tmp_path / "figures")
+    names = {p.name for p in written}
+    for stem in ("spiral_mlp_val-acc_vs_epoch", "spiral_mlp_val-acc_vs_time", "spiral_mlp_align-cos-all_vs_epoch"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names
+    for path in written:
+        head = path.read_bytes()[:8]
+        assert path.stat().st_size > 1000 and head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF")
+
+
+# ------------------------------------------------------------------------------------------- W&B
+def fixture_runs() -> list[SimpleNamespace]:
+    """The recorded API items as objects with the attributes record_from_wandb reads."""
+    runs = json.loads(FIXTURE.read_text())["runs"]
+    return [
+        SimpleNamespace(id=r["id"], name=r["name"], group=r["group"], state=r["state"], created_at=r["created_at"],
+                        path=r["path"], config=r["config"], summary_metrics=r["summaryMetrics"],
+                        _learnbench_history=_history_from_wandb(r["history"]))
+        for r in runs
+    ]
+
+
+def test_wandb_runs_become_the_same_records_and_table():
+    records = [r for r in map(record_from_wandb, fixture_runs()) if r is not None]
+    assert len(records) == 5  # the running one is left out
+    by_name = {(r["method"], r["seed"]): r for r in records}
+    assert by_name[("wp", 1)]["status"] == "diverged" and by_name[("wp", 2)]["status"] == "failed"
+    assert by_name[("bp", 0)]["history"] == [
+        {"epoch": 1, "step": 19, "time": 3.1, "val/acc": 0.8, "val/loss": 0.45, "train/loss": 0.55, "train/acc": 0.7},
+        {"epoch": 2, "step": 39, "time": 6.1, "val/acc": 0.91, "val/loss": 0.24, "train/loss": 0.25, "train/acc": 0.9},
+    ]
+    table = build_table(records, report.default_metrics(records))
+    rows = {row["group"][0]: row for row in table.rows}
+    bp_acc, bp_loss = rows["bp"]["stats"]
+    assert bp_acc.mean == pytest.approx(0.85) and bp_acc.std == pytest.approx(statistics.stdev([0.9, 0.8]))
+    assert bp_loss.mean == pytest.approx(0.35) and bp_loss.std == pytest.approx(math.sqrt(0.005))
+    assert (rows["wp"]["n"], rows["wp"]["diverged"], rows["wp"]["failed"]) == (1, 1, 1)
+    assert rows["wp"]["stats"][0].mean == pytest.approx(0.6)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LEARNBENCH_TEST_WANDB_PROJECT") or os.environ.get("WANDB_MODE") in ("offline", "disabled"),
+    reason="set LEARNBENCH_TEST_WANDB_PROJECT=entity/project (and log in) to read real runs from the W&B API",
+)
+def test_wandb_api_online():
+    records = report.fetch_wandb_records(os.environ["LEARNBENCH_TEST_WANDB_PROJECT"])
+    assert records and all(r["status"] in ("ok", "diverged", "failed") and r["method"] for r in records)
+    assert to_markdown(build_table(records, report.default_metrics(records)))
+
+
+# --------------------------------------------------------------------------------- a real multirun
+def test_report_over_a_real_multirun(tmp_path):
+    """Four tiny jobs through Hydra (two methods when a second exists, else two learning rates),
+    then `make table` over them: one row per setting, two seeds each, both finished."""
+    two_methods = (ROOT / "conf" / "method" / "wp.yaml").is_file()
+    sweep = ["method=bp,wp"] if two_methods else ["method=bp", "optimizer.lr=0.1,0.2"]
+    command = [sys.executable, "-m", "learnbench.train", "-m", *sweep, "data=spiral", "seed=0,1", "logger=csv",
+               "callbacks=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", f"paths.log_dir={tmp_path}"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list(tmp_path.rglob("results.json"))) == 4
+
+    made = subprocess.run(["make", "-s", "-C", str(ROOT), "table", f"RUNS={tmp_path / 'multiruns'}",
+                           "ARGS=--format csv"], env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    rows = list(csv.DictReader(io.StringIO(made.stdout)))
+    column = "method" if two_methods else "optimizer.lr"
+    assert sorted(r[column] for r in rows) == (["bp", "wp"] if two_methods else ["0.1", "0.2"])
+    assert [(r["n"], r["diverged"], r["failed"]) for r in rows] == [("2", "0", "0")] * 2
+    assert all(0.0 <= float(r["test/acc mean"]) <= 1.0 and float(r["test/acc std"]) >= 0.0 for r in rows)
