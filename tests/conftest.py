@@ -208,13 +208,33 @@ def wandb_records(path: Path):
 
 def wandb_logged(path: Path) -> tuple[str, dict[str, list]]:
     """(run id, every history value logged per key, in order) from a .wandb file."""
-    run_id, history = None, {}
+    contents = wandb_contents(path)
+    return contents["run_id"], contents["history"]
+
+
+def wandb_contents(path: Path) -> dict:
+    """Run id, history (every value per key, in order), config and summary (last value per key),
+    and the exit code, decoded from a .wandb file."""
+    out = {"run_id": None, "history": {}, "config": {}, "summary": {}, "exit_code": None}
+
+    def key_of(item) -> str:
+        return item.key or "/".join(item.nested_key)
+
     for record in wandb_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run_id = record.run.run_id
+            out["run_id"] = record.run.run_id
+            for item in record.run.config.update:
+                out["config"][key_of(item)] = json.loads(item.value_json)
         elif kind == "history":
             for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                history.setdefault(key, []).append(json.loads(item.value_json))
-    return run_id, history
+                out["history"].setdefault(key_of(item), []).append(json.loads(item.value_json))
+        elif kind == "config":
+            for item in record.config.update:
+                out["config"][key_of(item)] = json.loads(item.value_json)
+        elif kind == "summary":
+            for item in record.summary.update:
+                out["summary"][key_of(item)] = json.loads(item.value_json)
+        elif kind == "exit":
+            out["exit_code"] = record.exit.exit_code
+    return out

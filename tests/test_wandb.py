@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import multirun_jobs, results_under, wandb_logged
+from conftest import multirun_jobs, results_under, wandb_contents, wandb_logged
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +46,20 @@ def test_each_multirun_job_is_its_own_wandb_run(offline_runs):
     # Different seeds, different runs: their logged test losses are not one run's values repeated.
     losses = [history["test/loss"][0] for _, _, history in runs.values()]
     assert losses[0] != losses[1]
+
+
+def test_run_config_and_summary_say_what_ran_and_how_it_ended(wandb_multirun):
+    """Filterable in the W&B UI: the group choices, the resolved config, and the status."""
+    log_dir, _ = wandb_multirun
+    records = results_under(log_dir)
+    for job in multirun_jobs(log_dir):
+        contents = wandb_contents(next((job / "wandb").glob("offline-run-*/run-*.wandb")))
+        record = records[job]
+        config = contents["config"]
+        choices = config["choices"]["value"] if "value" in config["choices"] else config["choices"]
+        assert (choices["method"], choices["data"]) == ("bp", "spiral")
+        seed = config["seed"]["value"] if isinstance(config["seed"], dict) else config["seed"]
+        assert seed == record["seed"]
+        assert contents["summary"]["status"] == "ok" == record["status"]
+        assert contents["summary"]["steps"] == record["steps"]
+        assert contents["exit_code"] == 0

@@ -21,7 +21,8 @@ class RunRecorder(L.Callback):
     """Keeps, per epoch, the logged epoch metrics with the step and wall-clock time since fit start.
 
     This history goes into results.json, so learning curves (against epochs or seconds) can be
-    drawn from the run directory alone, offline W&B runs included. It also tracks the best value
+    drawn from the run directory alone, offline W&B runs included (alignment curves too: the
+    epoch means of align/*). It also tracks the best value
     of each validation metric and counts the optimiser steps taken.
     """
 
@@ -45,6 +46,8 @@ class RunRecorder(L.Callback):
         }
         # train/* epoch means are logged after this hook: read them from the metric objects.
         metrics["train/loss"] = float(pl_module.train_loss.compute()) if pl_module.train_loss.update_count else math.nan
+        # Alignment with backprop is logged per step; the history keeps each epoch's mean.
+        metrics.update(pl_module.pop_epoch_alignment())
         entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "time": time.perf_counter() - self._start}
         self.history.append({**entry, **metrics})
         for key, value in metrics.items():

@@ -57,8 +57,9 @@ class LearningRuleModule(L.LightningModule):
         self.grad_clip_norm = grad_clip_norm
         self.allreduce_grads = allreduce_grads
         self.diagnostics_every_n_steps = diagnostics_every_n_steps
-        self.alignment_sums: dict[str, float] = {}
+        self.alignment_sums: dict[str, float] = {}  # over the whole run
         self.alignment_count = 0
+        self.epoch_alignment: dict[str, list[float]] = {}  # this epoch's values, for the history
         self.automatic_optimization = False
         self.diverged_at_step: int | None = None
         self.divergence_message: str | None = None
@@ -151,8 +152,15 @@ class LearningRuleModule(L.LightningModule):
                 values["align/norm_ratio/all"] = float(est.norm() / ref.norm().clamp_min(1e-30))
         for key, value in values.items():
             self.alignment_sums[key] = self.alignment_sums.get(key, 0.0) + value
+            self.epoch_alignment.setdefault(key, []).append(value)
             self.log(key, value, on_step=True, on_epoch=False, batch_size=len(x))
         self.alignment_count += 1
+
+    def pop_epoch_alignment(self) -> dict[str, float]:
+        """This epoch's mean of each alignment diagnostic (for the per-epoch history); starts the next epoch."""
+        means = {k: sum(v) / len(v) for k, v in self.epoch_alignment.items()}
+        self.epoch_alignment = {}
+        return means
 
     def alignment_means(self) -> dict[str, float]:
         """Run means of the alignment diagnostics (empty when they were off)."""

@@ -144,6 +144,7 @@ def train(cfg: DictConfig) -> dict:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module, trainer, recorder = build(cfg)
         record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+        log_config(trainer, record)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         final = {}
         if module.diverged_at_step is None:
@@ -168,8 +169,16 @@ def train(cfg: DictConfig) -> dict:
         if trainer is None or trainer.global_rank == 0:
             path = write_results(Path(cfg.paths.output_dir), record)
             announce(record, path)
-        _finish_wandb()
+        _finish_wandb(record)
     return record
+
+
+def log_config(trainer, record: dict) -> None:
+    """The resolved config and the group choices go to every logger (W&B's run config, CSV's hparams.yaml),
+    so runs can be filtered by method, data, seed, lr, ... in the W&B UI."""
+    choices = {k: record[k] for k in ("method", "data", "model", "optimizer", "experiment")}
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**record["config"], "choices": choices, "parameters": record["parameters"]})
 
 
 @rank_zero_only
@@ -180,13 +189,17 @@ def announce(record: dict, path: Path) -> None:
     log.info("outputs: %s", path.parent)
 
 
-def _finish_wandb() -> None:
-    """Close the W&B run even after an error, or the next multirun job logs into the same run."""
+def _finish_wandb(record: dict) -> None:
+    """Record the outcome in the W&B run's summary (ok / diverged / failed, so failed runs can be
+    filtered out), then close it even after an error, or the next multirun job logs into the same run."""
     try:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.run.summary.update(
+                {key: record.get(key) for key in ("status", "message", "steps", "epochs", "wall_time_s", "fit_time_s")}
+            )
+            wandb.finish(exit_code=0 if record["status"] == OK else 1)
     except Exception as error:  # never let logging hide the run's own outcome
         log.warning("wandb.finish failed: %s", error)
 
