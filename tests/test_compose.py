@@ -130,3 +130,16 @@ def test_fp16_with_a_hand_written_rule_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="bf16-mixed"):
         check_config(cfg)
     check_config(compose_config(["method=bp", "trainer.precision=16-mixed"], tmp_path))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_progress_bar_switch_keeps_the_other_callbacks(enabled, tmp_path):
+    """`+trainer.enable_progress_bar=false` with the default callbacks: no bar, checkpointing kept
+    (Lightning itself refuses the combination of the switch and a RichProgressBar callback)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    cfg = compose_config(["callbacks=default", "logger=csv", f"+trainer.enable_progress_bar={str(enabled).lower()}"], tmp_path)
+    _, _, trainer, _ = build(cfg)
+    assert any(isinstance(c, RichProgressBar) for c in trainer.callbacks) == enabled
+    assert trainer.progress_bar_callback is None if not enabled else isinstance(trainer.progress_bar_callback, RichProgressBar)
+    assert any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)

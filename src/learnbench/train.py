@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -107,9 +108,10 @@ def build(cfg: DictConfig):
         diagnostics_every_n_steps=cfg.get("diagnostics", {}).get("every_n_steps", 0) or 0,
     )
     recorder = RunRecorder()
-    trainer = instantiate(
-        cfg.trainer, logger=build_loggers(cfg), callbacks=[*instantiate_dict(cfg.get("callbacks")), recorder]
-    )
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    if cfg.trainer.get("enable_progress_bar") is False:  # the switch wins over the default progress bar
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=[*callbacks, recorder])
     return datamodule, module, trainer, recorder
 
 
