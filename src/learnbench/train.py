@@ -208,8 +208,16 @@ def _finish_wandb(record: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with ddp_launch.job_scope():
-        record = train(cfg)
+    from learnbench.resume import finished_record
+
+    # A re-run sweep skips jobs that already finished in their (fixed) output directory.
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+    record = finished_record(cfg.paths.output_dir, overrides)
+    if record is not None:
+        log.info("skipping: already finished (%s/results.json, status ok)", cfg.paths.output_dir)
+    else:
+        with ddp_launch.job_scope():
+            record = train(cfg)
     # Returned to Hydra (and its sweepers, e.g. Optuna): the metric named by `optimized_metric`.
     metric = cfg.get("optimized_metric")
     return record["metrics"]["best"].get(metric) if metric else None
