@@ -19,7 +19,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from learnbench.data.in_memory import CLASSIFICATION, per_example_loss
-from learnbench.rules.base import LearningRule, trainable_parameters
+from learnbench.rules.base import LearningRule, no_reduction, trainable_parameters
 
 
 def split_metrics(task: str, num_classes: int) -> nn.ModuleDict:
@@ -56,6 +56,7 @@ class LearningRuleModule(L.LightningModule):
         self.seed = seed
         self.grad_clip_norm = grad_clip_norm
         self.allreduce_grads = allreduce_grads
+        self.allreduce_bytes = 0  # bytes this rank has passed to the rule-synchronising all-reduces
         self.diagnostics_every_n_steps = diagnostics_every_n_steps
         self.alignment_sums: dict[str, float] = {}  # over the whole run
         self.alignment_count = 0
@@ -77,6 +78,9 @@ class LearningRuleModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.rule.generator is None:
             self.rule.setup(self.model, seed=self.seed, rank=self.global_rank, device=self.device)
+        # A rule that synchronises less than the gradient (comm=scalars) all-reduces through us, so
+        # every byte is counted in `_all_reduce_mean`; allreduce_grads=false turns that off too.
+        self.rule.reduce_mean = self._all_reduce_mean if self.allreduce_grads else no_reduction
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=trainable_parameters(self.model))
@@ -98,7 +102,7 @@ class LearningRuleModule(L.LightningModule):
             return
         if self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0:
             self._log_alignment(x, y)
-        if self.allreduce_grads:
+        if self.allreduce_grads and not self.rule.grads_synchronised:
             self._allreduce_grads()
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), self.grad_clip_norm)
@@ -127,10 +131,16 @@ class LearningRuleModule(L.LightningModule):
         if self.trainer.world_size == 1:
             return
         params = [p for p in trainable_parameters(self.model) if p.grad is not None]
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        flat = self._all_reduce_mean(torch.cat([p.grad.reshape(-1) for p in params]))
         for p, g in zip(params, flat.split([p.numel() for p in params])):
             p.grad.copy_(g.view_as(p.grad))
+
+    def _all_reduce_mean(self, tensor: Tensor) -> Tensor:
+        """The mean over ranks; the one place gradient/scalar traffic goes through, and is counted."""
+        if self.trainer.world_size == 1:
+            return tensor
+        self.allreduce_bytes += tensor.numel() * tensor.element_size()
+        return self.trainer.strategy.reduce(tensor, reduce_op="mean")
 
     def _log_alignment(self, x: Tensor, y: Tensor) -> None:
         """Compare the rule's estimate (this rank, before the all-reduce) with backprop on the same batch."""

@@ -3,7 +3,9 @@
 A rule has one job: given the model and a batch, write `p.grad` for every trainable parameter,
 with autograd's sign convention (the optimiser descends). It never steps the optimiser, never
 all-reduces and never clips: `LearningRuleModule` does that identically for every rule, which
-is what makes a comparison between rules fair.
+is what makes a comparison between rules fair. (One exception, `grads_synchronised`: a rule
+that can synchronise something much smaller than the gradient does so itself, through the
+`reduce_mean` the training loop hands it.)
 
 Rules are nn.Modules so that their state (noise tables, feedback matrices, running baselines)
 is made of buffers that move with the model and are saved in checkpoints. Their random numbers
@@ -33,6 +35,11 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def no_reduction(tensor: Tensor) -> Tensor:
+    """`reduce_mean` on one process (a module-level function, not a lambda, so rules pickle for ddp_spawn)."""
+    return tensor
+
+
 class LearningRule(nn.Module):
     """Base class. Subclasses implement `estimate_grads`."""
 
@@ -40,9 +47,16 @@ class LearningRule(nn.Module):
     #: weight-space rules may share a seed across ranks. Used to seed the generator.
     noise_differs_per_rank: bool = True
 
+    #: True when `estimate_grads` leaves the same p.grad on every rank, having all-reduced something
+    #: smaller itself through `reduce_mean` (comm=scalars): the module then skips its gradient all-reduce.
+    grads_synchronised: bool = False
+
     def __init__(self) -> None:
         super().__init__()
         self.generator: torch.Generator | None = None
+        # The mean of a tensor over ranks, set by the training loop (which counts the bytes it sends);
+        # the identity on one process. Rules stay free of Lightning and of torch.distributed.
+        self.reduce_mean: Callable[[Tensor], Tensor] = no_reduction
 
     def setup(self, model: nn.Module, seed: int, rank: int, device: torch.device) -> None:
         """Called once before training, on the training device."""

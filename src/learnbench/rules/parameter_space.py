@@ -8,6 +8,18 @@ d_k ~ grad . v_k on the batch (a finite difference, or forward-mode AD), and est
 A subclass only says how it gets d_k (`directional_derivatives`). Parameters are passed to the
 model functionally (torch.func.functional_call), so the model's own Parameters are never touched
 and K directions run as one vectorised (vmap) call.
+
+Across DDP ranks (`comm`):
+- `grads` (default): each rank draws its own directions (generator seeded with the rank) and the
+  module all-reduces the full gradient, P floats; the step averages K * ranks directions.
+- `scalars` (Salimans et al. 2017): every rank draws the SAME directions (generator seeded without
+  the rank, so tables and offsets agree), measures its K derivatives d_r on its own shard, and only
+  d is all-reduced, K floats. Every rank then rebuilds the identical g = (1/K) sum_k d_k v_k. Since
+  the batch loss is a mean and shards are equal, mean_r d_r is d on the union batch (exactly, up to
+  rounding: the finite difference and the jvp are both linear in the loss), so the step is the one
+  a single process takes on the union batch with those directions.
+  `clip` is applied to the averaged d, so it too matches that single process (whatever the number
+  of ranks); in `grads` mode each rank necessarily clips its own d before the gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -18,19 +30,23 @@ from torch import Tensor, nn
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput
 from learnbench.rules.noise import NoiseSource
 
+COMM = ("grads", "scalars")
+
 
 class ParameterSpaceRule(LearningRule):
-    # A shared seed across ranks would let ranks exchange scalars only; with per-rank seeds each
-    # rank's estimate is independent and the all-reduce averages K * ranks directions.
-    noise_differs_per_rank = True
-
-    def __init__(self, directions: int = 1, noise: str = "gaussian", table_size: int = 0, clip: float | None = None):
+    def __init__(self, directions: int = 1, noise: str = "gaussian", table_size: int = 0, clip: float | None = None, comm: str = "grads"):
         super().__init__()
         if directions < 1:
             raise ValueError(f"method.directions={directions}: needs at least one direction")
+        if comm not in COMM:
+            raise ValueError(f"method.comm={comm!r}: choose one of {COMM}")
         self.directions = directions
         self.noise = NoiseSource(noise, table_size)
         self.clip = clip
+        self.comm = comm
+        # scalars: shared directions (one seed on every rank), and this rule synchronises d itself.
+        self.noise_differs_per_rank = comm == "grads"
+        self.grads_synchronised = comm == "scalars"
 
     def directional_derivatives(self, model, params: dict[str, Tensor], tangents: dict[str, Tensor], x, y, loss_fn) -> tuple[Tensor, Tensor | None, Tensor]:
         """Return (clean batch loss, clean output or None, d of shape [K])."""
@@ -43,6 +59,8 @@ class ParameterSpaceRule(LearningRule):
         v = self.noise.sample(sum(sizes), self.directions, self.generator, next(iter(params.values())).dtype)  # [K, P]
         tangents = {n: t.view(self.directions, *p.shape) for (n, p), t in zip(params.items(), v.split(sizes, dim=1))}
         loss, output, d = self.directional_derivatives(model, params, tangents, x, y, loss_fn)
+        if self.comm == "scalars":
+            d = self.reduce_mean(d)  # K floats: the union batch's d, the same on every rank
         if self.clip is not None:
             d = d.clamp(-self.clip, self.clip)
         # g = (1/K) sum_k d_k v_k: one pass over the directions (a scaled copy when K = 1).

@@ -1,0 +1,196 @@
+"""DDP for every learning rule, and the communication-efficient `comm: scalars` mode of wp and fg_w.
+
+Two CPU processes (gloo) train every case of CASES one after the other: one process pair is
+started once (torch.multiprocessing, DDP launched "externally" through LOCAL_RANK/WORLD_SIZE, so
+Lightning runs `strategy="ddp"` in place and reuses the process group), because a `ddp_spawn`
+per case costs ~10 s here. Each rank saves its parameters after every case. In float64, so the
+oracles can be tight. Oracles, written without Lightning or torch.distributed:
+
+- comm=grads (every rule): ranks draw different noise (seed + rank) and the module all-reduces the
+  gradient. Oracle: one process holding one rule per rank (seeded with that rank), each estimating
+  on that rank's shard, the two estimates averaged by hand, then the same optimiser step.
+- comm=scalars (wp, fg_w): ranks draw the same directions and all-reduce only d. Oracle: one
+  process, one rule, on the union of the two shards' batches (mean of the ranks' d = d of the
+  union batch: both are linear in a mean loss over equal shards). With `clip`, this also checks
+  that the clip acts on the averaged d. Unclipped, the DDP run also equals a process holding one
+  rule per shard with the SAME directions and averaging gradients (comm=grads, shared directions).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.multiprocessing as mp
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from learnbench.data import SpiralDataModule
+from learnbench.data.in_memory import TensorBatches, per_example_loss
+from learnbench.models import MLP
+from learnbench.module import LearningRuleModule
+from learnbench.paths import CONFIG_DIR
+from learnbench.rules import ForwardGradientWeight
+
+WORLD, STEPS, BATCH, DATA_SEED, LR = 2, 6, 16, 11, 0.1
+TABLE = 4096  # a small noise table: the default (16 M numbers) would cost more than the training
+
+# name: (method, overrides). Per-rank noise (comm=grads) for every rule, fresh noise in one case.
+CASES = {
+    "wp": ("wp", {"table_size": TABLE}),
+    "np": ("np", {"table_size": TABLE}),
+    "fg_w": ("fg_w", {"table_size": 0, "directions": 2}),
+    "fg_a": ("fg_a", {"table_size": TABLE}),
+    "wp_scalars": ("wp", {"table_size": TABLE, "comm": "scalars"}),
+    "wp_scalars_k3_antithetic": ("wp", {"table_size": 0, "comm": "scalars", "directions": 3, "antithetic": True}),
+    "fg_w_scalars": ("fg_w", {"table_size": TABLE, "comm": "scalars", "directions": 3}),
+    # A clip that bites: |d| is ~0.1-1 here.
+    "fg_w_scalars_clip": ("fg_w", {"table_size": TABLE, "comm": "scalars", "directions": 2, "clip": 0.05}),
+}
+
+
+def make_rule(method: str, overrides: dict):
+    return instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml"), **overrides)
+
+
+def initial_model() -> MLP:
+    torch.manual_seed(0)
+    return MLP(2, 2, hidden_sizes=(16, 16), activation="tanh")
+
+
+def spiral(batch_size: int) -> SpiralDataModule:
+    # 128 training points: 4 steps per epoch on each rank (batch 16), 6 steps span two epochs.
+    return SpiralDataModule(train_per_arm=64, val_per_arm=8, test_per_arm=8, batch_size=batch_size, seed=DATA_SEED)
+
+
+def optimizer():
+    return partial(torch.optim.SGD, lr=LR, momentum=0.9)
+
+
+# ------------------------------------------------------------------ the two DDP processes
+def _worker(rank: int, port: int, directory: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
+                      LOCAL_RANK=str(rank), NODE_RANK="0")
+    torch.set_num_threads(1)
+    for name, (method, overrides) in CASES.items():
+        module = LearningRuleModule(initial_model(), make_rule(method, overrides), optimizer=optimizer(), task="classification")
+        trainer = L.Trainer(
+            accelerator="cpu", devices=WORLD, strategy="ddp", precision="64-true", max_steps=STEPS, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+            default_root_dir=directory,
+        )
+        trainer.fit(module, datamodule=spiral(BATCH))
+        assert trainer.global_step == STEPS and trainer.world_size == WORLD
+        params = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        torch.save({"params": params, "bytes": module.allreduce_bytes}, Path(directory) / f"{name}.rank{rank}.pt")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> dict[str, list[dict]]:
+    directory = tmp_path_factory.mktemp("ddp_rules")
+    mp.spawn(_worker, args=(free_port(), str(directory)), nprocs=WORLD, join=True)
+    return {name: [torch.load(directory / f"{name}.rank{r}.pt") for r in range(WORLD)] for name in CASES}
+
+
+# ------------------------------------------------------------------ the oracle: one process, no Lightning
+def endless(batches: TensorBatches):
+    while True:  # every pass re-shuffles (TensorBatches counts epochs), as the DDP run's epochs do
+        yield from batches
+
+
+def hand_written_run(method: str, overrides: dict, shards: int) -> dict:
+    """STEPS optimiser steps on the mean of `shards` rules' estimates, rule r on shard r of WORLD.
+
+    shards=WORLD: rank r's batches and noise (seed + r); shards=1: the union of the ranks' batches.
+    """
+    model = initial_model().double()  # made in float32 and cast, as precision="64-true" does
+    x, y = spiral(BATCH).load_splits().train
+    x = x.double()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        rules = [make_rule(method, overrides).double() for _ in range(shards)]
+        for r, rule in enumerate(rules):
+            rule.setup(model, seed=0, rank=r, device=torch.device("cpu"))
+        batch = BATCH * WORLD // shards
+        streams = [endless(TensorBatches(x, y, batch, shuffle=True, seed=DATA_SEED, rank=r, world_size=shards, drop_last=True))
+                   for r in range(shards)]
+        opt = optimizer()(model.parameters())
+        loss_fn = partial(per_example_loss, "classification")
+        for _ in range(STEPS):
+            total = [torch.zeros_like(p) for p in model.parameters()]
+            for rule, stream in zip(rules, streams):
+                xb, yb = next(stream)
+                opt.zero_grad(set_to_none=True)
+                rule.estimate_grads(model, xb, yb, loss_fn)
+                for t, p in zip(total, model.parameters()):
+                    t += p.grad
+            for t, p in zip(total, model.parameters()):
+                p.grad = t / shards
+            opt.step()
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    finally:
+        torch.set_default_dtype(previous)
+
+
+# ------------------------------------------------------------------ tests
+@pytest.mark.parametrize("name", list(CASES))
+def test_ranks_identical_and_equal_to_the_oracle(name, ddp_runs):
+    method, overrides = CASES[name]
+    rank0, rank1 = (run["params"] for run in ddp_runs[name])
+    start = initial_model().double().state_dict()
+    assert any(not torch.equal(rank0[k], start[k]) for k in start), "training did not move the parameters"
+    for k in rank0:
+        assert rank0[k].dtype == torch.float64
+        assert torch.equal(rank0[k], rank1[k]), f"{k} differs across ranks"
+    scalars = overrides.get("comm") == "scalars"
+    oracle = hand_written_run(method, overrides, shards=1 if scalars else WORLD)
+    for k in rank0:
+        torch.testing.assert_close(rank0[k], oracle[k], rtol=1e-9, atol=1e-11, msg=k)
+    if scalars:
+        # The same shared directions, but each shard's d used (and clipped) on its own and the
+        # gradients averaged: comm=grads with shared directions. Equal by linearity, unless clipped.
+        per_shard = hand_written_run(method, overrides, shards=WORLD)
+        gap = max((rank0[k] - per_shard[k]).abs().max().item() for k in rank0)
+        if overrides.get("clip") is None:
+            assert gap < 1e-10, gap
+        else:
+            assert gap > 1e-3, f"the clip did not bite ({gap}): the test cannot tell where it acts"
+
+
+def test_scalars_mode_all_reduces_k_numbers_per_step_grads_mode_the_whole_gradient(ddp_runs):
+    """The bytes the module counted: K float64s per step for comm=scalars, P float64s for comm=grads."""
+    n_params = sum(p.numel() for p in initial_model().parameters())
+    for name, (method, overrides) in CASES.items():
+        k = overrides.get("directions", 1)
+        per_step = k if overrides.get("comm") == "scalars" else n_params
+        for run in ddp_runs[name]:
+            assert run["bytes"] == STEPS * per_step * 8, name
+
+
+def test_comm_scalars_shares_the_seed_across_ranks_and_grads_does_not():
+    """The oracle above assumes this: with comm=scalars rank 1 draws rank 0's directions."""
+    model = initial_model()
+    for comm, same in (("scalars", True), ("grads", False)):
+        draws = []
+        for rank in range(WORLD):
+            rule = make_rule("wp", {"table_size": 0, "comm": comm})
+            rule.setup(model, seed=3, rank=rank, device=torch.device("cpu"))
+            draws.append(rule.noise.sample(10, 2, rule.generator))
+        assert torch.equal(draws[0], draws[1]) == same, comm
+
+
+def test_unknown_comm_is_refused():
+    with pytest.raises(ValueError, match="comm"):
+        ForwardGradientWeight(comm="vectors")
