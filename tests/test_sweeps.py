@@ -1,0 +1,199 @@
+"""Every sweep (conf/sweep/*.yaml for Hydra, sweeps/wandb_specs/*.yaml for W&B) generates exactly the jobs
+its spec lists, and every one of them composes into a valid config whose data, model and rule
+instantiate. No training.
+
+The oracle is the spec: the expected jobs are the cartesian product of the value lists written in the
+yaml file (read here with a plain YAML loader), and each composed config must carry those values.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import compose_config
+from learnbench.paths import CONFIG_DIR
+from learnbench.rules import LearningRule
+
+REPO = CONFIG_DIR.parent
+WANDB_DIR = REPO / "sweeps" / "wandb_specs"
+WANDB_COMMAND = ["${env}", "${interpreter}", "-m", "learnbench.train", "${args_no_hyphens}"]
+
+
+def spec(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def uses_optuna(name: str) -> bool:
+    return "override /hydra/sweeper: optuna" in (CONFIG_DIR / "sweep" / f"{name}.yaml").read_text()
+
+
+HYDRA_SWEEPS = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
+GRID_SWEEPS = [name for name in HYDRA_SWEEPS if not uses_optuna(name)]
+OPTUNA_SWEEPS = [name for name in HYDRA_SWEEPS if uses_optuna(name)]
+WANDB_SWEEPS = sorted(p.stem for p in WANDB_DIR.glob("*.yaml"))
+
+
+def test_the_standard_sweeps_exist():
+    assert {"spiral_rules", "mnist_rules", "fashion_mnist_rules", "lr_grid_spiral"} <= set(GRID_SWEEPS)
+    assert "optuna_lr_sigma" in OPTUNA_SWEEPS
+    assert set(WANDB_SWEEPS) <= set(GRID_SWEEPS) and "spiral_rules" in WANDB_SWEEPS
+
+
+# ----------------------------------------------------------------------------- the specs' own combinatorics
+def hydra_grid(name: str) -> dict[str, list[str]]:
+    """key -> its values as written in conf/sweep/<name>.yaml (comma-separated strings)."""
+    params = spec(CONFIG_DIR / "sweep" / f"{name}.yaml")["hydra"]["sweeper"]["params"]
+    return {key: [v.strip() for v in str(value).split(",")] for key, value in params.items()}
+
+
+def wandb_grid(name: str) -> dict[str, list]:
+    params = spec(WANDB_DIR / f"{name}.yaml")["parameters"]
+    return {key: p["values"] if "values" in p else [p["value"]] for key, p in params.items()}
+
+
+def product(grid: dict[str, list]) -> list[dict]:
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def hydra_jobs(name: str) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper makes of the sweep's params (its own parser and splitter)."""
+    params = OmegaConf.load(CONFIG_DIR / "sweep" / f"{name}.yaml").hydra.sweeper.params
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def wandb_args(combination: dict) -> list[str]:
+    """The key=value arguments a W&B agent passes for one combination (W&B's own formatting)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    return create_sweep_command_args({"args": {k: {"value": v} for k, v in combination.items()}})["args_no_hyphens"]
+
+
+# ----------------------------------------------------------------------------- composing one job
+@functools.lru_cache(maxsize=None)
+def composed(overrides: tuple[str, ...]) -> dict:
+    """One job's config, checked to instantiate; returned as a plain dict (paths dropped)."""
+    cfg = compose_config([*overrides, "paths.data_dir=/nonexistent/datasets"])
+    choices = dict(HydraConfig.get().runtime.choices)
+    datamodule = instantiate(cfg.data)  # reads no file before setup()
+    net = instantiate(cfg.model, input_dim=datamodule.input_dim, output_dim=datamodule.output_dim)
+    rule = instantiate(cfg.method, **({"table_size": 2**12} if cfg.method.get("table_size") else {}))
+    assert isinstance(rule, LearningRule)
+    assert instantiate(cfg.optimizer)(params=net.parameters()).defaults["lr"] == cfg.optimizer.lr
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("paths")
+    container["data"].pop("data_dir", None)
+    return {"choices": {k: v for k, v in choices.items() if not k.startswith("hydra") and k != "sweep"}, "config": container}
+
+
+def check_values(job: dict, combination: dict) -> None:
+    """Each key=value of the combination is what the composed config holds (a group: its choice)."""
+    for key, value in combination.items():
+        if key in job["choices"]:
+            assert job["choices"][key] == str(value), (key, value)
+        else:
+            node = job["config"]
+            for part in key.split("."):
+                node = node[part]
+            expected = yaml.safe_load(value) if isinstance(value, str) else value
+            assert node == expected, (key, node, expected)
+
+
+# ----------------------------------------------------------------------------- Hydra sweeps
+@pytest.mark.parametrize("name", GRID_SWEEPS)
+def test_hydra_sweep_expands_to_its_spec_and_every_job_composes(name):
+    grid = hydra_grid(name)
+    expected = product(grid)
+    jobs = hydra_jobs(name)
+    assert len(jobs) == len(expected) == math.prod(len(v) for v in grid.values())
+    as_dicts = [dict(o.split("=", 1) for o in job) for job in jobs]
+    assert sorted(map(sorted, (d.items() for d in as_dicts))) == sorted(map(sorted, (d.items() for d in expected)))
+    for job, overrides in zip(as_dicts, jobs):
+        check_values(composed(("+sweep=" + name, *overrides)), job)
+
+
+@pytest.mark.parametrize("name", GRID_SWEEPS)
+def test_hydra_sweep_writes_to_a_fixed_directory(name, tmp_path):
+    """The same sweep command always uses <log_dir>/sweeps/<name>, so running it again resumes."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose("train", overrides=[f"+sweep={name}", f"paths.log_dir={tmp_path}"], return_hydra_config=True)
+    assert cfg.hydra.sweep.dir == f"{tmp_path}/sweeps/{name}"
+    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}"
+
+
+@pytest.mark.parametrize("name", OPTUNA_SWEEPS)
+def test_optuna_sweep_bounds_compose(name):
+    """An Optuna search space cannot be enumerated: both ends of every interval compose and instantiate."""
+    parser = OverridesParser.create()
+    params = OmegaConf.load(CONFIG_DIR / "sweep" / f"{name}.yaml").hydra.sweeper.params
+    ends = {}
+    for key, value in params.items():
+        sweep = parser.parse_override(f"{key}={value}").value()
+        assert "log" in sweep.tags, f"{key}: a scale parameter, searched on a log scale"
+        ends[key] = [sweep.start, sweep.end]
+    for method in ("wp", "np"):  # the rules with a sigma
+        for combination in product(ends):
+            overrides = [f"+sweep={name}", f"method={method}", *(f"{k}={v}" for k, v in combination.items())]
+            check_values(composed(tuple(overrides)), combination)
+
+
+# ----------------------------------------------------------------------------- W&B sweeps
+@pytest.mark.parametrize("name", WANDB_SWEEPS)
+def test_wandb_sweep_expands_to_its_spec_and_matches_the_hydra_sweep(name):
+    raw = spec(WANDB_DIR / f"{name}.yaml")
+    assert raw["method"] == "grid" and raw["metric"] == {"name": "val/acc", "goal": "maximize"}
+    assert raw["command"] == WANDB_COMMAND, "the agent must call `python -m learnbench.train key=value ...`"
+    assert raw.get("program")  # the W&B agent reads it even when the command does not use it
+    grid = wandb_grid(name)
+    combinations = product(grid)
+    assert len(combinations) == math.prod(len(v) for v in grid.values())
+    wandb_configs = []
+    for combination in combinations:
+        args = wandb_args(combination)
+        assert len(args) == len(combination)
+        job = composed(tuple(args))
+        check_values(job, combination)
+        wandb_configs.append(job["config"])
+    # The W&B spec and the Hydra sweep of the same name run the same experiments.
+    hydra_configs = [composed(("+sweep=" + name, *overrides))["config"] for overrides in hydra_jobs(name)]
+    key = lambda c: yaml.safe_dump(c, sort_keys=True)  # noqa: E731
+    assert sorted(map(key, wandb_configs)) == sorted(map(key, hydra_configs))
+
+
+# ----------------------------------------------------------------------------- launchers
+@pytest.mark.parametrize(
+    ("launcher", "target", "expected"),
+    [
+        ("slurm_cpu", "SlurmLauncher", {"gpus_per_node": None, "tasks_per_node": 1, "partition": "part-x", "account": "acct-y"}),
+        ("slurm_gpu", "SlurmLauncher", {"gpus_per_node": 1, "tasks_per_node": 1, "partition": "part-x"}),
+        ("slurm_ddp", "SlurmLauncher", {"gpus_per_node": 3, "tasks_per_node": 3, "nodes": 1}),
+        ("joblib", "JoblibLauncher", {}),
+    ],
+)
+def test_launchers_compose_with_site_settings_from_the_config(launcher, target, expected, tmp_path):
+    """Partition and account come from a `slurm:` node (conf/local/default.yaml), here given on the
+    command line; slurm_ddp starts one task (rank) per device of the trainer."""
+    GlobalHydra.instance().clear()
+    overrides = [f"hydra/launcher={launcher}", "+slurm.partition=part-x", "+slurm.account=acct-y", "trainer=ddp", "trainer.devices=3"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher_cfg = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher_cfg["_target_"].endswith(target)
+    for key, value in expected.items():
+        assert launcher_cfg[key] == value, key
+    if target == "SlurmLauncher":
+        assert launcher_cfg["submitit_folder"].startswith(str(cfg.hydra.sweep.dir))
