@@ -143,3 +143,38 @@ def test_progress_bar_switch_keeps_the_other_callbacks(enabled, tmp_path):
     assert any(isinstance(c, RichProgressBar) for c in trainer.callbacks) == enabled
     assert trainer.progress_bar_callback is None if not enabled else isinstance(trainer.progress_bar_callback, RichProgressBar)
     assert any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)
+
+
+EXPERIMENTS = options("experiment")
+
+
+def leaves(node, prefix=()):
+    """(dotted key, value) for every leaf of a plain dict/list tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, (*prefix, str(key)))
+    else:
+        yield ".".join(prefix), node
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_preset_composes_with_every_rule(experiment, method, tmp_path):
+    """Oracle: the preset's yaml files. Each value the preset sets (and its per-rule file
+    conf/tuned/<experiment>/<method>.yaml, which wins) is the value the composed config holds."""
+    from omegaconf import OmegaConf
+
+    expected = {}
+    for path in (CONFIG_DIR / "experiment" / f"{experiment}.yaml", CONFIG_DIR / "tuned" / experiment / f"{method}.yaml"):
+        if path.exists():
+            raw = OmegaConf.to_container(OmegaConf.load(path))
+            raw.pop("defaults", None)
+            expected.update(dict(leaves(raw)))
+    cfg = compose_config([f"experiment={experiment}", f"method={method}"], tmp_path)
+    assert HydraConfig.get().runtime.choices["method"] == method
+    for key, value in expected.items():
+        got = OmegaConf.select(cfg, key)
+        got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
+        assert got == value, f"{experiment} x {method}: {key} = {got!r}, the preset says {value!r}"
+    instantiate(cfg.model, input_dim=784, output_dim=10)
+    instantiate(cfg.method)
