@@ -30,6 +30,9 @@ test-slow:  ## only the slow tests (training to accuracy targets, statistics wit
 test-all:  ## every test
 	$(RUN) -m pytest -q -m "slow or not slow" $(ARGS)
 
+bench:  ## step time of every rule over backprop; DDP bytes/step with ARGS="--comm"
+	$(RUN) -m learnbench.bench $(ARGS)
+
 clean:  ## remove logs and caches (not the venv)
 	rm -rf logs multirun outputs .pytest_cache
 

@@ -88,6 +88,9 @@ def _worker(rank: int, port: int, directory: str) -> None:
         assert trainer.global_step == STEPS and trainer.world_size == WORLD
         params = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
         torch.save({"params": params, "bytes": module.allreduce_bytes}, Path(directory) / f"{name}.rank{rank}.pt")
+    # Leave together: a rank that exits while the other still talks to it aborts the other.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 """Speed benchmark: each rule's training-step time over backprop's, measured side by side.
 
     python -m learnbench.bench [--hidden 1000 1000] [--batch 256] [--directions 16] [--json]
+    python -m learnbench.bench --comm [...]   # DDP bytes per step and step time (learnbench.bench_comm)
 
 One model, one batch, one machine: every rule runs a full step (zero grads, estimate, optimiser
 step) in round-robin order, many rounds, and the median is kept, so load from other processes
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -135,6 +137,11 @@ def epoch_ratio(args, device) -> dict:
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--comm" in argv:  # the DDP communication benchmark, with its own options
+        from learnbench.bench_comm import main as comm_main
+
+        return comm_main([a for a in argv if a != "--comm"])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, nargs="+", default=[1000, 1000])
     parser.add_argument("--batch", type=int, default=256)
@@ -147,6 +154,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--epoch-batch", type=int, default=256)
     parser.add_argument("--epoch-repeats", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--comm", action="store_true", help="instead: the DDP communication benchmark (--comm --help for its options)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     result = {
