@@ -197,3 +197,16 @@ def test_comm_scalars_shares_the_seed_across_ranks_and_grads_does_not():
 def test_unknown_comm_is_refused():
     with pytest.raises(ValueError, match="comm"):
         ForwardGradientWeight(comm="vectors")
+
+
+@pytest.mark.slow
+def test_comm_benchmark_measures_p_or_k_float32s_per_step():
+    """`python -m learnbench.bench --comm` on a tiny model: the bytes it reports against 4 P and 4 K."""
+    from learnbench.bench import main
+
+    result = main(["--comm", "--hidden", "8", "--batch", "4", "--passes", "1", "--steps", "2", "--warmup", "1",
+                   "--directions", "3", "--json"])
+    n_params = sum(p.numel() for p in MLP(784, 10, [8]).parameters())
+    expected = {"bp": n_params, "wp grads": n_params, "wp scalars": 1, "fg_w grads": n_params, "fg_w scalars": 1,
+                "wp K=3 grads": n_params, "wp K=3 scalars": 3}
+    assert {name: row["bytes_per_step"] for name, row in result["steps"].items()} == {k: 4 * v for k, v in expected.items()}

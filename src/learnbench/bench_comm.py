@@ -7,6 +7,8 @@ strategy, each on its own batch of `--batch` random MNIST-shaped examples. The b
 the module actually passed to its all-reduce (`LearningRuleModule.allreduce_bytes`, incremented in
 its one all-reduce path), divided by the steps taken: measured, not computed from the model size.
 Not counted, because identical for every rule: the one-number divergence check each step.
+"all-reduce alone": the median time of a bare gloo all-reduce of that many bytes in the same
+processes (after the fits), i.e. the communication part of the step without the compute noise.
 
 Every configuration is fitted `--passes` times in turn (the same processes, the same process
 group), `--warmup` untimed steps then `--steps` timed ones per pass; the median step time of rank 0
@@ -120,11 +122,26 @@ def _worker(rank: int, world: int, port: int, args: dict, out_file: str) -> None
             results[name]["times"] += timer.times[args["warmup"]:]
             results[name]["bytes"] += module.allreduce_bytes - before
             results[name]["steps"] += trainer.global_step
+    # The collective alone, without the compute around it: a gloo all-reduce of each measured size.
+    for r in results.values():
+        per_step = r["bytes"] // max(1, r["steps"])
+        r["collective_times"] = _time_all_reduce(per_step, args["passes"] * args["steps"]) if per_step else []
     if rank == 0:
         Path(out_file).write_text(json.dumps(results))
     # Leave together: a rank that exits while the other still talks to it aborts the other.
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+
+
+def _time_all_reduce(n_bytes: int, repeats: int) -> list[float]:
+    tensor = torch.zeros(n_bytes // 4)  # float32, as in the training runs
+    times = []
+    for _ in range(repeats):
+        torch.distributed.barrier()
+        start = time.perf_counter()
+        torch.distributed.all_reduce(tensor)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def free_port() -> int:
@@ -152,6 +169,7 @@ def measure(args: argparse.Namespace) -> dict:
             "ms": 1e3 * seconds,
             "over_bp": seconds / bp,
             "timed_steps": len(r["times"]),
+            "all_reduce_ms": 1e3 * statistics.median(r["collective_times"]) if r["collective_times"] else 0.0,
         }
     setting = {
         "model": f"MLP 784-{'-'.join(map(str, args.hidden))}-10", "parameters": params, "batch_per_process": args.batch,
@@ -167,11 +185,12 @@ def print_table(result: dict) -> None:
     s = result["setting"]
     table = Table(title=(f"DDP all-reduce per step: {s['model']} ({s['parameters']:,} parameters), batch {s['batch_per_process']} "
                          f"per process, {s['processes']} CPU processes ({s['backend']}, {s['threads_per_process']} thread each)"))
-    for column in ("rule", "bytes / step", "step ms (median)", "over BP", "timed steps"):
+    for column in ("rule", "bytes / step", "step ms (median)", "over BP", "all-reduce alone ms", "timed steps"):
         table.add_column(column, justify="left" if column == "rule" else "right")
     for name, row in result["steps"].items():
-        table.add_row(name, f"{row['bytes_per_step']:,.0f}", f"{row['ms']:.1f}", f"{row['over_bp']:.2f}", str(row["timed_steps"]))
-    Console().print(table)
+        table.add_row(name, f"{row['bytes_per_step']:,.0f}", f"{row['ms']:.1f}", f"{row['over_bp']:.2f}",
+                      f"{row['all_reduce_ms']:.2f}", str(row["timed_steps"]))
+    Console(width=140).print(table)
 
 
 def main(argv=None) -> dict:
