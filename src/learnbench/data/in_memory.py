@@ -53,6 +53,17 @@ class TensorBatches:
         self.drop_last = drop_last
         self.epoch = 0
 
+    # Lightning calls `dataloader.sampler.set_epoch(current_epoch)` before every training epoch,
+    # also after resuming from a checkpoint: that keeps the order tied to the epoch number.
+    batch_sampler = None  # (Lightning looks for one as it would on a DataLoader)
+
+    @property
+    def sampler(self) -> "TensorBatches":
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def _shard_indices(self) -> Tensor:
         n = len(self.x)
         if self.shuffle:

@@ -37,6 +37,12 @@ class NoiseSource(nn.Module):
         # Not saved in checkpoints: it is rebuilt from the seed (64 MB by default is too much to save).
         self.register_buffer("table", torch.empty(0), persistent=False)
 
+    @staticmethod
+    def _table_generator(generator: torch.Generator) -> torch.Generator:
+        """The table depends on the rule's seed only, not on how far its generator has run: a run
+        resumed from a checkpoint (generator state restored, table rebuilt) gets the same table."""
+        return torch.Generator(device=generator.device).manual_seed(generator.initial_seed() ^ 0x5EED7AB1E)
+
     def sample(self, n: int, k: int, generator: torch.Generator, dtype: torch.dtype | None = None) -> Tensor:
         device = generator.device
         if self.table_size == 0:
@@ -46,7 +52,7 @@ class NoiseSource(nn.Module):
         if self.table.numel() == 0:
             if self.table_size < n:
                 raise ValueError(f"the noise table ({self.table_size} numbers) is shorter than one direction ({n}): raise method.table_size or set it to 0")
-            self.table = draw(self.kind, (self.table_size,), generator, device, dtype)
+            self.table = draw(self.kind, (self.table_size,), self._table_generator(generator), device, dtype)
         offsets = torch.randint(0, self.table_size - n + 1, (k,), generator=generator, device=device).tolist()
         if k == 1:
             return self.table[offsets[0] : offsets[0] + n].unsqueeze(0)  # a view: no copy at all
