@@ -56,7 +56,7 @@ class LearningRuleModule(L.LightningModule):
         self.seed = seed
         self.grad_clip_norm = grad_clip_norm
         self.allreduce_grads = allreduce_grads
-        self.allreduce_bytes = 0  # bytes this rank has passed to the rule-synchronising all-reduces
+        self.allreduce_bytes = 0  # bytes this rank has passed to `_all_reduce_mean` (gradients, or a rule's d)
         self.diagnostics_every_n_steps = diagnostics_every_n_steps
         self.alignment_sums: dict[str, float] = {}  # over the whole run
         self.alignment_count = 0
@@ -143,7 +143,8 @@ class LearningRuleModule(L.LightningModule):
         return self.trainer.strategy.reduce(tensor, reduce_op="mean")
 
     def _log_alignment(self, x: Tensor, y: Tensor) -> None:
-        """Compare the rule's estimate (this rank, before the all-reduce) with backprop on the same batch."""
+        """Compare the rule's estimate (this rank, before the gradient all-reduce; a comm=scalars rule has
+        already averaged its d over ranks) with backprop on this rank's batch."""
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         with torch.enable_grad():
             true = torch.autograd.grad(self.loss_fn(self.model(x), y).mean(), [p for _, p in named])
