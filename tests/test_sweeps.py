@@ -197,3 +197,22 @@ def test_launchers_compose_with_site_settings_from_the_config(launcher, target, 
         assert launcher_cfg[key] == value, key
     if target == "SlurmLauncher":
         assert launcher_cfg["submitit_folder"].startswith(str(cfg.hydra.sweep.dir))
+
+
+def test_slurm_settings_come_from_the_local_config(tmp_path):
+    """conf/local.example.yaml, copied to conf/local/default.yaml as documented, sets the SLURM launchers'
+    site fields (checked on a copy of conf/, so the checkout's conf/local stays untouched)."""
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, conf, ignore=shutil.ignore_patterns("local"))
+    (conf / "local").mkdir()
+    shutil.copy(CONFIG_DIR / "local.example.yaml", conf / "local" / "default.yaml")
+    example = yaml.safe_load((CONFIG_DIR / "local.example.yaml").read_text())["slurm"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_gpu"], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    for key in ("partition", "account", "qos", "constraint", "timeout_min", "mem_gb", "cpus_per_task", "array_parallelism", "additional_parameters", "setup"):
+        assert launcher[key] == example[key], key
+    assert launcher["gpus_per_node"] == 1
