@@ -52,6 +52,18 @@ def test_the_standard_sweeps_exist():
     assert set(WANDB_SWEEPS) <= set(GRID_SWEEPS) and "spiral_rules" in WANDB_SWEEPS
 
 
+@pytest.mark.parametrize(("name", "data"), [("spiral_rules", "spiral"), ("mnist_rules", "mnist"), ("fashion_mnist_rules", "fashion_mnist")])
+def test_rule_comparisons_run_every_rule_on_their_dataset(name, data):
+    """Every rule in conf/method/ x 3 seeds; on MNIST and Fashion-MNIST the S/1/1 model (784-256-256-10, LayerNorm)."""
+    rules = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
+    grid = hydra_grid(name)
+    assert sorted(grid["method"]) == rules and grid["seed"] == ["0", "1", "2"]
+    job = composed((f"+sweep={name}", "method=bp", "seed=0"))
+    assert job["choices"]["data"] == data
+    if data != "spiral":
+        assert job["config"]["model"]["hidden_sizes"] == [256, 256] and job["config"]["model"]["layer_norm"] is True
+
+
 # ----------------------------------------------------------------------------- the specs' own combinatorics
 def hydra_grid(name: str) -> dict[str, list[str]]:
     """key -> its values as written in conf/sweep/<name>.yaml (comma-separated strings)."""
