@@ -131,11 +131,12 @@ def hand_written_run(method: str, overrides: dict, shards: int) -> dict:
                    for r in range(shards)]
         opt = optimizer()(model.parameters())
         loss_fn = partial(per_example_loss, "classification")
-        for _ in range(STEPS):
+        for step in range(STEPS):
             total = [torch.zeros_like(p) for p in model.parameters()]
             for rule, stream in zip(rules, streams):
                 xb, yb = next(stream)
                 opt.zero_grad(set_to_none=True)
+                rule.begin_step(step)  # the documented protocol: noise seeded from (seed, rank, step)
                 rule.estimate_grads(model, xb, yb, loss_fn)
                 for t, p in zip(total, model.parameters()):
                     t += p.grad

@@ -271,3 +271,24 @@ def test_noise_table_slices_are_standard_normal():
         NoiseSource("gaussian", table_size=10).sample(100, 1, gen)
     with pytest.raises(ValueError, match="rademacher"):
         NoiseSource("uniform")
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "bp"])
+def test_step_noise_depends_only_on_seed_rank_and_step(method):
+    """What makes resuming (on any number of ranks) exact: after begin_step(s) the estimate is a
+    function of (seed, rank, s) and the parameters, not of the steps that came before."""
+    model, x, y = problem()
+
+    def at_step(step, rank=0, warmup=0):
+        rule = ready(rule_from_config(method, table_size=1 << 12), model)
+        rule.setup(model, seed=0, rank=rank, device=torch.device("cpu"))
+        for s in range(warmup):  # earlier steps move the generator
+            rule.begin_step(s)
+            estimate(rule, model, x, y)
+        rule.begin_step(step)
+        return estimate(rule, model, x, y)
+
+    torch.testing.assert_close(at_step(5), at_step(5, warmup=3), rtol=0, atol=0)
+    assert not torch.equal(at_step(5), at_step(6))
+    differs_per_rank = not torch.equal(at_step(5, rank=0), at_step(5, rank=1))
+    assert differs_per_rank == rule_from_config(method).noise_differs_per_rank

@@ -97,6 +97,7 @@ class LearningRuleModule(L.LightningModule):
         x, y = batch
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
+        self.rule.begin_step(self.global_step)
         out = self.rule.estimate_grads(self.model, x, y, self.loss_fn)
         if self._diverged(out.loss):
             return
@@ -206,15 +207,7 @@ class LearningRuleModule(L.LightningModule):
         self._evaluate("test", batch)
 
     # ------------------------------------------------------------------ checkpoints
+    # The rule's noise needs no state here: it is re-seeded from (seed, rank, step) every step.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["rule_generator_state"] = self.rule.generator_state()
         checkpoint["diverged_at_step"] = self.diverged_at_step
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._pending_generator_state = checkpoint.get("rule_generator_state")
-
-    def on_fit_start(self) -> None:
-        state = getattr(self, "_pending_generator_state", None)
-        if state is not None:
-            self.rule.load_generator_state(state)
 

@@ -9,8 +9,10 @@ that can synchronise something much smaller than the gradient does so itself, th
 
 Rules are nn.Modules so that their state (noise tables, feedback matrices, running baselines)
 is made of buffers that move with the model and are saved in checkpoints. Their random numbers
-come from a generator of their own, seeded from the run's seed (and the rank, when noise must
-differ per rank), separate from the data order.
+come from a generator of their own, separate from the data order. Before every training step the
+generator is re-seeded from (seed, rank where noise must differ per rank, step): the noise of a
+step depends on nothing else, so a run resumed from a checkpoint, on any number of ranks, draws
+exactly the noise an uninterrupted run would (no generator state to save, per rank, and restore).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from learnbench.rules.noise import NoiseSource
 
 # (output, target) -> loss of each example, shape [batch]; the batch loss is its mean.
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -60,16 +65,21 @@ class LearningRule(nn.Module):
 
     def setup(self, model: nn.Module, seed: int, rank: int, device: torch.device) -> None:
         """Called once before training, on the training device."""
-        noise_seed = 1_000_003 * (seed + 1) + (rank if self.noise_differs_per_rank else 0)
-        self.generator = torch.Generator(device=device).manual_seed(noise_seed)
+        self.noise_seed = 1_000_003 * (seed + 1) + (rank if self.noise_differs_per_rank else 0)
+        self.generator = torch.Generator(device=device).manual_seed(self.noise_seed)
+        for source in self.modules():  # noise tables: drawn from the seed alone
+            if isinstance(source, NoiseSource):
+                source.table_seed = self.noise_seed
+
+    def begin_step(self, step: int) -> None:
+        """Re-seed the generator for this training step (called by the training loop)."""
+        self.generator.manual_seed(step_seed(self.noise_seed, step))
 
     def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         raise NotImplementedError
 
-    # The generator is not a tensor: save its state with the checkpoint explicitly.
-    def generator_state(self) -> Tensor | None:
-        return None if self.generator is None else self.generator.get_state()
 
-    def load_generator_state(self, state: Tensor | None) -> None:
-        if state is not None and self.generator is not None:
-            self.generator.set_state(state)
+
+def step_seed(noise_seed: int, step: int) -> int:
+    """A well-mixed 63-bit seed from (noise_seed, step): neighbouring seeds or steps share no stream."""
+    return int(np.random.SeedSequence([noise_seed, step]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))

@@ -34,14 +34,15 @@ class NoiseSource(nn.Module):
         draw(kind, (1,), torch.Generator(), torch.device("cpu"))  # fail now on an unknown kind
         self.kind = kind
         self.table_size = int(table_size)
+        self.table_seed: int | None = None
         # Not saved in checkpoints: it is rebuilt from the seed (64 MB by default is too much to save).
         self.register_buffer("table", torch.empty(0), persistent=False)
 
-    @staticmethod
-    def _table_generator(generator: torch.Generator) -> torch.Generator:
-        """The table depends on the rule's seed only, not on how far its generator has run: a run
-        resumed from a checkpoint (generator state restored, table rebuilt) gets the same table."""
-        return torch.Generator(device=generator.device).manual_seed(generator.initial_seed() ^ 0x5EED7AB1E)
+    def _table_generator(self, generator: torch.Generator) -> torch.Generator:
+        """The table depends on the rule's seed only (set by LearningRule.setup), not on the step:
+        a run resumed from a checkpoint rebuilds the same table."""
+        seed = self.table_seed if self.table_seed is not None else generator.initial_seed()
+        return torch.Generator(device=generator.device).manual_seed(seed ^ 0x5EED7AB1E)
 
     def sample(self, n: int, k: int, generator: torch.Generator, dtype: torch.dtype | None = None) -> Tensor:
         device = generator.device
