@@ -46,8 +46,11 @@ def slurm():
         pytest.skip("SLURM is not installed: run .ci/start_slurm.sh (apt-get install slurm-wlm munge slurmdbd mariadb-server, as root)")
     if os.geteuid() != 0 and shutil.which("sudo") is None:
         pytest.skip("SLURM is installed but not running, and starting it needs root: run .ci/start_slurm.sh as root")
+    # Without slurmdbd installed: no accounting (submitit then relies on the result files alone).
+    with_dbd = "1" if shutil.which("slurmdbd", path=f"{os.environ.get('PATH', '')}:/usr/sbin") else "0"
     start = subprocess.run(
-        ["bash", str(CI_DIR / "start_slurm.sh")], env={**os.environ, "INSTALL": "0"}, capture_output=True, text=True, timeout=180
+        ["bash", str(CI_DIR / "start_slurm.sh")], env={**os.environ, "INSTALL": "0", "WITH_DBD": with_dbd},
+        capture_output=True, text=True, timeout=180,
     )
     if start.returncode != 0 or not node_idle():
         pytest.skip(f"could not start SLURM with .ci/start_slurm.sh (exit {start.returncode}): {start.stderr[-500:]}")
