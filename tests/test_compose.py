@@ -176,5 +176,6 @@ def test_every_experiment_preset_composes_with_every_rule(experiment, method, tm
         got = OmegaConf.select(cfg, key)
         got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
         assert got == value, f"{experiment} x {method}: {key} = {got!r}, the preset says {value!r}"
-    instantiate(cfg.model, input_dim=784, output_dim=10)
+    output_dim = 784 if cfg.data.get("reconstruction") else 10
+    instantiate(cfg.model, input_dim=784, output_dim=output_dim)
     instantiate(cfg.method)

@@ -35,7 +35,8 @@ CHOICE_KEYS = ("method", "data", "model", "optimizer", "experiment")
 ALWAYS_SHOWN = ("method", "data", "model")
 # Config keys (dotted, flattened) that never split groups: where things were written, how they
 # were logged, and the seed itself (also as data.seed, which interpolates it).
-IGNORED_PREFIXES = ("paths.", "hydra.", "logger.", "callbacks.", "trainer.default_root_dir", "choices.")
+# Keys that never make two runs different experiments (where they ran, how they logged).
+IGNORED_PREFIXES = ("paths.", "hydra.", "logger.", "callbacks.", "trainer.default_root_dir", "choices.", "slurm.")
 IGNORED_KEYS = {"ckpt_path", "tags", "output_dir", "optimized_metric"}
 # Config groups chosen on the command line that never split groups (how a run was logged or stored).
 IGNORED_GROUPS = {"logger", "callbacks", "paths", "hydra", "local"}
