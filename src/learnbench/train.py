@@ -26,6 +26,7 @@ from learnbench.data.in_memory import RECONSTRUCTION
 from learnbench.models import Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.paths import CONFIG_DIR
+from learnbench.resume import finished_record
 from learnbench.results import DIVERGED, FAILED, OK, git_revision, library_versions, now_iso, write_results
 from learnbench.wandb_mode import choose_offline
 
@@ -208,8 +209,6 @@ def _finish_wandb(record: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from learnbench.resume import finished_record
-
     # A re-run sweep skips jobs that already finished in their (fixed) output directory.
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     record = finished_record(cfg.paths.output_dir, overrides)
