@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from learnbench.models.mlp import Block
+from learnbench.models.mlp import MLP, Block
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_parameters
 from learnbench.rules.noise import NoiseSource
 
@@ -54,6 +54,43 @@ def hooked(blocks: list[Block], perturb: Perturb | None = None, record: Record |
     finally:
         for handle in handles:
             handle.remove()
+
+
+def chain_of(model: nn.Module) -> list[Block] | None:
+    """The blocks of a model whose forward is exactly `blocks(x.flatten(1))` (MLP, Autoencoder), else None.
+
+    On such a chain the rules run the forward pass block by block themselves (no hooks), which
+    lets them share work between passes: the first Linear of a clean and a noisy pass, or one
+    primal pass under K batched tangents. Any other model built of Blocks takes the hooked path."""
+    if isinstance(model, MLP) and type(model).forward is MLP.forward:
+        return list(model.blocks)
+    return None
+
+
+def jvp_through(module: nn.Module, a: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """(module(a), its tangent) for an elementwise/row-wise module (activation, LayerNorm, site).
+
+    `t` may carry extra leading direction dimensions over `a` ([K, B, w] against [B, w]): the
+    primal is computed once and every direction's tangent from it."""
+    out = module(a)
+    if t is None or _is_identity(module):
+        return out, t
+    if isinstance(module, nn.ReLU):
+        return out, t * (a > 0)
+    from torch.func import jvp, vmap
+
+    def along(tangent: Tensor) -> Tensor:
+        return jvp(module, (a,), (tangent,))[1]
+
+    for _ in range(t.dim() - a.dim()):
+        along = vmap(along)
+    return out, along(t)
+
+
+def _is_identity(module: nn.Module) -> bool:
+    if isinstance(module, nn.Sequential):
+        return all(_is_identity(m) for m in module)
+    return isinstance(module, nn.Identity)
 
 
 def relu_mask(block: Block, a: Tensor) -> Tensor | None:
