@@ -32,8 +32,13 @@ class WeightPerturbation(ParameterSpaceRule):
             shifted = {n: torch.add(p, tangent[n], alpha=sign * self.sigma) for n, p in params.items()}
             return batch_loss(loss_fn, functional_call(model, shifted, (x,)), y)
 
-        if self.directions == 1:
-            return loss_at({n: t[0] for n, t in tangents.items()}).unsqueeze(0)
+        if self.directions == 1:  # theta + sign sigma v into a buffer kept across steps (no fresh 4P bytes)
+            flat = self.work_buffer("shifted", sum(p.numel() for p in params.values()), next(iter(params.values())))
+            shifted, start = {}, 0
+            for n, p in params.items():
+                shifted[n] = torch.add(p, tangents[n][0], alpha=sign * self.sigma, out=flat[start : start + p.numel()].view_as(p))
+                start += p.numel()
+            return batch_loss(loss_fn, functional_call(model, shifted, (x,)), y).unsqueeze(0)
         return vmap(loss_at)(tangents)
 
     @torch.no_grad()
