@@ -1,6 +1,7 @@
 """Speed benchmark: each rule's training-step time over backprop's, measured side by side.
 
     python -m learnbench.bench [--hidden 1000 1000] [--batch 256] [--directions 16] [--json]
+    python -m learnbench.bench --profile [--threads 1]   # where each rule's step time goes (torch.profiler)
     python -m learnbench.bench --comm [...]   # DDP bytes per step and step time (learnbench.bench_comm)
 
 One model, one batch, one machine: every rule runs a full step (zero grads, estimate, optimiser
@@ -92,6 +93,44 @@ def rule_ratios(args, device) -> dict:
     return rows
 
 
+def profile_steps(args, device, steps_per_rule: int = 5, top: int = 8) -> dict:
+    """Each rule's step under torch.profiler: the ops with the most self time, per step, by input shape."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = MLP(784, 10, args.hidden).to(device)
+    x = torch.randn(args.batch, 784, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    result = {}
+    for name in RULES + [f"{r} K={args.directions}" for r in RULES[1:]]:
+        method, _, k = name.partition(" K=")
+        step = make_step(make_rule(method, **({"directions": int(k)} if k else {})), model, x, y, device)
+        for _ in range(args.warmup):
+            step()
+        with profile(activities=activities, record_shapes=True) as prof:
+            for _ in range(steps_per_rule):
+                step()
+        events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events)
+        result[name] = {
+            "self_ms_per_step": total / steps_per_rule / 1e3,
+            "top": [
+                {"op": e.key, "calls": e.count // steps_per_rule, "ms": e.self_cpu_time_total / steps_per_rule / 1e3,
+                 "share": e.self_cpu_time_total / total, "shapes": str(e.input_shapes)}
+                for e in events[:top]
+            ],
+        }
+    return result
+
+
+def print_profile(profiles: dict) -> None:
+    for name, p in profiles.items():
+        print(f"== {name}: {p['self_ms_per_step']:.2f} ms self CPU per step")
+        for e in p["top"]:
+            print(f"   {e['op']:28s} {e['calls']:2d}x {e['ms']:7.2f} ms {100 * e['share']:5.1f}%  {e['shapes'][:80]}")
+
+
 def epoch_ratio(args, device) -> dict:
     """A whole MNIST epoch of BP: the suite's Lightning loop over a minimal hand-written loop."""
     import lightning as L
@@ -153,10 +192,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--epoch-hidden", type=int, nargs="+", default=[1000, 1000])
     parser.add_argument("--epoch-batch", type=int, default=256)
     parser.add_argument("--epoch-repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--profile", action="store_true", help="instead: profile each rule's step (top ops per step)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--comm", action="store_true", help="instead: the DDP communication benchmark (--comm --help for its options)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.profile:
+        profiles = profile_steps(args, device)
+        print(json.dumps(profiles, indent=2)) if args.json else print_profile(profiles)
+        return profiles
     result = {
         "setting": {"model": f"MLP 784-{'-'.join(map(str, args.hidden))}-10", "batch": args.batch, "device": str(device), "threads": torch.get_num_threads()},
         "steps": rule_ratios(args, device),
