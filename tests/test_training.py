@@ -108,3 +108,21 @@ def test_simultaneous_single_runs_get_their_own_dirs(concurrent_single_runs):
     assert {r["config"]["tags"][0] for r in records.values()} == {"ok", "diverged"}
     for run_dir, record in records.items():
         assert record["output_dir"] == str(run_dir.resolve())
+
+
+def test_step_values_reach_the_logger_at_lightnings_cadence(tmp_path):
+    """train/batch_loss and lr are written every trainer.log_every_n_steps steps (Lightning's
+    documented cadence: global steps 4, 9, 14, 19 for 5 and 20 steps), epoch means once."""
+    import csv
+
+    overrides = ["data=spiral", *tiny(train_batches=20), "trainer.log_every_n_steps=5", *CSV_ONLY]
+    train(compose_config(overrides, tmp_path))
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    logged = lambda key: [int(r["step"]) for r in rows if r.get(key) not in (None, "")]
+    assert logged("train/batch_loss") == [4, 9, 14, 19]
+    assert logged("lr") == [4, 9, 14, 19]
+    assert len(logged("train/loss")) == 1 and len(logged("train/acc")) == 1
+    record = read_record(tmp_path)
+    # the epoch mean the logger got is the one results.json holds
+    (epoch_row,) = [r for r in rows if r.get("train/loss") not in (None, "")]
+    assert float(epoch_row["train/loss"]) == pytest.approx(record["history"][0]["train/loss"], rel=1e-6)
