@@ -178,12 +178,6 @@ class LearningRuleModule(L.LightningModule):
         """Run means of the alignment diagnostics (empty when they were off)."""
         return {k: v / self.alignment_count for k, v in self.alignment_sums.items()} if self.alignment_count else {}
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
-        """In-memory batches are already on the device: skip Lightning's generic walk over the batch."""
-        if isinstance(batch, (tuple, list)) and all(isinstance(t, Tensor) and t.device == device for t in batch):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def on_train_epoch_start(self) -> None:
         self._first_batch_of_epoch = True
 
