@@ -24,7 +24,7 @@ train:  ## train backprop on the 2-arm spiral (CPU, under a minute); overrides v
 test:  ## the test suite (a few minutes; slow tests excluded)
 	$(RUN) -m pytest -q $(ARGS)
 
-test-slow:  ## only the slow tests (training to accuracy targets, statistics with many samples)
+test-slow:  ## only the slow tests (DDP through SLURM, the comm benchmark smoke test, a ddp_sim CLI run)
 	$(RUN) -m pytest -q -m slow $(ARGS)
 
 test-all:  ## every test
