@@ -22,12 +22,7 @@ from learnbench.module import LearningRuleModule
 from learnbench.rules import Backprop
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest: exact float64 oracles
 
 
 def oracle_loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

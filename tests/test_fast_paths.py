@@ -44,20 +44,15 @@ def estimate(model, method, overrides, x, y, step=3):
      ("fg_w", {}), ("fg_w", {"directions": 3})],
     ids=["np", "np-K2-antithetic", "np-no-baseline", "fg_a", "fg_a-K3", "fg_a-unmasked", "fg_w", "fg_w-K3"],
 )
-def test_fast_path_equals_general_path(method, overrides, layer_norm):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        torch.manual_seed(0)
-        fast = MLP(5, 3, (7, 6), layer_norm=layer_norm)
-        general = GeneralMLP(5, 3, (7, 6), layer_norm=layer_norm)
-        general.load_state_dict(fast.state_dict())
-        assert chain_of(fast) is not None and chain_of(general) is None  # the two paths really differ
-        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
-        g_fast, loss_fast = estimate(fast, method, overrides, x, y)
-        g_general, loss_general = estimate(general, method, overrides, x, y)
-        torch.testing.assert_close(loss_fast, loss_general, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(g_fast, g_general, rtol=1e-9, atol=1e-9)
-        assert g_fast.abs().sum() > 0
-    finally:
-        torch.set_default_dtype(previous)
+def test_fast_path_equals_general_path(method, overrides, layer_norm, float64):
+    torch.manual_seed(0)
+    fast = MLP(5, 3, (7, 6), layer_norm=layer_norm)
+    general = GeneralMLP(5, 3, (7, 6), layer_norm=layer_norm)
+    general.load_state_dict(fast.state_dict())
+    assert chain_of(fast) is not None and chain_of(general) is None  # the two paths really differ
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    g_fast, loss_fast = estimate(fast, method, overrides, x, y)
+    g_general, loss_general = estimate(general, method, overrides, x, y)
+    torch.testing.assert_close(loss_fast, loss_general, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_fast, g_general, rtol=1e-9, atol=1e-9)
+    assert g_fast.abs().sum() > 0

@@ -28,12 +28,7 @@ CE = partial(per_example_loss, "classification")
 MSE = partial(per_example_loss, "reconstruction")
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest: exact float64 oracles
 
 
 def problem(layer_norm=False, seed=0, batch=8, sizes=(6, 5), activation="relu"):
