@@ -54,7 +54,8 @@ class TensorBatches:
         self.epoch = 0
 
     # Lightning calls `dataloader.sampler.set_epoch(current_epoch)` before every training epoch,
-    # also after resuming from a checkpoint: that keeps the order tied to the epoch number.
+    # also after resuming from a checkpoint: that keeps the order tied to the epoch number, so a
+    # resumed run sees the data order of an uninterrupted one without any state in the checkpoint.
     batch_sampler = None  # (Lightning looks for one as it would on a DataLoader)
 
     @property
@@ -114,7 +115,6 @@ class InMemoryDataModule(L.LightningDataModule):
         self.drop_last = drop_last
         self.splits: Splits | None = None
         self._train_batches: TensorBatches | None = None
-        self._resume_epoch = 0
 
     @property
     def input_dim(self) -> int:
@@ -142,7 +142,6 @@ class InMemoryDataModule(L.LightningDataModule):
             self._train_batches = TensorBatches(
                 x, y, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world, drop_last=self.drop_last
             )
-            self._train_batches.epoch = self._resume_epoch
         return self._train_batches
 
     def _eval_batches(self, split: tuple[Tensor, Tensor]) -> TensorBatches:
@@ -155,16 +154,6 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return self._eval_batches(self.splits.test)
-
-    # The epoch counter decides the next permutation: keep it in checkpoints so a resumed run
-    # sees the same data order as an uninterrupted one.
-    def state_dict(self) -> dict:
-        return {"train_epoch": self._train_batches.epoch if self._train_batches else 0}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._resume_epoch = state.get("train_epoch", 0)
-        if self._train_batches is not None:
-            self._train_batches.epoch = self._resume_epoch
 
 
 def per_example_loss(task: str, output: Tensor, target: Tensor) -> Tensor:

@@ -79,7 +79,6 @@ class LearningRule(nn.Module):
         raise NotImplementedError
 
 
-
 def step_seed(noise_seed: int, step: int) -> int:
     """A well-mixed 63-bit seed from (noise_seed, step): neighbouring seeds or steps share no stream."""
     return int(np.random.SeedSequence([noise_seed, step]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
