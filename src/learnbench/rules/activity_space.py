@@ -87,6 +87,14 @@ def jvp_through(module: nn.Module, a: Tensor, t: Tensor | None) -> tuple[Tensor,
     return out, along(t)
 
 
+def loss_jvp(loss_fn, output: Tensor, y: Tensor, d_output: Tensor) -> tuple[Tensor, Tensor]:
+    """(per-example losses [B], their derivatives along each direction [K, B]) at `output`, for
+    output tangents d_output [K, B, ...]: the last step of a hand-written forward-mode pass."""
+    from torch.func import jvp, vmap
+
+    return vmap(lambda t: jvp(lambda o: loss_fn(o, y), (output,), (t,)), out_dims=(None, 0))(d_output)
+
+
 def _is_identity(module: nn.Module) -> bool:
     if isinstance(module, nn.Sequential):
         return all(_is_identity(m) for m in module)

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import torch
 from torch.autograd import forward_ad as fwAD
-from torch.func import jvp, vmap
 
-from learnbench.rules.activity_space import ActivitySpaceRule, chain_of, clip_, hooked, jvp_through, relu_mask
+from learnbench.rules.activity_space import ActivitySpaceRule, chain_of, clip_, hooked, jvp_through, loss_jvp, relu_mask
 
 
 class ForwardGradientActivity(ActivitySpaceRule):
@@ -75,10 +74,7 @@ class ForwardGradientActivity(ActivitySpaceRule):
             z, dz = jvp_through(block.activation, a, da)
         output = z
 
-        def losses_along(t):
-            return jvp(lambda o: loss_fn(o, y), (output,), (t,))
-
-        losses, d = vmap(losses_along, out_dims=(None, 0))(dz)  # [B], [K, B]
+        losses, d = loss_jvp(loss_fn, output, y, dz)  # [B], [K, B]
         d = clip_(d.clone(), self.clip).unsqueeze(-1)
         deltas = [(d * n).sum(0) / (K * B) for n in u]
         return deltas, records, losses.mean(), output

@@ -17,7 +17,7 @@ import torch
 from torch.func import functional_call, jvp, vmap
 from torch.nn import functional as F
 
-from learnbench.rules.activity_space import chain_of, jvp_through
+from learnbench.rules.activity_space import chain_of, jvp_through, loss_jvp
 from learnbench.rules.parameter_space import ParameterSpaceRule, batch_loss
 
 
@@ -63,5 +63,5 @@ class ForwardGradientWeight(ParameterSpaceRule):
             a, da = jvp_through(block.pre[1:], h, dh)
             z, dz = jvp_through(block.activation, a, da)
         output = z
-        losses, dlosses = vmap(lambda t: jvp(lambda o: loss_fn(o, y), (output,), (t,)), out_dims=(None, 0))(dz)
+        losses, dlosses = loss_jvp(loss_fn, output, y, dz)
         return losses.mean(), output, dlosses.mean(-1)
