@@ -18,16 +18,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from learnbench import report
-from learnbench.report import (
-    _history_from_wandb,
+from learnbench.tools import report
+from learnbench.tools.report import (
     build_table,
+    history_from_wandb,
     load_records,
     record_from_wandb,
-    to_csv,
     to_latex,
     to_markdown,
 )
+from learnbench.tools.report.cli import main as report_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "wandb_runs.json"
@@ -80,6 +80,29 @@ def sweep(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def markdown_cells(text: str) -> list[list[str]]:
+    """A Markdown table's cells, row by row, split on unescaped pipes and stripped."""
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in text.strip().splitlines()]
+
+
+def assert_markdown_shows(table) -> None:
+    """Every Markdown cell says what the table holds, formatted here by hand (for tables whose numbers
+    are not known in advance, as from a live W&B project)."""
+    cells = markdown_cells(to_markdown(table))
+    assert cells[0] == [*table.group_columns, "n", "diverged/failed", *table.metric_columns]
+    assert len(cells) == 2 + len(table.rows)
+    k = len(table.group_columns)
+    for line, row in zip(cells[2:], table.rows):
+        assert line[k : k + 2] == [str(row["n"]), f"{row['diverged']}/{row['failed']}"]
+        for cell, stat in zip(line[k + 2 :], row["stats"]):
+            if stat.mean is None:
+                text = stat.note or "—"
+            else:
+                std = "—" if stat.std is None else f"{stat.std:.4f}"
+                text = f"{stat.mean:.4f} ± {std}" + (f" (n={stat.n})" if stat.n < row["n"] else "")
+            assert cell == (f"**{text}**" if stat.best else text)
+
+
 def rows_by_method_and_lr(table) -> dict:
     index = [table.group_columns.index(k) for k in ("method", "optimizer.lr")]
     return {tuple(row["group"][i] for i in index): row for row in table.rows}
@@ -114,7 +137,8 @@ def test_diverged_and_failed_runs_are_counted_not_averaged(sweep):
 
 
 def test_markdown_table_parses_and_marks_the_best_cells(sweep):
-    text = to_markdown(build_table(load_records([sweep]), ["test/acc", "test/loss"]))
+    table = build_table(load_records([sweep]), ["test/acc", "test/loss"])
+    text = to_markdown(table)
     lines = text.strip().splitlines()
     cells = [re.split(r"(?<!\\)\|", line)[1:-1] for line in lines]
     assert all(line.startswith("|") and line.endswith("|") for line in lines)
@@ -123,6 +147,30 @@ def test_markdown_table_parses_and_marks_the_best_cells(sweep):
     header = [c.strip() for c in cells[0]]
     bold = {header[j]: c.strip() for row in cells[2:] for j, c in enumerate(row) if c.strip().startswith("**")}
     assert bold == {"test/acc": "**0.9200 ± 0.0200**", "test/loss": "**0.2000 ± 0.1000**"}  # max acc, min loss
+    # Every cell, by hand from the fixture: means and sample stds of the ok runs, n = 1 has no std.
+    assert markdown_cells(text) == [
+        ["method", "data", "model", "optimizer.lr", "n", "diverged/failed", "test/acc", "test/loss"],
+        ["---"] * 4 + ["---:"] * 4,
+        ["bp", "spiral", "mlp", "0.1", "3", "0/0", "**0.9200 ± 0.0200**", "**0.2000 ± 0.1000**"],
+        ["bp", "spiral", "mlp", "0.2", "1", "0/0", "0.8000 ± —", "0.5000 ± —"],
+        ["np", "spiral", "mlp", "0.1", "0", "2/0", "diverged", "diverged"],
+        ["wp", "spiral", "mlp", "0.1", "1", "1/1", "0.7000 ± —", "0.6000 ± —"],
+    ]
+    assert_markdown_shows(table)
+
+
+def test_run_recorder_and_tables_agree_on_which_way_is_better():
+    """One list of directions (learnbench.metric_direction) for the recorder's best values and the
+    tables' best cells: accuracy and cosine up, losses and errors down."""
+    from learnbench.callbacks import _is_better
+    from learnbench.metric_direction import direction
+
+    assert [direction(m) for m in ("val/acc", "best:val/acc", "x/cos", "test/loss", "test/mse", "test/err %",
+                                   "wall_time_s")] == [1, 1, 1, -1, -1, -1, 0]
+    assert _is_better("val/acc", 0.9, 0.8) and not _is_better("val/acc", 0.7, 0.8)
+    assert _is_better("val/cos", 0.9, 0.8) and not _is_better("val/cos", 0.7, 0.8)
+    assert _is_better("val/loss", 0.1, 0.2) and not _is_better("val/loss", 0.3, 0.2)
+    assert _is_better("val/acc", 0.1, None) and not _is_better("val/loss", math.nan, None)
 
 
 def test_latex_has_booktabs_rules_and_a_cell_for_every_column(sweep):
@@ -143,7 +191,7 @@ def test_latex_has_booktabs_rules_and_a_cell_for_every_column(sweep):
 
 def test_csv_reads_back_with_the_csv_module(sweep, tmp_path, capsys):
     out = tmp_path / "table.csv"
-    assert report.main([str(sweep), "--metrics", "test/acc,wall_time_s", "--out", str(out)]) == 0
+    assert report_main([str(sweep), "--metrics", "test/acc,wall_time_s", "--out", str(out)]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     bp = next(r for r in rows if r["method"] == "bp" and r["optimizer.lr"] == "0.1")
     assert float(bp["test/acc mean"]) == pytest.approx(statistics.fmean([0.90, 0.92, 0.94]))
@@ -169,7 +217,7 @@ def test_a_rerun_seed_counts_once(tmp_path, capsys):
 
 
 def test_plots_write_png_and_pdf_curves_and_alignment(tmp_path):
-    from learnbench.plots import plot_learning_curves
+    from learnbench.tools.plots import plot_learning_curves
 
     def history(offset):
         return [{"epoch": e, "step": 10 * e, "time": 0.5 * e + offset, "val/acc": 0.5 + 0.1 * e + offset,
@@ -194,7 +242,7 @@ def fixture_runs() -> list[SimpleNamespace]:
     return [
         SimpleNamespace(id=r["id"], name=r["name"], group=r["group"], state=r["state"], created_at=r["created_at"],
                         path=r["path"], config=r["config"], summary_metrics=r["summaryMetrics"],
-                        _learnbench_history=_history_from_wandb(r["history"]))
+                        _learnbench_history=history_from_wandb(r["history"]))
         for r in runs
     ]
 
@@ -215,6 +263,13 @@ def test_wandb_runs_become_the_same_records_and_table():
     assert bp_loss.mean == pytest.approx(0.35) and bp_loss.std == pytest.approx(math.sqrt(0.005))
     assert (rows["wp"]["n"], rows["wp"]["diverged"], rows["wp"]["failed"]) == (1, 1, 1)
     assert rows["wp"]["stats"][0].mean == pytest.approx(0.6)
+    # bp: test/acc 0.9, 0.8 and test/loss 0.3, 0.4 -> means 0.85, 0.35, sample stds sqrt(0.005) = 0.0707.
+    # wp's run names say no model and no optimizer: a dash. Different blocks: no best cell.
+    assert markdown_cells(to_markdown(table))[2:] == [
+        ["bp", "spiral", "mlp", "sgd", "2", "0/0", "0.8500 ± 0.0707", "0.3500 ± 0.0707"],
+        ["wp", "spiral", "—", "—", "1", "1/1", "0.6000 ± —", "0.6500 ± —"],
+    ]
+    assert_markdown_shows(table)  # the check the online test makes, here where the numbers are known
 
 
 @pytest.mark.skipif(
@@ -224,7 +279,7 @@ def test_wandb_runs_become_the_same_records_and_table():
 def test_wandb_api_online():
     records = report.fetch_wandb_records(os.environ["LEARNBENCH_TEST_WANDB_PROJECT"])
     assert records and all(r["status"] in ("ok", "diverged", "failed") and r["method"] for r in records)
-    assert to_markdown(build_table(records, report.default_metrics(records)))
+    assert_markdown_shows(build_table(records, report.default_metrics(records)))
 
 
 # --------------------------------------------------------------------------------- a real multirun
@@ -245,4 +300,11 @@ def test_report_over_a_real_multirun(tmp_path):
     rows = list(csv.DictReader(io.StringIO(made.stdout)))
     assert sorted(r["method"] for r in rows) == ["bp", "wp"]
     assert [(r["n"], r["diverged"], r["failed"]) for r in rows] == [("2", "0", "0")] * 2
-    assert all(0.0 <= float(r["test/acc mean"]) <= 1.0 and float(r["test/acc std"]) >= 0.0 for r in rows)
+    # The oracle: each method's two test accuracies read straight from its runs' results.json files.
+    accs: dict[str, list[float]] = {}
+    for path in tmp_path.rglob("results.json"):
+        record = json.loads(path.read_text())
+        accs.setdefault(record["method"], []).append(record["metrics"]["final"]["test/acc"])
+    for row in rows:
+        assert float(row["test/acc mean"]) == pytest.approx(statistics.fmean(accs[row["method"]]))
+        assert float(row["test/acc std"]) == pytest.approx(statistics.stdev(accs[row["method"]]))

@@ -7,14 +7,13 @@ import time
 
 import lightning as L
 
-# Which direction is better for each metric name (the last part of the key).
-HIGHER_IS_BETTER = {"acc"}
+from learnbench.metric_direction import higher_is_better
 
 
 def _is_better(name: str, new: float, old: float | None) -> bool:
     if old is None or not math.isfinite(old):
         return math.isfinite(new)
-    return new > old if name.rsplit("/", 1)[-1] in HIGHER_IS_BETTER else new < old
+    return new > old if higher_is_better(name) else new < old
 
 
 class RunRecorder(L.Callback):
@@ -46,8 +45,8 @@ class RunRecorder(L.Callback):
         }
         # train/* epoch means are logged after this hook: read them from the metric objects.
         metrics["train/loss"] = float(pl_module.train_loss.compute()) if pl_module.train_loss.update_count else math.nan
-        # Alignment with backprop is logged per step; the history keeps each epoch's mean.
-        metrics.update(pl_module.pop_epoch_alignment())
+        # Diagnostics (align/*, rule/*) are logged per step; the history keeps each epoch's mean.
+        metrics.update(pl_module.pop_epoch_diagnostics())
         entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "time": time.perf_counter() - self._start}
         self.history.append({**entry, **metrics})
         for key, value in metrics.items():

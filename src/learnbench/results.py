@@ -62,9 +62,5 @@ def write_results(output_dir: Path, record: dict) -> Path:
     return path
 
 
-def read_results(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

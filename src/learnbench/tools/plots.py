@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from learnbench.report import Group, group_records, grouping_keys  # noqa: E402
+from learnbench.tools.report.grouping import Group, group_records, grouping_keys  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.4
 STYLE = {

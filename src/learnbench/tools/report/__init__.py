@@ -1,0 +1,32 @@
+"""Paper tables from finished runs: `python -m learnbench.tools.report <run or multirun dirs...>`.
+
+Reads every results.json under the given directories (or, with --wandb, the same records from the
+W&B API), groups runs that differ only in their seed, and prints mean ± sample std (ddof=1) and n
+per group as Markdown, LaTeX (booktabs) or CSV. Diverged and failed runs are counted per row and
+left out of the means; a row with no finished run says so instead of showing numbers.
+
+    python -m learnbench.tools.report logs/multiruns/2025-01-01 --metrics test/acc,test/loss
+    python -m learnbench.tools.report logs/multiruns --format latex --error --out table.tex
+    python -m learnbench.tools.report logs/multiruns --plots figures/
+    python -m learnbench.tools.report --wandb my-entity/learnbench
+
+A group is one value of (method, data, model) plus every config key that varies across the runs
+and is not already fixed by those choices (say optimizer.lr in an lr sweep). Seeds, paths, loggers,
+callbacks and anything pointing into a run's own directory never split groups.
+
+The parts, each importable alone: load (results.json files), wandb_source (the W&B API), grouping,
+stats (means, stds, best cells), render (Markdown, LaTeX, CSV), cli (the command line; nothing
+imports it but __main__). learnbench.tools.plots draws from the same grouping.
+"""
+
+from learnbench.tools.report.grouping import Group, group_records, grouping_keys
+from learnbench.tools.report.load import find_results, load_records
+from learnbench.tools.report.render import RENDERERS, to_csv, to_latex, to_markdown
+from learnbench.tools.report.stats import Stat, Table, build_table, default_metrics, metric_value
+from learnbench.tools.report.wandb_source import fetch_wandb_records, history_from_wandb, record_from_wandb
+
+__all__ = [
+    "Group", "group_records", "grouping_keys", "find_results", "load_records", "RENDERERS", "to_csv", "to_latex",
+    "to_markdown", "Stat", "Table", "build_table", "default_metrics", "metric_value", "fetch_wandb_records",
+    "history_from_wandb", "record_from_wandb",
+]

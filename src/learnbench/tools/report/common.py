@@ -1,0 +1,25 @@
+"""What every part of the report shares: the record fields that name config choices, the dash
+shown for a missing value, warnings on stderr, and reading a number out of a record."""
+
+from __future__ import annotations
+
+import sys
+
+# Record fields that name the chosen config-group options.
+CHOICE_KEYS = ("method", "data", "model", "optimizer", "experiment")
+DASH = "—"
+
+
+def warn(message: str) -> None:
+    print(f"learnbench.tools.report: {message}", file=sys.stderr)
+
+
+def as_number(value):
+    """A metric value as a float (W&B may hand back NaN as the string 'NaN'); None if not numeric."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "infinity", "-inf", "-infinity"):
+        return float(value.strip().lower().replace("infinity", "inf"))
+    return None
