@@ -30,15 +30,15 @@ test-slow:  ## only the slow tests (DDP through SLURM, the comm benchmark smoke 
 test-all:  ## every test
 	$(RUN) -m pytest -q -m "slow or not slow" $(ARGS)
 
-bench:  ## step time of every rule over backprop; DDP bytes/step with ARGS="--comm"
-	$(RUN) -m learnbench.bench $(ARGS)
+bench:  ## step time of every rule over backprop; DDP bytes/step with ARGS="comm" (ARGS="comm --help" for its options)
+	$(RUN) -m learnbench.tools.bench $(ARGS)
 
 clean:  ## remove logs and caches (not the venv)
 	rm -rf logs multirun outputs .pytest_cache
 
 RUNS ?= logs/multiruns
 table:  ## mean ± std over seeds of finished runs: make table RUNS="logs/multiruns/<date>" ARGS="--format latex --plots figures"
-	$(RUN) -m learnbench.report $(RUNS) $(ARGS)
+	$(RUN) -m learnbench.tools.report $(RUNS) $(ARGS)
 
 SWEEP ?= spiral_rules
 LAUNCHER ?=

@@ -202,10 +202,10 @@ def test_unknown_comm_is_refused():
 
 @pytest.mark.slow
 def test_comm_benchmark_measures_p_or_k_float32s_per_step():
-    """`python -m learnbench.bench --comm` on a tiny model: the bytes it reports against 4 P and 4 K."""
-    from learnbench.bench import main
+    """`python -m learnbench.tools.bench comm` on a tiny model: the bytes it reports against 4 P and 4 K."""
+    from learnbench.tools.bench import main
 
-    result = main(["--comm", "--hidden", "8", "--batch", "4", "--passes", "1", "--steps", "2", "--warmup", "1",
+    result = main(["comm", "--hidden", "8", "--batch", "4", "--passes", "1", "--steps", "2", "--warmup", "1",
                    "--directions", "3", "--json"])
     n_params = sum(p.numel() for p in MLP(784, 10, [8]).parameters())
     expected = {"bp": n_params, "wp grads": n_params, "wp scalars": 1, "fg_w grads": n_params, "fg_w scalars": 1,

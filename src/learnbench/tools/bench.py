@@ -1,8 +1,8 @@
 """Speed benchmark: each rule's training-step time over backprop's, measured side by side.
 
-    python -m learnbench.bench [--hidden 1000 1000] [--batch 256] [--directions 16] [--json]
-    python -m learnbench.bench --profile [--threads 1]   # where each rule's step time goes (torch.profiler)
-    python -m learnbench.bench --comm [...]   # DDP bytes per step and step time (learnbench.bench_comm)
+    python -m learnbench.tools.bench [--hidden 1000 1000] [--batch 256] [--directions 16] [--json]
+    python -m learnbench.tools.bench --profile [--threads 1]   # where each rule's step time goes (torch.profiler)
+    python -m learnbench.tools.bench comm [...]   # DDP bytes per step and step time (learnbench.tools.bench_comm)
 
 One model, one batch, one machine: every rule runs a full step (zero grads, estimate, optimiser
 step) in round-robin order, many rounds, and the median is kept, so load from other processes
@@ -15,20 +15,16 @@ Timings are for reading, never for pass/fail tests.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
-from omegaconf import OmegaConf
-from hydra.utils import instantiate
 
 from learnbench.data.in_memory import per_example_loss
-from learnbench.models import MLP
-from learnbench.paths import CONFIG_DIR
+from learnbench.tools import bench_comm
+from learnbench.tools.bench_setup import emit, make_mlp, make_rule, mlp_name, random_batch
 
 RULES = ["bp", "wp", "np", "fg_w", "fg_a"]
 # Variants worth seeing beside the defaults (name: (method, overrides)).
@@ -37,11 +33,6 @@ VARIANTS = {
     "wp (fresh noise)": ("wp", {"table_size": 0}),
     "fg_w (fresh noise)": ("fg_w", {"table_size": 0}),
 }
-
-
-def make_rule(method: str, **overrides):
-    cfg = OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml")
-    return instantiate(cfg, **overrides)
 
 
 def make_step(rule, model, x, y, device) -> Callable[[], None]:
@@ -73,11 +64,15 @@ def time_round_robin(steps: dict[str, Callable[[], None]], rounds: int, warmup: 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def rule_ratios(args, device) -> dict:
+def model_and_batch(args, device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The benchmark's MLP and one random batch, the same for every rule (seed 0)."""
     torch.manual_seed(0)
-    model = MLP(784, 10, args.hidden).to(device)
-    x = torch.randn(args.batch, 784, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
+    model = make_mlp(args.hidden).to(device)
+    return (model, *random_batch(args.batch, device))
+
+
+def rule_ratios(args, device) -> dict:
+    model, x, y = model_and_batch(args, device)
     steps = {name: make_step(make_rule(name), model, x, y, device) for name in RULES}
     steps.update({name: make_step(make_rule(m, **o), model, x, y, device) for name, (m, o) in VARIANTS.items()})
     with torch.no_grad():
@@ -97,10 +92,7 @@ def profile_steps(args, device, steps_per_rule: int = 5, top: int = 8) -> dict:
     """Each rule's step under torch.profiler: the ops with the most self time, per step, by input shape."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    model = MLP(784, 10, args.hidden).to(device)
-    x = torch.randn(args.batch, 784, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
+    model, x, y = model_and_batch(args, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     result = {}
     for name in RULES + [f"{r} K={args.directions}" for r in RULES[1:]]:
@@ -145,7 +137,7 @@ def epoch_ratio(args, device) -> dict:
 
     def hand_written() -> float:
         torch.manual_seed(0)
-        model = MLP(784, 10, args.epoch_hidden).to(device)
+        model = make_mlp(args.epoch_hidden).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         start = time.perf_counter()
         perm = torch.randperm(len(x), device=device)
@@ -167,7 +159,7 @@ def epoch_ratio(args, device) -> dict:
 
     def suite() -> tuple[float, float]:
         torch.manual_seed(0)
-        module = LearningRuleModule(MLP(784, 10, args.epoch_hidden), Backprop(), partial(torch.optim.SGD, lr=0.1), num_classes=10)
+        module = LearningRuleModule(make_mlp(args.epoch_hidden), Backprop(), partial(torch.optim.SGD, lr=0.1), num_classes=10)
         timer = EpochTimer()
         trainer = L.Trainer(
             accelerator=device.type, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
@@ -191,13 +183,10 @@ def epoch_ratio(args, device) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--comm" in argv:  # the DDP communication benchmark, with its own options
-        from learnbench.bench_comm import main as comm_main
-
-        return comm_main([a for a in argv if a != "--comm"])
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The step-time options at the top; other benchmarks as subcommands with their own options."""
+    parser = argparse.ArgumentParser(prog="python -m learnbench.tools.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, nargs="+", default=[1000, 1000])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--directions", type=int, default=16)
@@ -212,27 +201,35 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true", help="instead: profile each rule's step (top ops per step)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--comm", action="store_true", help="instead: the DDP communication benchmark (--comm --help for its options)")
-    args = parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", title="other benchmarks (each with its own options: <command> --help)")
+    comm = commands.add_parser("comm", help="DDP: bytes all-reduced per step and step time, comm=grads vs scalars vs BP",
+                               description=bench_comm.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_comm.add_arguments(comm)
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.command == "comm":
+        return bench_comm.run(args)
+    return step_times(args)
+
+
+def step_times(args: argparse.Namespace) -> dict:
+    """The default benchmark: step-time ratios (or, with --profile, the top ops of each rule's step)."""
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.profile:
-        profiles = profile_steps(args, device)
-        print(json.dumps(profiles, indent=2)) if args.json else print_profile(profiles)
-        return profiles
+        return emit(profile_steps(args, device), args.json, print_profile)
     result = {
-        "setting": {"model": f"MLP 784-{'-'.join(map(str, args.hidden))}-10", "batch": args.batch, "device": str(device), "threads": torch.get_num_threads(),
+        "setting": {"model": mlp_name(args.hidden), "batch": args.batch, "device": str(device), "threads": torch.get_num_threads(),
                     "epoch_hidden": args.epoch_hidden, "epoch_batch": args.epoch_batch},
         "steps": {} if args.epoch_only else rule_ratios(args, device),
     }
     if args.data_dir:
         result["epoch"] = epoch_ratio(args, device)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
-    return result
+    return emit(result, args.json, print_table)
 
 
 def print_table(result: dict) -> None:
@@ -251,7 +248,7 @@ def print_table(result: dict) -> None:
     if "epoch" in result:
         e = result["epoch"]
         console.print(
-            f"MNIST epoch (BP, MLP 784-{'-'.join(map(str, s['epoch_hidden']))}-10, batch {s['epoch_batch']}): training epoch in the suite "
+            f"MNIST epoch (BP, {mlp_name(s['epoch_hidden'])}, batch {s['epoch_batch']}): training epoch in the suite "
             f"{e['suite_s']:.2f} s, hand-written loop {e['hand_written_s']:.2f} s, ratio {e['suite_over_hand_written']:.2f}; "
             f"the suite's whole fit with data loading and trainer setup {e['suite_fit_with_setup_s']:.2f} s "
             f"(ratio {e['fit_with_setup_over_hand_written']:.2f})"

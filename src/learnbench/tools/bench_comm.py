@@ -1,6 +1,6 @@
 """DDP communication benchmark: bytes all-reduced per step and step time, comm=grads vs comm=scalars vs BP.
 
-    python -m learnbench.bench --comm [--hidden 1000 1000] [--batch 256] [--directions 16] [--world 2] [--json]
+    python -m learnbench.tools.bench comm [--hidden 1000 1000] [--batch 256] [--directions 16] [--world 2] [--json]
 
 `--world` CPU processes (gloo) train the suite's LearningRuleModule through Lightning's `ddp`
 strategy, each on its own batch of `--batch` random MNIST-shaped examples. The bytes are the ones
@@ -31,6 +31,8 @@ from functools import partial
 from pathlib import Path
 
 import torch
+
+from learnbench.tools.bench_setup import emit, make_mlp, make_rule, mlp_name, random_batch
 
 # name: (method, overrides); "{k}" is replaced by --directions.
 CONFIGS = {
@@ -86,8 +88,6 @@ def _worker(rank: int, world: int, port: int, args: dict, out_file: str) -> None
     """One DDP process: fit every configuration `passes` times, rank 0 writes the measurements."""
     import lightning as L
 
-    from learnbench.bench import make_rule
-    from learnbench.models import MLP
     from learnbench.module import LearningRuleModule
 
     # Launched "externally" (LOCAL_RANK set): Lightning runs strategy="ddp" in this process.
@@ -98,14 +98,13 @@ def _worker(rank: int, world: int, port: int, args: dict, out_file: str) -> None
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     generator = torch.Generator().manual_seed(rank)  # each rank its own examples
-    x = torch.randn(args["batch"], 784, generator=generator)
-    y = torch.randint(0, 10, (args["batch"],), generator=generator)
+    x, y = random_batch(args["batch"], generator=generator)
 
     modules = {}
     for name, (method, overrides) in configs(args["directions"]).items():
         torch.manual_seed(0)
         modules[name] = LearningRuleModule(
-            MLP(784, 10, args["hidden"]), make_rule(method, **overrides),
+            make_mlp(args["hidden"]), make_rule(method, **overrides),
             optimizer=partial(torch.optim.SGD, lr=1e-6), num_classes=10,  # tiny lr: the model barely moves
         )
     results = {name: {"times": [], "bytes": 0, "steps": 0} for name in modules}
@@ -153,9 +152,7 @@ def free_port() -> int:
 def measure(args: argparse.Namespace) -> dict:
     import torch.multiprocessing as mp
 
-    from learnbench.models import MLP
-
-    params = sum(p.numel() for p in MLP(784, 10, args.hidden).parameters())
+    params = sum(p.numel() for p in make_mlp(args.hidden).parameters())
     with tempfile.TemporaryDirectory() as tmp:
         out_file = str(Path(tmp) / "rank0.json")
         mp.spawn(_worker, args=(args.world, free_port(), vars(args), out_file), nprocs=args.world, join=True)
@@ -172,7 +169,7 @@ def measure(args: argparse.Namespace) -> dict:
             "all_reduce_ms": 1e3 * statistics.median(r["collective_times"]) if r["collective_times"] else 0.0,
         }
     setting = {
-        "model": f"MLP 784-{'-'.join(map(str, args.hidden))}-10", "parameters": params, "batch_per_process": args.batch,
+        "model": mlp_name(args.hidden), "parameters": params, "batch_per_process": args.batch,
         "processes": args.world, "backend": "gloo", "threads_per_process": max(1, (os.cpu_count() or 1) // args.world),
     }
     return {"setting": setting, "steps": rows}
@@ -193,9 +190,8 @@ def print_table(result: dict) -> None:
     Console(width=140).print(table)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m learnbench.bench --comm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options, on the `comm` subcommand of learnbench.tools.bench."""
     parser.add_argument("--hidden", type=int, nargs="+", default=[1000, 1000])
     parser.add_argument("--batch", type=int, default=256, help="examples per process")
     parser.add_argument("--directions", type=int, default=16, help="K of the extra wp rows")
@@ -204,14 +200,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per pass")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per pass")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    result = measure(args)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
-    return result
 
 
-if __name__ == "__main__":
-    main()
+def run(args: argparse.Namespace) -> dict:
+    return emit(measure(args), args.json, print_table)
