@@ -169,7 +169,8 @@ def test_wandb_sweep_expands_to_its_spec_and_matches_the_hydra_sweep(name):
     raw = spec(WANDB_DIR / f"{name}.yaml")
     assert raw["method"] == "grid" and raw["metric"] == {"name": "val/acc", "goal": "maximize"}
     assert raw["command"] == WANDB_COMMAND, "the agent must call `python -m learnbench.train key=value ...`"
-    assert raw.get("program")  # the W&B agent reads it even when the command does not use it
+    # The W&B agent reads `program` even when the command does not use it: the module the command runs.
+    assert raw["program"] == WANDB_COMMAND[WANDB_COMMAND.index("-m") + 1] == "learnbench.train"
     grid = wandb_grid(name)
     combinations = product(grid)
     assert len(combinations) == math.prod(len(v) for v in grid.values())
