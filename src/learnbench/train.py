@@ -46,6 +46,9 @@ def config_choices(cfg: DictConfig) -> dict[str, str]:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible combinations before any data is loaded or any step is taken."""
+    from learnbench.config_validation import validate_config
+
+    validate_config(cfg, error=ConfigError)  # every option's type and range (learnbench/options.py)
     trainer = cfg.trainer
     if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer uses GPUs but this machine has no CUDA device: use trainer=cpu (or trainer=ddp_sim)")

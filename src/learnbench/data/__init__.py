@@ -2,13 +2,15 @@
 
 from learnbench.data.in_memory import InMemoryDataModule, TensorBatches
 from learnbench.data.spiral import SpiralDataModule, make_spiral
-from learnbench.data.vision import DatasetNotFoundError, VisionDataModule
+from learnbench.data.vision import DamagedDataFileError, DatasetNotFoundError, VisionDataModule, check_idx_file
 
 __all__ = [
+    "DamagedDataFileError",
     "DatasetNotFoundError",
     "InMemoryDataModule",
     "SpiralDataModule",
     "TensorBatches",
     "VisionDataModule",
+    "check_idx_file",
     "make_spiral",
 ]
