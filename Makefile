@@ -45,4 +45,4 @@ LAUNCHER ?=
 sweep:  ## run conf/sweep/<SWEEP>.yaml into logs/sweeps/<SWEEP>; a re-run skips finished jobs. LAUNCHER=joblib|slurm_cpu|slurm_gpu|slurm_ddp, ARGS="..."
 	@test -f conf/sweep/$(SWEEP).yaml || { echo "no sweep conf/sweep/$(SWEEP).yaml; choose one of: $$(ls conf/sweep | sed 's/\.yaml$$//' | tr '\n' ' ')" >&2; exit 2; }
 	@mkdir -p "$${LEARNBENCH_LOG_DIR:-logs}/sweeps"
-	$(RUN) -m learnbench.train -m +sweep=$(SWEEP) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
+	$(RUN) -m learnbench.train -m sweep=$(SWEEP) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)

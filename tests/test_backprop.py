@@ -63,7 +63,7 @@ def test_backprop_rule_writes_autograd_gradients(task, layer_norm):
     named = dict(model.named_parameters())
     assert named.keys() == expected.keys()
     if layer_norm:
-        assert any("pre.1.weight" in k for k in named), "the LayerNorm parameters must be among those checked"
+        assert any("norm.weight" in k for k in named), "the LayerNorm parameters must be among those checked"
     for name, p in named.items():
         assert p.grad is not None, f"{name} got no gradient"
         assert p.grad.dtype == torch.float64
@@ -77,7 +77,7 @@ def test_backprop_rule_writes_autograd_gradients(task, layer_norm):
 
 def test_backprop_leaves_frozen_parameters_alone():
     model, x, y = problem("classification", layer_norm=False)
-    frozen = model.blocks[0].pre[0].weight
+    frozen = model.blocks[0].linear.weight
     frozen.requires_grad_(False)
     Backprop().estimate_grads(model, x, y, partial(per_example_loss, "classification"))
     assert frozen.grad is None

@@ -32,12 +32,12 @@ DATA, MODELS, METHODS = options("data"), options("model"), options("method")
 
 def test_the_option_lists_are_not_empty():
     assert {"spiral", "mnist", "fashion_mnist", "mnist_autoencoder", "fashion_mnist_autoencoder"} <= set(DATA)
-    assert {"mlp", "autoencoder"} <= set(MODELS)
+    assert {"mlp", "autoencoder", "lenet", "cnn"} <= set(MODELS)
     assert "bp" in METHODS
 
 
 def incompatible(data: str, model: str) -> bool:
-    return model == "autoencoder" and not data.endswith("_autoencoder")
+    return (model == "autoencoder" and not data.endswith("_autoencoder")) or (model in ("lenet", "cnn") and data == "spiral")
 
 
 @pytest.mark.parametrize(("data", "model", "method"), list(itertools.product(DATA, MODELS, METHODS)))
@@ -50,15 +50,19 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
         with pytest.raises(ConfigError) as error:
             build(cfg)
         message = str(error.value)
-        assert f"data={data}" in message and "data=mnist_autoencoder" in message and "model=mlp" in message
+        if model == "autoencoder":
+            assert f"data={data}" in message and "data=mnist_autoencoder" in message and "model=mlp" in message
+        else:
+            assert f"model={model}" in message and "image" in message and f"data={data}" in message
         return
     datamodule = instantiate(cfg.data)  # no file is read before setup()
-    net = instantiate(cfg.model, input_dim=datamodule.input_dim, output_dim=datamodule.output_dim)
+    net = instantiate(cfg.model, input_shape=datamodule.input_shape, output_dim=datamodule.output_dim)
     rule = instantiate(cfg.method)
     if cfg.method.get("table_size"):  # a smaller noise table: drawing the default 16 M numbers is slow
         rule = instantiate(cfg.method, table_size=2**20)
     assert isinstance(rule, LearningRule)
-    assert instantiate(cfg.optimizer)(params=net.parameters()) is not None
+    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+    assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr  # oracle: the composed config
 
     # One gradient estimate on a random batch of the data's shape: every trainable parameter gets a
     # finite gradient of its own shape, and the rule does not step.
@@ -177,5 +181,5 @@ def test_every_experiment_preset_composes_with_every_rule(experiment, method, tm
         got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
         assert got == value, f"{experiment} x {method}: {key} = {got!r}, the preset says {value!r}"
     output_dim = 784 if cfg.data.get("reconstruction") else 10
-    instantiate(cfg.model, input_dim=784, output_dim=output_dim)
+    instantiate(cfg.model, input_shape=(1, 28, 28), output_dim=output_dim)
     instantiate(cfg.method)

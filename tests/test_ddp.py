@@ -140,3 +140,22 @@ def test_ddp_sim_single_run(tmp_path):
     records = results_under(log_dir)
     assert len(records) == 1
     check_ddp_record(next(iter(records.values())))
+
+
+def test_lightning_still_builds_the_relaunch_command_where_we_replace_it():
+    """ddp_launch replaces Lightning's private `_hydra_subprocess_cmd(local_rank) -> (command, cwd)`; its launcher
+    must still call it for every child rank. Fails loudly when a Lightning release changes this."""
+    import inspect
+
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    from learnbench import ddp_launch
+
+    assert list(inspect.signature(subprocess_script._hydra_subprocess_cmd).parameters) == ["local_rank"]
+    assert "_hydra_subprocess_cmd(local_rank)" in inspect.getsource(subprocess_script._SubprocessScriptLauncher._call_children_scripts)
+    original = subprocess_script._hydra_subprocess_cmd
+    try:
+        ddp_launch.install()
+        assert subprocess_script._hydra_subprocess_cmd is ddp_launch._job_subprocess_cmd
+    finally:
+        subprocess_script._hydra_subprocess_cmd = original

@@ -1,10 +1,6 @@
-"""The rules' fast paths on plain MLP chains against their general paths (a second implementation).
-
-On `MLP` / `Autoencoder` the activity-space rules run the blocks themselves and fg_w writes its
-jvp out layer by layer; any other model built from Blocks goes through forward hooks and
-torch.func. A subclass with its own `forward` (the same function) takes the general path, so the
-two implementations can be compared on the same parameters, batch and noise (float64).
-"""
+"""Activity and weight forward gradients on chains of blocks against autograd oracles (float64), on
+an MLP and a conv net; and fg_w's block walk against its general torch.func path (two implementations
+kept: docs/speed.md says what the walk saves)."""
 
 from __future__ import annotations
 
@@ -12,47 +8,99 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch import nn
 
 from learnbench.data.in_memory import per_example_loss
-from learnbench.models import MLP
+from learnbench.models import CNN, MLP
 from learnbench.paths import CONFIG_DIR
-from learnbench.rules.activity_space import chain_of
+
+pytestmark = pytest.mark.usefixtures("float64")
 
 
-class GeneralMLP(MLP):
-    """The same network; a forward of its own makes the rules treat it as an arbitrary model."""
+def CE(o, t):
+    return per_example_loss("classification", o, t)
+
+
+class NotAChain(nn.Module):
+    """The same network behind a forward of its own: rules must treat it as an arbitrary model."""
+
+    def __init__(self, chain):
+        super().__init__()
+        self.chain = chain
 
     def forward(self, x):
-        return self.blocks(x.flatten(1))
+        return self.chain.blocks(x)
 
 
-def estimate(model, method, overrides, x, y, step=3):
-    rule = instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml"), table_size=0, **overrides)
+def make(method, overrides):
+    return instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml"), table_size=0, **overrides)
+
+
+def estimate(model, rule, x, y, step=3):
     rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
     rule.begin_step(step)
     for p in model.parameters():
         p.grad = None
-    out = rule.estimate_grads(model, x, y, lambda o, t: per_example_loss("classification", o, t))
+    out = rule.estimate_grads(model, x, y, CE)
     return torch.cat([p.grad.reshape(-1).clone() for p in model.parameters()]), out.loss
 
 
-@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layernorm"])
-@pytest.mark.parametrize(
-    "method,overrides",
-    [("np", {}), ("np", {"directions": 2, "antithetic": True}), ("np", {"baseline": "none"}),
-     ("fg_a", {}), ("fg_a", {"directions": 3}), ("fg_a", {"mask_inactive": False}),
-     ("fg_w", {}), ("fg_w", {"directions": 3})],
-    ids=["np", "np-K2-antithetic", "np-no-baseline", "fg_a", "fg_a-K3", "fg_a-unmasked", "fg_w", "fg_w-K3"],
-)
-def test_fast_path_equals_general_path(method, overrides, layer_norm, float64):
+def problem(name):
+    """Built inside the test, under the float64 fixture."""
     torch.manual_seed(0)
-    fast = MLP(5, 3, (7, 6), layer_norm=layer_norm)
-    general = GeneralMLP(5, 3, (7, 6), layer_norm=layer_norm)
-    general.load_state_dict(fast.state_dict())
-    assert chain_of(fast) is not None and chain_of(general) is None  # the two paths really differ
-    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
-    g_fast, loss_fast = estimate(fast, method, overrides, x, y)
-    g_general, loss_general = estimate(general, method, overrides, x, y)
-    torch.testing.assert_close(loss_fast, loss_general, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(g_fast, g_general, rtol=1e-9, atol=1e-9)
-    assert g_fast.abs().sum() > 0
+    if name == "mlp":
+        return MLP(5, 3, (7, 6)), torch.randn(8, 5), torch.randint(0, 3, (8,))
+    return CNN((2, 8, 8), 3, channels=(3, 4), kernel_sizes=(3, 3), hidden_sizes=(5,)), torch.randn(6, 2, 8, 8), torch.randint(0, 3, (6,))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("overrides", [{}, {"directions": 3}], ids=["K1", "K3"])
+def test_fg_w_walk_equals_the_general_torch_func_path(name, overrides):
+    model, x, y = problem(name)
+    general = NotAChain(model)
+    g_walk, loss_walk = estimate(model, make("fg_w", overrides), x, y)
+    g_general, loss_general = estimate(general, make("fg_w", overrides), x, y)
+    torch.testing.assert_close(loss_walk, loss_general, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_walk, g_general, rtol=1e-9, atol=1e-9)
+    assert g_walk.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("overrides", [{}, {"directions": 3}, {"mask_inactive": False}], ids=["K1", "K3", "unmasked"])
+def test_fg_a_equals_its_definition_computed_by_autograd(name, overrides):
+    """Oracle: per-example dL_i/da_l by autograd (a zero offset on every pre-activation, the blocks'
+    parts called by hand), d_i = sum_l <dL_i/da_l, u_l,i> with the rule's tangents u, delta = d u / (K B),
+    and each block's gradient by autograd through that block alone."""
+    model, x, y = problem(name)
+    rule = make("fg_a", overrides)
+    got, _ = estimate(model, rule, x, y)
+    K, B = rule.directions, len(x)
+    rule.begin_step(3)  # the same tangents again
+    offsets, pre, inputs, z = [], [], [], x
+    for block in model.blocks:
+        z = block.prepare(z)
+        a = block.norm(block.linear(z))
+        offsets.append(torch.zeros_like(a, requires_grad=True))
+        inputs.append(z)
+        pre.append(a.detach())
+        z = block.pool(block.activation(a + offsets[-1]))
+    per_example = torch.autograd.grad(CE(z, y).sum(), offsets)  # examples are independent: row i is dL_i/da
+    shapes = [tuple(a.shape[1:]) for a in pre]
+    u = [n.view(K, B, *s) for n, s in zip(rule.sample_site_noise(K * B, shapes, x.dtype), shapes)]
+    if rule.mask_inactive:
+        u = [n * (a > 0) if isinstance(b.activation, nn.ReLU) else n for n, a, b in zip(u, pre, model.blocks)]
+    d = sum((g.unsqueeze(0) * n).flatten(2).sum(-1) for g, n in zip(per_example, u))  # [K, B]
+    expected = []
+    for block, z_in, n in zip(model.blocks, inputs, u):
+        delta = (d.view(K, B, *[1] * (n.dim() - 2)) * n).sum(0) / (K * B)
+        expected += [g.reshape(-1) for g in torch.autograd.grad(block.norm(block.linear(z_in)), list(block.parameters()), delta)]
+    torch.testing.assert_close(got, torch.cat(expected), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_np_approaches_fg_a_on_the_same_noise_on_conv_nets_too(name):
+    model, x, y = problem(name)
+    """NP's (dL / sigma) v -> FG-A's (grad . v) v as sigma -> 0 (first order), unmasked tangents."""
+    fg_a, _ = estimate(model, make("fg_a", {"mask_inactive": False}), x, y)
+    gaps = [((estimate(model, make("np", {"sigma": s}), x, y)[0] - fg_a).norm() / fg_a.norm()).item() for s in (1e-3, 1e-5)]
+    assert gaps[1] < 1e-3 and gaps[1] < gaps[0] / 20, gaps

@@ -28,7 +28,7 @@ def test_two_trials_resume_one_study_and_record_the_runs_values(tmp_path):
     log_dir = tmp_path / "logs"
     (log_dir / "sweeps").mkdir(parents=True)  # `make sweep` does this: sqlite needs the directory
     storage = storage_or_skip(f"sqlite:///{log_dir}/sweeps/optuna.db")
-    command = ["-m", "+sweep=optuna_lr_sigma", "method=np", "data=spiral", "hydra.sweeper.n_trials=1", *tiny(), *CSV_ONLY, f"paths.log_dir={log_dir}"]
+    command = ["-m", "sweep=optuna_lr_sigma", "method=np", "data=spiral", "hydra.sweeper.n_trials=1", *tiny(), *CSV_ONLY, f"paths.log_dir={log_dir}"]
     for _ in range(2):  # the second invocation resumes the study: trial 1, not a new trial 0
         proc = run_cli(*command, cwd=tmp_path)
         assert proc.returncode == 0, describe(proc)

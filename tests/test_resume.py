@@ -12,7 +12,7 @@ from learnbench.resume import finished_record
 
 def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_diverged_ones(tmp_path):
     log_dir = tmp_path / "logs"
-    command = ["-m", "+sweep=spiral_rules", "method=bp", "seed=0", "optimizer.lr=0.1,1e6", *tiny(), *CSV_ONLY, f"paths.log_dir={log_dir}"]
+    command = ["-m", "sweep=spiral_rules", "method=bp", "seed=0", "optimizer.lr=0.1,1e6", *tiny(), *CSV_ONLY, f"paths.log_dir={log_dir}"]
     first = run_cli(*command, cwd=tmp_path)
     assert first.returncode == 0, describe(first)
     sweep_dir = log_dir / "sweeps" / "spiral_rules"

@@ -76,7 +76,7 @@ def sacct(job_ids: set[str], fields: str = "JobID,State", steps: bool = False, w
 def test_spiral_sweep_through_slurm(slurm, tmp_path):
     log_dir = tmp_path / "logs"
     proc = run_cli(
-        "-m", "+sweep=spiral_rules", "method=bp,wp", "seed=0,1",
+        "-m", "sweep=spiral_rules", "method=bp,wp", "seed=0,1",
         "hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
         *tiny(), *CSV_ONLY, f"paths.log_dir={log_dir}",
         cwd=tmp_path, timeout=600,
@@ -97,7 +97,7 @@ def test_spiral_sweep_through_slurm(slurm, tmp_path):
     if states:  # with accounting (slurmdbd): SLURM itself says they completed
         assert {j: states[j] for j in job_ids} == {j: ["COMPLETED"] for j in job_ids}
 
-    report = subprocess.run([sys.executable, "-m", "learnbench.report", str(sweep_dir), "--format", "csv"],
+    report = subprocess.run([sys.executable, "-m", "learnbench.tools.report", str(sweep_dir), "--format", "csv"],
                             capture_output=True, text=True, env=cli_env(), timeout=120)
     assert report.returncode == 0, report.stderr
     rows = list(csv.DictReader(io.StringIO(report.stdout)))
@@ -113,7 +113,7 @@ def test_ddp_job_through_slurm_runs_one_rank_per_task(slurm, tmp_path):
     takes them from SLURM's environment (here 2 CPU ranks with trainer=ddp_sim, ~25 s)."""
     log_dir = tmp_path / "logs"
     proc = run_cli(
-        "-m", "+sweep=spiral_rules", "method=wp", "seed=0", "trainer=ddp_sim",
+        "-m", "sweep=spiral_rules", "method=wp", "seed=0", "trainer=ddp_sim",
         "hydra/launcher=slurm_ddp", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
         *tiny(), *CSV_ONLY, f"paths.log_dir={log_dir}",
         cwd=tmp_path, timeout=600,

@@ -58,7 +58,7 @@ def test_rule_comparisons_run_every_rule_on_their_dataset(name, data):
     rules = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
     grid = hydra_grid(name)
     assert sorted(grid["method"]) == rules and grid["seed"] == ["0", "1", "2"]
-    job = composed((f"+sweep={name}", "method=bp", "seed=0"))
+    job = composed((f"sweep={name}", "method=bp", "seed=0"))
     assert job["choices"]["data"] == data
     if data != "spiral":
         assert job["config"]["model"]["hidden_sizes"] == [256, 256] and job["config"]["model"]["layer_norm"] is True
@@ -66,8 +66,9 @@ def test_rule_comparisons_run_every_rule_on_their_dataset(name, data):
 
 # ----------------------------------------------------------------------------- the specs' own combinatorics
 def hydra_grid(name: str) -> dict[str, list[str]]:
-    """key -> its values as written in conf/sweep/<name>.yaml (comma-separated strings)."""
-    params = spec(CONFIG_DIR / "sweep" / f"{name}.yaml")["hydra"]["sweeper"]["params"]
+    """key -> its values as written in conf/sweep/<name>.yaml (comma-separated strings; `${rules:<kind>}`
+    resolved to the rule list, checked against conf/method/ in the comparison test)."""
+    params = OmegaConf.load(CONFIG_DIR / "sweep" / f"{name}.yaml").hydra.sweeper.params
     return {key: [v.strip() for v in str(value).split(",")] for key, value in params.items()}
 
 
@@ -101,7 +102,7 @@ def composed(overrides: tuple[str, ...]) -> dict:
     cfg = compose_config([*overrides, "paths.data_dir=/nonexistent/datasets"])
     choices = dict(HydraConfig.get().runtime.choices)
     datamodule = instantiate(cfg.data)  # reads no file before setup()
-    net = instantiate(cfg.model, input_dim=datamodule.input_dim, output_dim=datamodule.output_dim)
+    net = instantiate(cfg.model, input_shape=datamodule.input_shape, output_dim=datamodule.output_dim)
     rule = instantiate(cfg.method, **({"table_size": 2**12} if cfg.method.get("table_size") else {}))
     assert isinstance(rule, LearningRule)
     assert instantiate(cfg.optimizer)(params=net.parameters()).defaults["lr"] == cfg.optimizer.lr
@@ -134,7 +135,7 @@ def test_hydra_sweep_expands_to_its_spec_and_every_job_composes(name):
     as_dicts = [dict(o.split("=", 1) for o in job) for job in jobs]
     assert sorted(map(sorted, (d.items() for d in as_dicts))) == sorted(map(sorted, (d.items() for d in expected)))
     for job, overrides in zip(as_dicts, jobs):
-        check_values(composed(("+sweep=" + name, *overrides)), job)
+        check_values(composed(("sweep=" + name, *overrides)), job)
 
 
 @pytest.mark.parametrize("name", GRID_SWEEPS)
@@ -142,7 +143,7 @@ def test_hydra_sweep_writes_to_a_fixed_directory(name, tmp_path):
     """The same sweep command always uses <log_dir>/sweeps/<name>, so running it again resumes."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose("train", overrides=[f"+sweep={name}", f"paths.log_dir={tmp_path}"], return_hydra_config=True)
+        cfg = compose("train", overrides=[f"sweep={name}", f"paths.log_dir={tmp_path}"], return_hydra_config=True)
     assert cfg.hydra.sweep.dir == f"{tmp_path}/sweeps/{name}"
     assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}"
 
@@ -159,11 +160,19 @@ def test_optuna_sweep_bounds_compose(name):
         ends[key] = [sweep.start, sweep.end]
     for method in ("wp", "np"):  # the rules with a sigma
         for combination in product(ends):
-            overrides = [f"+sweep={name}", f"method={method}", *(f"{k}={v}" for k, v in combination.items())]
+            overrides = [f"sweep={name}", f"method={method}", *(f"{k}={v}" for k, v in combination.items())]
             check_values(composed(tuple(overrides)), combination)
 
 
 # ----------------------------------------------------------------------------- W&B sweeps
+def test_the_committed_wandb_specs_are_generated_from_the_hydra_sweeps():
+    """Stale specs (a rule added, a sweep edited) fail here: regenerate with python -m learnbench.tools.wandb_specs."""
+    from learnbench.tools.wandb_specs import SWEEPS, main
+
+    assert set(SWEEPS) == set(WANDB_SWEEPS)
+    assert main(["--check"]) == 0
+
+
 @pytest.mark.parametrize("name", WANDB_SWEEPS)
 def test_wandb_sweep_expands_to_its_spec_and_matches_the_hydra_sweep(name):
     raw = spec(WANDB_DIR / f"{name}.yaml")
@@ -182,7 +191,7 @@ def test_wandb_sweep_expands_to_its_spec_and_matches_the_hydra_sweep(name):
         check_values(job, combination)
         wandb_configs.append(job["config"])
     # The W&B spec and the Hydra sweep of the same name run the same experiments.
-    hydra_configs = [composed(("+sweep=" + name, *overrides))["config"] for overrides in hydra_jobs(name)]
+    hydra_configs = [composed(("sweep=" + name, *overrides))["config"] for overrides in hydra_jobs(name)]
     key = lambda c: yaml.safe_dump(c, sort_keys=True)  # noqa: E731
     assert sorted(map(key, wandb_configs)) == sorted(map(key, hydra_configs))
 

@@ -578,3 +578,13 @@ def validate_config(cfg: DictConfig, error: type[Exception] = ConfigError) -> No
     if len(lines) == 1:
         raise error(lines[0])
     raise error(f"{len(lines)} options are invalid:\n" + "\n".join(f"  {line}" for line in lines))
+
+
+def check_arguments(init, arguments: dict[str, Any], prefix: str = "method") -> None:
+    """Raise ValueError if an argument given to `init` does not fit its annotation (direct construction in
+    Python gets the same checks and messages as a config)."""
+    hints = _hints(init)
+    problems = [check_value(f"{prefix}.{name}", value, hints[name]) for name, value in arguments.items() if name in hints]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ValueError("; ".join(problems))

@@ -39,9 +39,19 @@ def _job_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
 
 
 def install() -> None:
+    """Replace Lightning's private `_hydra_subprocess_cmd` (no public hook exists for the re-launch command).
+
+    tests/test_ddp.py::test_lightning_still_builds_the_relaunch_command_where_we_replace_it fails loudly
+    if a Lightning release moves or renames it; here a clear error says so at start."""
     from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
     from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
 
+    for launcher in (fabric_launcher, trainer_launcher):
+        if not hasattr(launcher, "_hydra_subprocess_cmd"):
+            raise RuntimeError(
+                f"{launcher.__name__} no longer has _hydra_subprocess_cmd: this Lightning version re-launches DDP "
+                f"ranks differently; learnbench.ddp_launch needs updating (or pin lightning to a 2.x release <= 2.6)"
+            )
     fabric_launcher._hydra_subprocess_cmd = _job_subprocess_cmd
     trainer_launcher._hydra_subprocess_cmd = _job_subprocess_cmd
 

@@ -19,6 +19,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from learnbench.data.in_memory import CLASSIFICATION, per_example_loss
+from learnbench.models.blocks import Block
 from learnbench.rules.base import LearningRule, no_reduction, trainable_parameters
 
 
@@ -49,21 +50,25 @@ class LearningRuleModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.rule = rule
+        # Rule state from the seed alone, now: learned feedback must exist before the optimiser is
+        # built and before a checkpoint is restored into it.
+        rule.bind(model, seed)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.task = task
         self.loss_fn = partial(per_example_loss, task)
         self.seed = seed
         self.grad_clip_norm = grad_clip_norm
         self.allreduce_grads = allreduce_grads
         self.allreduce_bytes = 0  # bytes this rank has passed to `_all_reduce_mean` (gradients, or a rule's d)
         self.diagnostics_every_n_steps = diagnostics_every_n_steps
-        self.alignment_sums: dict[str, float] = {}  # over the whole run
-        self.alignment_count = 0
-        self.epoch_alignment: dict[str, list[float]] = {}  # this epoch's values, for the history
+        # align/* and rule/* diagnostics: (sum, count) over the whole run and over this epoch (for the
+        # history). Sums of tensors, so a rule's per-step metrics cost no device sync.
+        self.run_diagnostics: dict[str, list] = {}
+        self.epoch_diagnostics: dict[str, list] = {}
         self.automatic_optimization = False
         self.diverged_at_step: int | None = None
         self.divergence_message: str | None = None
+        self._first_batch_of_epoch = True
         self.train_loss = torchmetrics.MeanMetric()
         self.train_acc = (
             torchmetrics.classification.MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -82,8 +87,15 @@ class LearningRuleModule(L.LightningModule):
         # every byte is counted in `_all_reduce_mean`; allreduce_grads=false turns that off too.
         self.rule.reduce_mean = self._all_reduce_mean if self.allreduce_grads else no_reduction
 
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """Everything the optimiser steps: the model's parameters, then the rule's own (learned feedback)."""
+        return [*trainable_parameters(self.model), *self.rule.extra_parameters()]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=trainable_parameters(self.model))
+        groups = [{"params": trainable_parameters(self.model), "name": "model"}]
+        if self.rule.extra_parameters():
+            groups.append({"params": self.rule.extra_parameters(), "name": "rule"})
+        optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
@@ -106,12 +118,14 @@ class LearningRuleModule(L.LightningModule):
         if self.allreduce_grads and not self.rule.grads_synchronised:
             self._allreduce_grads()
         if self.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), self.grad_clip_norm)
+            torch.nn.utils.clip_grad_norm_(self.trained_parameters(), self.grad_clip_norm)
         optimizer.step()
+        self.rule.after_optimizer_step(self.model)
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
         self._log_train(out.loss, out.output, y, len(x))
+        self._log_rule_metrics(out.metrics, len(x))
 
     def _diverged(self, loss: Tensor) -> bool:
         """A non-finite loss on any rank stops the run on every rank, before a bad step is taken."""
@@ -131,7 +145,7 @@ class LearningRuleModule(L.LightningModule):
         """Average every gradient across ranks in one flat collective (a no-op on one process)."""
         if self.trainer.world_size == 1:
             return
-        params = [p for p in trainable_parameters(self.model) if p.grad is not None]
+        params = [p for p in self.trained_parameters() if p.grad is not None]
         flat = self._all_reduce_mean(torch.cat([p.grad.reshape(-1) for p in params]))
         for p, g in zip(params, flat.split([p.numel() for p in params])):
             p.grad.copy_(g.view_as(p.grad))
@@ -149,10 +163,10 @@ class LearningRuleModule(L.LightningModule):
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         with torch.enable_grad():
             true = torch.autograd.grad(self.loss_fn(self.model(x), y).mean(), [p for _, p in named])
+        layer_of = self._layer_names()
         layers: dict[str, tuple[list[Tensor], list[Tensor]]] = {"all": ([], [])}
         for (name, p), g in zip(named, true):
-            layer = name.split(".pre.")[0] if ".pre." in name else name.rsplit(".", 1)[0]
-            for key in ("all", layer):
+            for key in ("all", layer_of.get(name, name.rsplit(".", 1)[0])):
                 est, ref = layers.setdefault(key, ([], []))
                 est.append(p.grad.reshape(-1))
                 ref.append(g.reshape(-1))
@@ -162,24 +176,56 @@ class LearningRuleModule(L.LightningModule):
             values[f"align/cos/{key}"] = float(torch.nn.functional.cosine_similarity(est, ref, dim=0))
             if key == "all":
                 values["align/norm_ratio/all"] = float(est.norm() / ref.norm().clamp_min(1e-30))
+        values.update({f"rule/{k}": v for k, v in self.rule.diagnostics(self.model, x, y, self.loss_fn).items()})
         for key, value in values.items():
-            self.alignment_sums[key] = self.alignment_sums.get(key, 0.0) + value
-            self.epoch_alignment.setdefault(key, []).append(value)
+            self._accumulate(key, value)
             self.log(key, value, on_step=True, on_epoch=False, batch_size=len(x))
-        self.alignment_count += 1
 
-    def pop_epoch_alignment(self) -> dict[str, float]:
-        """This epoch's mean of each alignment diagnostic (for the per-epoch history); starts the next epoch."""
-        means = {k: sum(v) / len(v) for k, v in self.epoch_alignment.items()}
-        self.epoch_alignment = {}
+    def _layer_names(self) -> dict[str, str]:
+        """Parameter name -> the block it belongs to (`blocks.0.linear.weight` -> `blocks.0`), for per-layer diagnostics."""
+        if not hasattr(self, "_layer_of"):
+            self._layer_of = {
+                f"{block_name}.{name}": block_name
+                for block_name, block in self.model.named_modules() if isinstance(block, Block)
+                for name, _ in block.named_parameters()
+            }
+        return self._layer_of
+
+    def _log_rule_metrics(self, metrics: dict[str, Tensor], batch_size: int) -> None:
+        """A rule's own per-step scalars: rule/<name> per logged step, epoch and run means in results.json."""
+        for name, value in metrics.items():
+            self._accumulate(f"rule/{name}", value.detach())
+            if self._should_log_step():
+                self.log(f"rule/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def _accumulate(self, key: str, value) -> None:
+        for sums in (self.run_diagnostics, self.epoch_diagnostics):
+            entry = sums.setdefault(key, [0.0, 0])
+            entry[0] += value
+            entry[1] += 1
+
+    def pop_epoch_diagnostics(self) -> dict[str, float]:
+        """This epoch's mean of each align/* and rule/* diagnostic (for the per-epoch history); starts the next epoch."""
+        means = {k: float(total / n) for k, (total, n) in self.epoch_diagnostics.items()}
+        self.epoch_diagnostics = {}
         return means
 
-    def alignment_means(self) -> dict[str, float]:
-        """Run means of the alignment diagnostics (empty when they were off)."""
-        return {k: v / self.alignment_count for k, v in self.alignment_sums.items()} if self.alignment_count else {}
+    def diagnostic_means(self) -> dict[str, float]:
+        """Run means of the diagnostics (empty when there were none)."""
+        return {k: float(total / n) for k, (total, n) in self.run_diagnostics.items()}
 
     def on_train_epoch_start(self) -> None:
         self._first_batch_of_epoch = True
+
+    def on_train_epoch_end(self) -> None:
+        self.rule.end_epoch(self.model)
+
+    def _should_log_step(self) -> bool:
+        """Whether Lightning sends this step's on_step values to the loggers (every trainer.log_every_n_steps
+        steps). A self.log call costs ~0.8 ms of Lightning bookkeeping, so per-step values are logged only
+        then. This reads a private attribute (as Lightning's own LearningRateMonitor does);
+        tests/test_training.py::test_per_step_metrics_reach_the_logger fails loudly if it changes."""
+        return self.trainer._logger_connector.should_update_logs
 
     def _log_train(self, loss: Tensor, output: Tensor | None, y: Tensor, batch_size: int) -> None:
         self.train_loss.update(loss, weight=batch_size)
@@ -193,10 +239,7 @@ class LearningRuleModule(L.LightningModule):
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
             if self.train_acc is not None:
                 self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=batch_size)
-        # Per-step values reach the loggers only every trainer.log_every_n_steps steps; a self.log
-        # call costs ~0.8 ms of Lightning bookkeeping, so make it only on those steps. (The same
-        # check Lightning's own LearningRateMonitor makes.)
-        if not self.trainer._logger_connector.should_update_logs:
+        if not self._should_log_step():
             return
         self.log("train/batch_loss", loss, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=batch_size)
@@ -204,7 +247,7 @@ class LearningRuleModule(L.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, split: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch
-        output = self.model(x)
+        output = self.rule.predict(self.model, x)
         metrics = self.eval_metrics[split]
         metrics["loss"].update(self.loss_fn(output, y).mean(), weight=len(x))
         if "acc" in metrics:
@@ -219,9 +262,4 @@ class LearningRuleModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._evaluate("test", batch)
-
-    # ------------------------------------------------------------------ checkpoints
-    # The rule's noise needs no state here: it is re-seeded from (seed, rank, step) every step.
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["diverged_at_step"] = self.diverged_at_step
 

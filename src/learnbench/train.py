@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from learnbench import ddp_launch
 from learnbench.callbacks import RunRecorder
 from learnbench.data.in_memory import RECONSTRUCTION
-from learnbench.models import Autoencoder
+from learnbench.models import CNN, Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.paths import CONFIG_DIR
 from learnbench.resume import finished_record
@@ -53,8 +53,7 @@ def check_config(cfg: DictConfig) -> None:
     if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer uses GPUs but this machine has no CUDA device: use trainer=cpu (or trainer=ddp_sim)")
     precision = str(trainer.get("precision", "32"))
-    method = cfg.method.get("_target_", "")
-    if "16-mixed" in precision and precision.startswith("16") and not method.endswith("Backprop"):
+    if "16-mixed" in precision and precision.startswith("16") and get_class(cfg.method._target_).writes_grads_by_hand:
         raise ConfigError(
             f"trainer.precision={precision} rescales gradients that this rule writes by hand: "
             f"use trainer.precision=32 or bf16-mixed for non-backprop rules"
@@ -84,9 +83,17 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def check_model_fits_data(cfg: DictConfig, datamodule) -> None:
-    """An autoencoder needs a reconstruction target (its sizes alone cannot tell: the 2-D, 2-class spiral fits them)."""
-    if issubclass(get_class(cfg.model._target_), Autoencoder) and datamodule.task != RECONSTRUCTION:
-        choices = config_choices(cfg)
+    """An autoencoder needs a reconstruction target (its sizes alone cannot tell: the 2-D, 2-class spiral
+    fits them); a convolutional model needs images."""
+    model_class = get_class(cfg.model._target_)
+    choices = config_choices(cfg)
+    if issubclass(model_class, CNN) and len(datamodule.input_shape) != 3:
+        raise ConfigError(
+            f"model={choices.get('model', model_class.__name__)} is convolutional and needs image data (channels, height, "
+            f"width), but data={choices.get('data', cfg.data._target_)} gives examples of shape {tuple(datamodule.input_shape)}: "
+            f"use data=mnist or data=fashion_mnist, or model=mlp"
+        )
+    if issubclass(model_class, Autoencoder) and datamodule.task != RECONSTRUCTION:
         raise ConfigError(
             f"model={choices.get('model', 'autoencoder')} reconstructs its input but data={choices.get('data', cfg.data._target_)} "
             f"is a {datamodule.task} task: "
@@ -98,7 +105,7 @@ def build(cfg: DictConfig):
     """Data, model, rule, training module and trainer, all from the config."""
     datamodule = instantiate(cfg.data)
     check_model_fits_data(cfg, datamodule)
-    model = instantiate(cfg.model, input_dim=datamodule.input_dim, output_dim=datamodule.output_dim)
+    model = instantiate(cfg.model, input_shape=datamodule.input_shape, output_dim=datamodule.output_dim)
     module = LearningRuleModule(
         model=model,
         rule=instantiate(cfg.method),
@@ -127,6 +134,7 @@ def base_record(cfg: DictConfig) -> dict:
         "model": choices.get("model"),
         "optimizer": choices.get("optimizer"),
         "experiment": choices.get("experiment"),
+        "tuned": tuned_files(choices),
         "seed": cfg.seed,
         "status": None,
         "message": None,
@@ -150,6 +158,7 @@ def train(cfg: DictConfig) -> dict:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module, trainer, recorder = build(cfg)
         record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+        record["rule_parameters"] = sum(p.numel() for p in module.rule.extra_parameters())
         log_config(trainer, record)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         final = {}
@@ -161,7 +170,7 @@ def train(cfg: DictConfig) -> dict:
             log.warning("Run diverged: %s", module.divergence_message)
         last_epoch = recorder.history[-1] if recorder.history else {}
         record["metrics"]["final"] = {**{k: v for k, v in last_epoch.items() if "/" in k}, **final}
-        record["metrics"]["final"].update(module.alignment_means())
+        record["metrics"]["final"].update(module.diagnostic_means())
         record["metrics"]["best"] = {**recorder.best, **{k: v for k, v in final.items()}}
     except Exception as error:
         record["status"], record["message"] = FAILED, f"{type(error).__name__}: {error}"
@@ -179,12 +188,19 @@ def train(cfg: DictConfig) -> dict:
     return record
 
 
+def tuned_files(choices: dict[str, str]) -> list[str]:
+    """The conf/tuned/ files that applied to this run (rule on a dataset, then rule in an experiment)."""
+    names = [choices.get(group) for group in ("tuned", "tuned@_global_")]
+    return [f"conf/tuned/{name}.yaml" for name in names if name and (CONFIG_DIR / "tuned" / f"{name}.yaml").is_file()]
+
+
 def log_config(trainer, record: dict) -> None:
     """The resolved config and the group choices go to every logger (W&B's run config, CSV's hparams.yaml),
     so runs can be filtered by method, data, seed, lr, ... in the W&B UI."""
     choices = {k: record[k] for k in ("method", "data", "model", "optimizer", "experiment")}
+    log.info("tuned settings: %s", ", ".join(record["tuned"]) or "none (the rule's and the data's defaults)")
     for logger in trainer.loggers:
-        logger.log_hyperparams({**record["config"], "choices": choices, "parameters": record["parameters"]})
+        logger.log_hyperparams({**record["config"], "choices": choices, "tuned": record["tuned"], "parameters": record["parameters"]})
 
 
 @rank_zero_only

@@ -1,5 +1,7 @@
-"""Plain nn.Module models. Activity-space rules find their perturbation sites by module type."""
+"""Models: plain nn.Modules. Feed-forward models are chains of named blocks (models/blocks.py)."""
 
-from learnbench.models.mlp import MLP, Autoencoder, Block, PerturbationSite
+from learnbench.models.blocks import Block, BlockChain
+from learnbench.models.conv import CNN, LeNet
+from learnbench.models.mlp import MLP, Autoencoder
 
-__all__ = ["MLP", "Autoencoder", "Block", "PerturbationSite"]
+__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "LeNet"]

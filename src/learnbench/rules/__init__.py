@@ -1,18 +1,32 @@
-"""Learning rules: each estimates the loss gradient and writes it to `p.grad`. One rule per file."""
+"""Learning rules, by family: each estimates the loss gradient and writes it to `p.grad`. One rule per file.
+
+    backprop.py                 the exact gradient
+    perturbation/               weight and node perturbation, forward gradients (weights, activities)
+    feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
+    base.py, local.py, noise.py the interface, the block walk and local update, noise sources
+"""
 
 from learnbench.rules.backprop import Backprop
 from learnbench.rules.base import LearningRule, RuleOutput
-from learnbench.rules.forward_gradient_activity import ForwardGradientActivity
-from learnbench.rules.forward_gradient_weight import ForwardGradientWeight
-from learnbench.rules.node_perturbation import NodePerturbation
-from learnbench.rules.weight_perturbation import WeightPerturbation
+from learnbench.rules.feedback.direct_feedback_alignment import DirectFeedbackAlignment
+from learnbench.rules.feedback.feedback_alignment import FeedbackAlignment
+from learnbench.rules.feedback.kolen_pollack import KolenPollack
+from learnbench.rules.feedback.sign_symmetry import SignSymmetry
+from learnbench.rules.perturbation.forward_gradient_activity import ForwardGradientActivity
+from learnbench.rules.perturbation.forward_gradient_weight import ForwardGradientWeight
+from learnbench.rules.perturbation.node_perturbation import NodePerturbation
+from learnbench.rules.perturbation.weight_perturbation import WeightPerturbation
 
 __all__ = [
     "Backprop",
+    "DirectFeedbackAlignment",
+    "FeedbackAlignment",
     "ForwardGradientActivity",
     "ForwardGradientWeight",
+    "KolenPollack",
     "LearningRule",
     "NodePerturbation",
     "RuleOutput",
+    "SignSymmetry",
     "WeightPerturbation",
 ]

@@ -9,6 +9,7 @@ from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_pa
 
 
 class Backprop(LearningRule):
+    writes_grads_by_hand = False
     def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         output = model(x)
         loss = loss_fn(output, y).mean()

@@ -1,24 +1,40 @@
 """The learning-rule interface.
 
-A rule has one job: given the model and a batch, write `p.grad` for every trainable parameter,
+A rule's one job: given the model and a batch, write `p.grad` for every trainable parameter,
 with autograd's sign convention (the optimiser descends). It never steps the optimiser, never
 all-reduces and never clips: `LearningRuleModule` does that identically for every rule, which
 is what makes a comparison between rules fair. (One exception, `grads_synchronised`: a rule
 that can synchronise something much smaller than the gradient does so itself, through the
 `reduce_mean` the training loop hands it.)
 
-Rules are nn.Modules so that their state (noise tables, feedback matrices, running baselines)
-is made of buffers that move with the model and are saved in checkpoints. Their random numbers
-come from a generator of their own, separate from the data order. Before every training step the
-generator is re-seeded from (seed, rank where noise must differ per rank, step): the noise of a
-step depends on nothing else, so a run resumed from a checkpoint, on any number of ranks, draws
-exactly the noise an uninterrupted run would (no generator state to save, per rank, and restore).
+The life of a rule, as the training module drives it (docs/architecture.md has the whole story):
+
+    bind(model, seed)             once, when the module is built: check the model, draw rule state
+                                  from the seed alone (feedback matrices: the same on every rank)
+    setup(model, seed, rank, device)  once on the training device: the per-rank noise generator
+    every training step:
+        begin_step(step)          re-seed the noise from (seed, rank where noise differs, step)
+        estimate_grads(...)       write p.grad (model and rule parameters); return a RuleOutput
+        after_optimizer_step(model)   after the shared optimiser step (mirroring, renormalising B)
+    end_epoch(model)              after each training epoch (closed-form fits, e.g. a ridge readout)
+    predict(model, x)             what evaluation scores (default: the model's forward pass)
+
+Rules are nn.Modules: their state is buffers (fixed feedback matrices, running baselines) and,
+for learned feedback (Kolen-Pollack), nn.Parameters. Both move with the model and are saved in
+checkpoints; the parameters are optimised, all-reduced and clipped with the model's
+(`extra_parameters`). Random numbers come from two places, never from the global stream: rule
+state from a generator seeded by the run seed alone (so every rank draws the same B), and noise
+from the rule's own generator, re-seeded before every step from (seed, rank, step), so a
+resumed run on any number of ranks draws exactly the noise an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +50,8 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 class RuleOutput:
     loss: Tensor  # the batch loss of the unperturbed network, detached (for logging and divergence)
     output: Tensor | None = None  # the unperturbed network's output, if the rule computed it
+    metrics: dict[str, Tensor] = field(default_factory=dict)  # scalars logged as rule/<name> (per step, epoch means)
+    state: Any = None  # what a recurrent rule carries into the next truncation window (docs/architecture.md)
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -46,37 +64,108 @@ def no_reduction(tensor: Tensor) -> Tensor:
 
 
 class LearningRule(nn.Module):
-    """Base class. Subclasses implement `estimate_grads`."""
+    """Base class. Subclasses implement `estimate_grads` and whichever hooks they need."""
+
+    #: The kinds of model the rule trains; comparison sweeps run every rule of their kind (learnbench.catalog).
+    trains: tuple[str, ...] = ("feedforward",)
+
+    #: False only for backprop: its gradients come from autograd's backward (the fp16 loss scaler
+    #: can unscale them); every other rule writes p.grad itself.
+    writes_grads_by_hand: bool = True
 
     #: Different ranks must draw different noise for their own examples (activity-space rules);
-    #: weight-space rules may share a seed across ranks. Used to seed the generator.
+    #: weight-space rules may share a seed across ranks. Used to seed the noise generator.
     noise_differs_per_rank: bool = True
 
     #: True when `estimate_grads` leaves the same p.grad on every rank, having all-reduced something
     #: smaller itself through `reduce_mean` (comm=scalars): the module then skips its gradient all-reduce.
     grads_synchronised: bool = False
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Every rule's constructor checks its arguments against their annotations (learnbench.options), so
+        `ForwardGradientWeight(comm="vectors")` fails at once, with the message a config would get."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def checked_init(self, *args, **kwargs):
+            from learnbench.config_validation import check_arguments
+
+            bound = inspect.signature(init).bind(self, *args, **kwargs)
+            check_arguments(init, {k: v for k, v in list(bound.arguments.items())[1:] if k != "kwargs"})
+            init(self, *args, **kwargs)
+
+        cls.__init__ = checked_init
+
     def __init__(self) -> None:
         super().__init__()
         self.generator: torch.Generator | None = None
+        self._bound = False
         # The mean of a tensor over ranks, set by the training loop (which counts the bytes it sends);
         # the identity on one process. Rules stay free of Lightning and of torch.distributed.
         self.reduce_mean: Callable[[Tensor], Tensor] = no_reduction
 
+    # ------------------------------------------------------------------ set-up
+    def bind(self, model: nn.Module, seed: int) -> None:
+        """Check that the rule can train this model, then build rule state from the seed alone.
+
+        Called once when the training module is built, before a checkpoint is restored (so learned
+        feedback parameters exist to be restored into, and to be handed to the optimiser)."""
+        if self._bound:
+            return
+        self.check_model(model)
+        self.init_state(model, torch.Generator().manual_seed(state_seed(seed)))
+        self._bound = True
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a ValueError naming the layer or model this rule cannot train, and the models that work."""
+
+    def init_state(self, model: nn.Module, generator: torch.Generator) -> None:
+        """Draw rule state (feedback matrices, ...) from `generator`, seeded by the run seed alone (CPU)."""
+
     def setup(self, model: nn.Module, seed: int, rank: int, device: torch.device) -> None:
-        """Called once before training, on the training device."""
+        """Called once before training, on the training device: the noise generator of this rank."""
+        self.bind(model, seed)
         self.noise_seed = 1_000_003 * (seed + 1) + (rank if self.noise_differs_per_rank else 0)
         self.generator = torch.Generator(device=device).manual_seed(self.noise_seed)
         for source in self.modules():  # noise tables: drawn from the seed alone
             if isinstance(source, NoiseSource):
                 source.table_seed = self.noise_seed
 
+    # ------------------------------------------------------------------ every step
     def begin_step(self, step: int) -> None:
-        """Re-seed the generator for this training step (called by the training loop)."""
+        """Re-seed the noise generator for this training step (called by the training loop)."""
         self.generator.manual_seed(step_seed(self.noise_seed, step))
 
     def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         raise NotImplementedError
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """The rule's own trainable parameters (learned feedback): stepped by the model's optimiser in a
+        param group of their own, all-reduced, clipped and checkpointed with the model's."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        """Runs after every optimiser step (weight mirroring, renormalising feedback)."""
+
+    def end_epoch(self, model: nn.Module) -> None:
+        """Runs after every training epoch (fits that are not gradient steps, e.g. a ridge readout)."""
+
+    def diagnostics(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> dict[str, float]:
+        """Comparisons that cost extra passes (feedback angles, ...): called every `diagnostics.every_n_steps`
+        steps beside the gradient alignment, logged as rule/<name> like the per-step metrics."""
+        return {}
+
+    def predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        """What evaluation scores; rules whose prediction is not the forward pass (inference) override it."""
+        return model(x)
+
+
+def state_seed(seed: int) -> int:
+    """The seed of rule state (feedback matrices): the run seed alone, mixed apart from the noise seeds."""
+    return int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def step_seed(noise_seed: int, step: int) -> int:

@@ -13,7 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from typing import Literal
+
 GAUSSIAN, RADEMACHER = "gaussian", "rademacher"
+NoiseKind = Literal["gaussian", "rademacher"]
 
 
 def draw(kind: str, shape: tuple[int, ...], generator: torch.Generator, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:

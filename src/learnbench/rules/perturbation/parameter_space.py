@@ -27,19 +27,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from learnbench.rules.base import LearningRule, LossFn, RuleOutput
-from learnbench.rules.noise import NoiseSource
+from typing import Literal
 
-COMM = ("grads", "scalars")
+from learnbench.options import Positive, PositiveInt
+from learnbench.rules.base import LearningRule, LossFn, RuleOutput
+from learnbench.rules.noise import NoiseKind, NoiseSource
+
+Comm = Literal["grads", "scalars"]
 
 
 class ParameterSpaceRule(LearningRule):
-    def __init__(self, directions: int = 1, noise: str = "gaussian", table_size: int = 0, clip: float | None = None, comm: str = "grads"):
+    def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None, comm: Comm = "grads"):
         super().__init__()
-        if directions < 1:
-            raise ValueError(f"method.directions={directions}: needs at least one direction")
-        if comm not in COMM:
-            raise ValueError(f"method.comm={comm!r}: choose one of {COMM}")
         self.directions = directions
         self.noise = NoiseSource(noise, table_size)
         self.clip = clip

@@ -14,18 +14,17 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from learnbench.rules.parameter_space import ParameterSpaceRule, batch_loss
-
-BASELINES = ("clean", "none", "running")
+from learnbench.options import Fraction, Positive
+from learnbench.rules.perturbation.node_perturbation import Baseline
+from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
+from learnbench.rules.running_baseline import RunningBaseline
 
 
 class WeightPerturbation(ParameterSpaceRule):
-    def __init__(self, sigma: float = 1e-3, baseline: str = "clean", antithetic: bool = False, running_decay: float = 0.99, **kwargs):
+    def __init__(self, sigma: Positive = 1e-3, baseline: Baseline = "clean", antithetic: bool = False, running_decay: Fraction = 0.99, **kwargs):
         super().__init__(**kwargs)
-        if baseline not in BASELINES:
-            raise ValueError(f"method.baseline={baseline!r}: choose one of {BASELINES}")
-        self.sigma, self.baseline, self.antithetic, self.running_decay = sigma, baseline, antithetic, running_decay
-        self.register_buffer("running_loss", torch.tensor(float("nan")))
+        self.sigma, self.baseline, self.antithetic = sigma, baseline, antithetic
+        self.running = RunningBaseline(running_decay)
 
     def _perturbed_losses(self, model, params, tangents, x, y, loss_fn, sign: float) -> Tensor:
         def loss_at(tangent):
@@ -54,7 +53,5 @@ class WeightPerturbation(ParameterSpaceRule):
         if self.baseline == "clean":
             return loss, output, (plus - loss) / self.sigma
         if self.baseline == "running":
-            reference = loss if torch.isnan(self.running_loss) else self.running_loss
-            self.running_loss = self.running_decay * reference + (1 - self.running_decay) * loss
-            return loss, output, (plus - reference) / self.sigma
+            return loss, output, (plus - self.running.update(loss)) / self.sigma
         return plus.mean(), None, plus / self.sigma

@@ -1,0 +1,32 @@
+"""The one list of rules a comparison runs: every conf/method/<name>.yaml whose rule trains that kind of model.
+
+Comparison sweeps ask for `method: ${rules:feedforward}`; adding a rule (one rule file, one yaml
+under conf/method/) adds it to every comparison, and the W&B specs are generated from the sweeps
+(`python -m learnbench.tools.wandb_specs`), so no sweep file is edited by hand.
+"""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from learnbench.paths import CONFIG_DIR
+
+
+def comparable_rules(kind: str = "feedforward") -> list[str]:
+    """The method configs whose rule class lists `kind` in its `trains` attribute, sorted by name."""
+    from hydra.utils import get_class
+
+    names = []
+    for path in sorted((CONFIG_DIR / "method").glob("*.yaml")):
+        rule_class = get_class(OmegaConf.load(path)._target_)
+        if kind in rule_class.trains:
+            names.append(path.stem)
+    if not names:
+        raise ValueError(f"no rule in {CONFIG_DIR / 'method'} trains {kind!r} models")
+    return names
+
+
+def register_resolver() -> None:
+    """`${rules:<kind>}` in a config: the comma-separated names (what a Hydra sweep value takes)."""
+    if not OmegaConf.has_resolver("rules"):
+        OmegaConf.register_new_resolver("rules", lambda kind: ",".join(comparable_rules(kind)))

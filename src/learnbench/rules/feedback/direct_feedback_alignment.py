@@ -1,0 +1,73 @@
+"""Direct feedback alignment, DFA (Nøkland 2016).
+
+The output error e = dL/dy goes to every hidden block directly through a fixed random matrix
+B_l (classes x the block's whole output map): the error at block l's output is e B_l, and
+from there the block's own activation (and pooling) give delta_l = (e B_l) * f'(a_l); the weights
+follow by the local update. No error travels through another block.
+
+One autograd pass does it all: the blocks run with their inputs detached, and the backward pass
+is taken of the surrogate  L + sum_l <z_l, stopgrad(e B_l)>  over the hidden block outputs z_l,
+whose gradient w.r.t. each block's parameters is exactly its local DFA update (the last block's,
+the readout's, is the ordinary local gradient). No chain through hidden layers: cheaper than BP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from learnbench.options import Positive
+from learnbench.rules.base import RuleOutput, trainable_parameters
+from learnbench.rules.feedback.feedback_alignment import FeedbackInit
+from learnbench.rules.feedback.feedback_path import FeedbackMatrices, FeedbackRule, draw_feedback
+from learnbench.rules.local import forward_trace
+
+
+class DirectFeedbackAlignment(FeedbackRule):
+    def __init__(self, init: FeedbackInit = "kaiming_uniform", scale: Positive = 1.0):
+        super().__init__()
+        self.init, self.scale = init, scale
+        self.feedback = FeedbackMatrices()
+
+    def init_state(self, model, generator):
+        """B_l: [outputs, size of block l's output] for every hidden block, drawn like a layer from the
+        outputs to that block (fan-in = the number of outputs)."""
+        with torch.no_grad():
+            traces, output, _ = forward_trace(model, torch.zeros(1, *model.input_shape))
+        for i, trace in enumerate(traces[:-1]):
+            size = math.prod(trace.output.shape[1:])
+            weight_like = torch.empty(size, output.shape[1], dtype=output.dtype)  # a layer outputs -> block output
+            self.feedback.add(i, draw_feedback(weight_like, self.init, self.scale, generator).T.contiguous())
+
+    def projected_errors(self, traces, e):
+        """sum_l <z_l, stopgrad(e B_l)>: its gradient w.r.t. block l's parameters is the DFA update."""
+        return sum((traces[i].output * (e @ b).view_as(traces[i].output)).sum() for i, b in self.feedback.items())
+
+    def _surrogate(self, model, x, y, loss_fn):
+        traces, output, _ = forward_trace(model, x, detach_inputs=True)
+        loss = loss_fn(output, y).mean()
+        (e,) = torch.autograd.grad(loss, output, retain_graph=True)
+        return traces, output, loss, loss + self.projected_errors(traces, e)
+
+    def estimate_grads(self, model, x, y, loss_fn):
+        _, output, loss, surrogate = self._surrogate(model, x, y, loss_fn)
+        params = trainable_parameters(model)
+        for p, g in zip(params, torch.autograd.grad(surrogate, params)):
+            p.grad = g
+        return RuleOutput(loss=loss.detach(), output=output.detach())
+
+    def aligned_pairs(self, model):
+        """Only the last hidden block's B has a forward counterpart: the readout weights, which backprop
+        would send e through (both [outputs, hidden])."""
+        last = len(model.blocks) - 2
+        readout = model.blocks[-1].linear.weight
+        if last in dict(self.feedback.items()) and self.feedback[last].shape == readout.shape:
+            return {last: (self.feedback[last], readout)}
+        return {}
+
+    def rule_deltas(self, model, x, y, loss_fn):
+        with torch.enable_grad():
+            traces, _, _, surrogate = self._surrogate(model, x, y, loss_fn)
+            return list(torch.autograd.grad(surrogate, [t.linear_out for t in traces]))

@@ -1,0 +1,36 @@
+"""Kolen-Pollack, KP (Kolen & Pollack 1994; Akrout, Wilson, Humphreys, Lillicrap & Tweed 2019).
+
+Like feedback alignment, but B_l learns: it receives the same update as W_l, and both decay,
+
+    dW_l = -eta (delta_l^T z_l + lambda W_l),   dB_l = -eta (delta_l^T z_l + lambda B_l),
+
+so B_l - W_l shrinks by (1 - eta lambda) every plain-SGD step and the backward pass tends to
+backprop's. B_l is a rule-owned nn.Parameter: the module's optimiser steps it (its own param
+group), all-reduces and clips it with the model's parameters, and checkpoints keep it.
+`decay` is lambda, added to both gradients here (the optimiser's own weight decay, if any, acts on
+both groups alike too).
+"""
+
+from __future__ import annotations
+
+from learnbench.options import NonNegative
+from learnbench.rules.feedback.feedback_alignment import FeedbackAlignment, FeedbackInit
+from learnbench.rules.feedback.feedback_path import FeedbackRule
+
+
+class KolenPollack(FeedbackAlignment):
+    learns_feedback = True
+
+    def __init__(self, decay: NonNegative = 1e-3, init: FeedbackInit = "kaiming_uniform", scale: float = 1.0):
+        super().__init__(init=init, scale=scale)
+        self.decay = decay
+
+    def estimate_grads(self, model, x, y, loss_fn):
+        out = FeedbackRule.estimate_grads(self, model, x, y, loss_fn)
+        for i, feedback in self.feedback.items():
+            weight = model.blocks[i].linear.weight
+            if weight.grad is None:
+                continue
+            feedback.grad = weight.grad + self.decay * feedback.detach()
+            weight.grad = weight.grad + self.decay * weight.detach()
+        return out

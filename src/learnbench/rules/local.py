@@ -1,0 +1,182 @@
+"""What every local rule shares: one forward walk over a chain's blocks, and the local update.
+
+Local rules (node perturbation, FG-A, feedback alignment and its relatives, local losses,
+predictive coding) need more than the model's output: each block's input z_l, its linear output
+h_l and its pre-activation a_l, and a way to change the pass (add noise or tangents at a_l,
+replace the linear map's backward, cut the graph between blocks). `forward_trace` is the one
+place that walks a `BlockChain` and offers those; `local_update` turns an error signal
+delta_l = dL/da_l into the block's parameter gradients from z_l alone (for nn.Linear
+dW = delta^T z, for nn.Conv2d the kernel gradient of the same correlation), with no chain
+through other blocks.
+
+Tangents (forward-mode AD written out): with `tangent_in` or a `perturb` that starts a tangent,
+the walk carries dz beside z with K directions batched in front, [K, rows, ...], so the primal
+is computed once and each direction costs one matmul per later layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from learnbench.models.blocks import Block, BlockChain
+from learnbench.rules.base import trainable_parameters
+
+
+@dataclass
+class Trace:
+    """One block's part of a forward pass."""
+
+    input: Tensor  # z: what the linear part reads (flattened for nn.Linear)
+    linear_out: Tensor  # h = linear(z)
+    pre_activation: Tensor  # a = norm(h), after any perturbation
+    output: Tensor  # the block's output (after activation and pooling): the next block's input
+
+    def first_rows(self, n: int) -> "Trace":
+        """The trace of the first n rows (the clean copy of the batch when perturbed copies follow)."""
+        return Trace(*(t[:n] for t in (self.input, self.linear_out, self.pre_activation, self.output)))
+
+
+# (block index, block, pre-activation a, its tangent or None) -> (a, tangent)
+Perturb = Callable[[int, Block, Tensor, "Tensor | None"], "tuple[Tensor, Tensor | None]"]
+# (block index, block, z) -> h: replaces the block's linear map (e.g. a backward through feedback weights)
+LinearMap = Callable[[int, Block, Tensor], Tensor]
+# (block index, block, z, tangent of z or None) -> tangent of h
+LinearTangent = Callable[[int, Block, Tensor, "Tensor | None"], "Tensor | None"]
+
+
+def chain_blocks(model: nn.Module, rule: str = "this rule") -> list[Block]:
+    """The blocks of a chain model; a clear error for any other model (at set-up, not at the first step)."""
+    if not isinstance(model, BlockChain):
+        raise ValueError(
+            f"{rule} walks the model block by block and needs a learnbench.models.BlockChain "
+            f"(model=mlp, autoencoder, lenet or cnn); {type(model).__name__} is not one"
+        )
+    blocks = list(model.blocks)
+    covered = {id(p) for b in blocks for p in b.parameters()}
+    if any(id(p) not in covered for p in trainable_parameters(model)):
+        raise ValueError(f"{rule}: {type(model).__name__} has trainable parameters outside its blocks, which no local update reaches")
+    return blocks
+
+
+def weight_tangent(block: Block, dz: Tensor | None) -> Tensor | None:
+    """The tangent of h = linear(z) for a tangent dz [K, rows, ...] of the input (weights fixed)."""
+    if dz is None:
+        return None
+    linear = block.linear
+    if isinstance(linear, nn.Linear):
+        return F.linear(dz, linear.weight)
+    K = dz.shape[0]
+    out = F.conv2d(dz.flatten(0, 1), linear.weight, None, linear.stride, linear.padding, linear.dilation, linear.groups)
+    return out.view(K, -1, *out.shape[1:])
+
+
+def forward_trace(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    perturb: Perturb | None = None,
+    linear_map: LinearMap | None = None,
+    linear_tangent: LinearTangent | None = None,
+    detach_inputs: bool = False,
+) -> tuple[list[Trace], Tensor, Tensor | None]:
+    """Run a chain model on x block by block: (a Trace per block, the output, the output's tangent or None).
+
+    `perturb` may change a block's pre-activation and start or add to its tangent; it may also add
+    rows (several perturbed copies of the batch: later blocks see them all). `detach_inputs` cuts
+    the autograd graph at every block's input (rules that send errors to each block directly)."""
+    traces, z, dz = [], x, None
+    for i, block in enumerate(chain_blocks(model)):
+        if detach_inputs:
+            z = z.detach()
+        z = block.prepare(z)
+        if dz is not None:
+            dz = dz.flatten(2) if isinstance(block.linear, nn.Linear) else dz
+        h = block.linear(z) if linear_map is None else linear_map(i, block, z)
+        dh = weight_tangent(block, dz) if linear_tangent is None else linear_tangent(i, block, z, dz)
+        a, da = jvp_through(block.norm, h, dh)
+        if perturb is not None:
+            a, da = perturb(i, block, a, da)
+        output, dz = jvp_through(block.activation, a, da)
+        output, dz = jvp_through(block.pool, output, dz)
+        traces.append(Trace(z, h, a, output))
+        z = output
+    return traces, z, dz
+
+
+def jvp_through(module: Callable[[Tensor], Tensor], a: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """(module(a), its tangent) for a module without trainable tangents (norm, activation, pool).
+
+    `t` has leading direction dimensions over `a` ([K, B, ...] against [B, ...]): the primal is
+    computed once and every direction's tangent from it."""
+    out = module(a)
+    if t is None or _is_identity(module):
+        return out, t
+    if isinstance(module, nn.ReLU):
+        return out, t * (a > 0)
+    from torch.func import jvp, vmap
+
+    def along(tangent: Tensor) -> Tensor:
+        return jvp(module, (a,), (tangent,))[1]
+
+    for _ in range(t.dim() - a.dim()):
+        along = vmap(along)
+    return out, along(t)
+
+
+def _is_identity(module) -> bool:
+    if isinstance(module, nn.Sequential):
+        return all(_is_identity(m) for m in module)
+    return isinstance(module, nn.Identity)
+
+
+def loss_jvp(loss_fn, output: Tensor, y: Tensor, d_output: Tensor) -> tuple[Tensor, Tensor]:
+    """(per-example losses [B], their derivatives along each direction [K, B]) at `output`, for
+    output tangents d_output [K, B, ...]: the last step of a hand-written forward-mode pass."""
+    from torch.func import jvp, vmap
+
+    return vmap(lambda t: jvp(lambda o: loss_fn(o, y), (output,), (t,)), out_dims=(None, 0))(d_output)
+
+
+def relu_mask(block: Block, a: Tensor) -> Tensor | None:
+    """1 where the unit after this pre-activation is active; None when the activation is not a ReLU."""
+    return (a > 0).to(a.dtype) if isinstance(block.activation, nn.ReLU) else None
+
+
+def fold_rows(delta: Tensor, rows: int) -> Tensor:
+    """delta with R copies of `rows` rows (one per direction, stacked) summed onto those rows."""
+    return delta if delta.shape[0] == rows else delta.view(-1, rows, *delta.shape[1:]).sum(0)
+
+
+def local_update(block: Block, trace: Trace, delta: Tensor) -> None:
+    """Write the block's parameter gradients from its input z, linear output h and dL/da = delta.
+
+    delta may hold several stacked copies of the batch's rows (directions); they are summed onto
+    the rows of z. A norm between the linear map and a is differentiated locally (this block only)."""
+    z, h = trace.input, trace.linear_out
+    delta = fold_rows(delta, h.shape[0])
+    if not isinstance(block.norm, nn.Identity):
+        norm_params = [p for p in block.norm.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            h_leaf = h.detach().requires_grad_()
+            grads = torch.autograd.grad(block.norm(h_leaf), [h_leaf, *norm_params], delta)
+        delta = grads[0]
+        for p, g in zip(norm_params, grads[1:]):
+            p.grad = g
+    delta = fold_rows(delta, z.shape[0])
+    linear = block.linear
+    if linear.weight.requires_grad:
+        linear.weight.grad = weight_gradient(linear, z, delta)
+    if linear.bias is not None and linear.bias.requires_grad:
+        linear.bias.grad = delta.sum(0) if delta.dim() == 2 else delta.sum((0, 2, 3))
+
+
+def weight_gradient(linear: nn.Module, z: Tensor, delta: Tensor) -> Tensor:
+    """dL/dW of h = linear(z) for dL/dh = delta: delta^T z, or the kernel correlation of a convolution."""
+    if isinstance(linear, nn.Linear):
+        return delta.T @ z
+    return torch.nn.grad.conv2d_weight(z, linear.weight.shape, delta, linear.stride, linear.padding, linear.dilation, linear.groups)

@@ -1,0 +1,1 @@
+"""Perturbation learning: weight perturbation, node perturbation and forward gradients (weights, activities)."""

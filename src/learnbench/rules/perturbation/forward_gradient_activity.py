@@ -1,0 +1,42 @@
+"""Forward gradient with activity tangents, FG-A (Ren et al. 2023).
+
+Per-example tangents u_l on every pre-activation; one forward pass in forward-mode AD carries
+them to the per-example losses, giving d_i = sum_l grad_{a_l} L_i . u_l,i exactly (no finite
+difference). Then delta_l,i = d_i u_l,i / B and the weights follow by the local update. Tangents
+on inactive ReLU units are zeroed (`mask_inactive`, Ren et al.'s default): those units cannot
+change the loss, so their tangents add variance and no signal.
+
+The walk computes the primal once and carries the K directions' tangents beside it as
+[K, B, ...]: a tangent costs one matmul per layer after the first (the input has no tangent),
+and the local update runs on the B primal rows whatever K is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from learnbench.rules.local import forward_trace, loss_jvp, relu_mask
+from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, clip_, pre_activation_shapes
+
+
+class ForwardGradientActivity(ActivitySpaceRule):
+    def __init__(self, mask_inactive: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_inactive = mask_inactive
+
+    def site_errors(self, model, x, y, loss_fn):
+        K, B = self.directions, x.shape[0]
+        shapes = pre_activation_shapes(model, x)
+        u = [n.view(K, B, *s) for n, s in zip(self.sample_site_noise(K * B, shapes, model.blocks[0].linear.weight.dtype), shapes)]
+
+        def add_tangent(i, block, a, da):
+            mask = relu_mask(block, a) if self.mask_inactive else None
+            if mask is not None:
+                u[i] = u[i] * mask
+            return a, u[i] if da is None else da + u[i]
+
+        traces, output, d_output = forward_trace(model, x, perturb=add_tangent)
+        losses, d = loss_jvp(loss_fn, output, y, d_output)  # [B], [K, B]
+        d = clip_(d.clone(), self.clip)
+        deltas = [(d.view(K, B, *[1] * len(s)) * n).sum(0) / (K * B) for n, s in zip(u, shapes)]
+        return deltas, traces, losses.mean(), output

@@ -1,0 +1,76 @@
+"""Forward gradient with weight tangents, FG-W (Baydin et al. 2022).
+
+The exact directional derivative grad . v by forward-mode AD in one pass that carries the primal
+and the tangent together; estimate g = (grad . v) v. With K directions the tangents are batched
+while the primal stays unbatched, so the primal pass is computed once.
+
+On a chain of blocks (learnbench.models.BlockChain) whose norms have no trainable parameters, the
+pass is the shared block walk (rules/local.py) with the weights' tangent added in each linear map:
+per layer the tangent V z + v_b + W dz ([K, B, ...], the directions' W dz in one matmul, nothing for
+the input's tangent, which is zero). torch.func.jvp (the general path, any model: the RNN, a norm
+with trainable parameters) materialises that zero tangent and multiplies it through the first
+layer: docs/speed.md has what the walk saves.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vmap
+from torch.nn import functional as F
+
+from learnbench.models.blocks import BlockChain
+from learnbench.rules.local import forward_trace, loss_jvp, weight_tangent
+from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
+
+
+class ForwardGradientWeight(ParameterSpaceRule):
+    @torch.no_grad()
+    def directional_derivatives(self, model, params, tangents, x, y, loss_fn):
+        if isinstance(model, BlockChain) and not any(p.requires_grad for b in model.blocks for p in b.norm.parameters()):
+            return self._chain_jvp(model, params, tangents, x, y, loss_fn)
+
+        def loss_and_output(p):
+            output = functional_call(model, p, (x,))
+            return batch_loss(loss_fn, output, y), output
+
+        def along(tangent):
+            return jvp(loss_and_output, (params,), (tangent,), has_aux=True)
+
+        if self.directions == 1:
+            loss, d, output = along({n: t[0] for n, t in tangents.items()})
+            return loss, output, d.unsqueeze(0)
+        loss, d, _ = vmap(along, out_dims=(None, 0, None))(tangents)
+        return loss, None, d
+
+    def _chain_jvp(self, model, params, tangents, x, y, loss_fn):
+        names = {id(p): n for n, p in model.named_parameters()}
+
+        def linear_map(i, block, z):  # the rule's detached parameters, not the model's Parameters
+            linear = block.linear
+            weight = params.get(names[id(linear.weight)], linear.weight)
+            bias = None if linear.bias is None else params.get(names[id(linear.bias)], linear.bias)
+            if isinstance(linear, nn.Linear):
+                return F.linear(z, weight, bias)
+            return F.conv2d(z, weight, bias, linear.stride, linear.padding, linear.dilation, linear.groups)
+
+        def linear_tangent(i, block, z, dz):  # W dz + V z + v_b
+            linear = block.linear
+            dh = weight_tangent(block, dz)
+            V, vb = tangents.get(names[id(linear.weight)]), None if linear.bias is None else tangents.get(names[id(linear.bias)])
+            if V is not None:
+                if isinstance(linear, nn.Linear):
+                    Vz = torch.matmul(z, V.mT)
+                else:  # one convolution with the K directions' kernels stacked as output channels
+                    K = V.shape[0]
+                    out = F.conv2d(z, V.flatten(0, 1), None, linear.stride, linear.padding, linear.dilation, linear.groups)
+                    Vz = out.view(out.shape[0], K, -1, *out.shape[2:]).transpose(0, 1)
+                dh = Vz if dh is None else dh.add_(Vz)
+            if vb is not None:
+                vb = vb.view(vb.shape[0], 1, -1, *[1] * (z.dim() - 2))
+                dh = vb.expand(vb.shape[0], z.shape[0], *vb.shape[2:]) if dh is None else dh.add_(vb)
+            return dh
+
+        _, output, d_output = forward_trace(model, x, linear_map=linear_map, linear_tangent=linear_tangent)
+        losses, dlosses = loss_jvp(loss_fn, output, y, d_output)
+        return losses.mean(), output, dlosses.mean(-1)

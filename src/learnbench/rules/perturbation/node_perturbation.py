@@ -1,0 +1,64 @@
+"""Node perturbation.
+
+Gaussian noise sigma v_l on the pre-activation of every layer, independent per example; the
+per-example loss difference dL_i = L_i(perturbed) - baseline_i gives, for every layer at once,
+
+    delta_l,i = (dL_i / sigma) v_l,i / B        (dL/da_l of the batch-mean loss)
+
+and the weights follow by the local outer product (dL/sigma) v z^T, bias (dL/sigma) v. No
+backward pass through the network. Everything runs as one walk over the blocks: noise enters
+after the first linear layer, so that layer runs once on the B input rows; there the rows are
+copied (the clean pass, when a baseline needs it, then the K noisy directions, or +v and -v
+with `antithetic`) and every later layer sees all copies in one matmul.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from learnbench.options import Fraction, Positive
+from learnbench.rules.local import forward_trace
+from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, clip_, pre_activation_shapes, repeat_rows
+from learnbench.rules.running_baseline import RunningBaseline
+
+Baseline = Literal["clean", "none", "running"]
+
+
+class NodePerturbation(ActivitySpaceRule):
+    def __init__(self, sigma: Positive = 1e-3, baseline: Baseline = "clean", antithetic: bool = False, running_decay: Fraction = 0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.sigma, self.baseline, self.antithetic = sigma, baseline, antithetic
+        self.running = RunningBaseline(running_decay)
+
+    def site_errors(self, model, x, y, loss_fn):
+        B, K = x.shape[0], self.directions
+        shapes = pre_activation_shapes(model, x)
+        v = self.sample_site_noise(K * B, shapes, model.blocks[0].linear.weight.dtype)
+        clean = self.antithetic or self.baseline != "none"
+        noisy = [torch.cat([n, -n]) if self.antithetic else n for n in v]
+        # What each block adds to its pre-activation, row by row: 0 on the clean copy, sigma v on the noisy ones.
+        shifts = [torch.cat([torch.zeros_like(n[:B]), self.sigma * n]) if clean else self.sigma * n for n in noisy]
+        copies = shifts[0].shape[0] // B
+
+        def perturb(i, block, a, da):
+            return (repeat_rows(a, copies) if a.shape[0] == B else a) + shifts[i], da
+
+        traces, output, _ = forward_trace(model, x, perturb=perturb)
+        losses = loss_fn(output, repeat_rows(y, copies))
+        if clean:
+            clean_losses, losses = losses[:B], losses[B:]
+            output, traces = output[:B], [t.first_rows(B) for t in traces]
+        if self.antithetic:
+            dL = (losses[: K * B] - losses[K * B :]) / 2
+        elif self.baseline == "clean":
+            dL = losses - clean_losses.repeat(K)
+        elif self.baseline == "running":
+            dL = losses - self.running.update(clean_losses.mean())
+        else:  # covariance form: no clean pass; the noisy rows carry the update
+            dL, output = losses, None
+        scale = clip_(dL / self.sigma, self.clip) / (K * B)
+        deltas = [scale.view(-1, *[1] * (n.dim() - 1)) * n for n in v]
+        return deltas, traces, (clean_losses if clean else losses).mean(), output
