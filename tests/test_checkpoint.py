@@ -49,3 +49,24 @@ def test_resumed_run_follows_the_uninterrupted_trajectory(method, tmp_path):
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, equal_nan=True, msg=f"{method}: {key}")
     if method == "kp":
         assert any(key.startswith("rule.feedback") for key in straight)
+
+
+@pytest.mark.parametrize("method", ["bp", "kp"])
+def test_a_checkpoint_loads_back_without_hydra(method, tmp_path):
+    """Oracle: the trained module itself. load_module rebuilds model and rule from the checkpoint alone
+    (Kolen-Pollack's learned feedback included) and predicts exactly what the trained module predicts."""
+    from learnbench.checkpoints import load_module
+
+    checkpoint = tmp_path / "run.ckpt"
+    overrides = [o for o in COMMON if not o.startswith("method.table_size")]
+    cfg = compose_config([*overrides, f"method={method}", "trainer.max_epochs=1"], tmp_path)
+    datamodule, module, trainer, _ = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    trainer.save_checkpoint(checkpoint)
+    loaded = load_module(checkpoint)
+    x = torch.randn(7, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), module(x), rtol=0, atol=0)
+    for key, value in module.rule.state_dict().items():
+        torch.testing.assert_close(loaded.rule.state_dict()[key], value, rtol=0, atol=0, equal_nan=True)
+    assert type(loaded.rule) is type(module.rule) and loaded.hparams["config"]["seed"] == cfg.seed

@@ -27,14 +27,12 @@ import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from learnbench.data import SpiralDataModule
 from learnbench.data.in_memory import TensorBatches, per_example_loss
 from learnbench.models import MLP
 from learnbench.module import LearningRuleModule
-from learnbench.paths import CONFIG_DIR
+from learnbench.catalog import rule_from_config
 from learnbench.rules import ForwardGradientWeight
 
 WORLD, STEPS, BATCH, DATA_SEED, LR = 2, 6, 16, 11, 0.1
@@ -60,7 +58,7 @@ CASES = {
 
 
 def make_rule(method: str, overrides: dict):
-    return instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml"), **overrides)
+    return rule_from_config(method, **overrides)
 
 
 def initial_model() -> MLP:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from learnbench.data.in_memory import per_example_loss
 from learnbench.models import CNN, MLP
-from learnbench.paths import CONFIG_DIR
+from learnbench.catalog import rule_from_config
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -33,7 +31,7 @@ class NotAChain(nn.Module):
 
 
 def make(method, overrides):
-    return instantiate(OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml"), table_size=0, **overrides)
+    return rule_from_config(method, table_size=0, **overrides)
 
 
 def estimate(model, rule, x, y, step=3):

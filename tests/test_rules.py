@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.func import functional_call
 
 from learnbench.data.in_memory import per_example_loss
 from learnbench.models import MLP
+from learnbench.catalog import rule_from_config
 from learnbench.paths import CONFIG_DIR
 from learnbench.rules import (
     Backprop,
@@ -54,14 +54,6 @@ def estimate(rule, model, x, y, loss_fn=CE) -> torch.Tensor:
 def ready(rule, model, seed=0):
     rule.setup(model, seed=seed, rank=0, device=torch.device("cpu"))
     return rule
-
-
-def rule_from_config(method: str, **overrides):
-    """The rule as conf/method/<method>.yaml builds it; a noise-table override only where the rule has a table."""
-    cfg = OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml")
-    if "table_size" not in cfg:
-        overrides.pop("table_size", None)
-    return instantiate(cfg, **overrides)
 
 
 # Rules that draw noise every step (perturbation rules; brsf's random feedback magnitudes).

@@ -30,3 +30,14 @@ def register_resolver() -> None:
     """`${rules:<kind>}` in a config: the comma-separated names (what a Hydra sweep value takes)."""
     if not OmegaConf.has_resolver("rules"):
         OmegaConf.register_new_resolver("rules", lambda kind: ",".join(comparable_rules(kind)))
+
+
+def rule_from_config(method: str, **overrides):
+    """The rule `method=<method>` builds (conf/method/<method>.yaml), with overrides of its options;
+    a noise-table size is dropped for rules that have no table (so one call serves every rule)."""
+    from hydra.utils import instantiate
+
+    cfg = OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml")
+    if "table_size" not in cfg:
+        overrides.pop("table_size", None)
+    return instantiate(cfg, **overrides)

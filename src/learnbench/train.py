@@ -101,23 +101,35 @@ def check_model_fits_data(cfg: DictConfig, datamodule) -> None:
         )
 
 
-def build(cfg: DictConfig):
-    """Data, model, rule, training module and trainer, all from the config."""
-    datamodule = instantiate(cfg.data)
-    check_model_fits_data(cfg, datamodule)
-    model = instantiate(cfg.model, input_shape=datamodule.input_shape, output_dim=datamodule.output_dim)
+def build_module(cfg: DictConfig, input_shape, output_dim: int, task: str) -> LearningRuleModule:
+    """Model, rule and the training module from the config and the data's shapes (also what
+    learnbench.checkpoints.load_module rebuilds a checkpoint from)."""
+    model = instantiate(cfg.model, input_shape=input_shape, output_dim=output_dim)
     module = LearningRuleModule(
         model=model,
         rule=instantiate(cfg.method),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        task=datamodule.task,
-        num_classes=datamodule.output_dim,
+        task=task,
+        num_classes=output_dim,
         seed=cfg.seed,
         grad_clip_norm=cfg.get("grad_clip_norm"),
         allreduce_grads=cfg.get("allreduce_grads", True),
         diagnostics_every_n_steps=cfg.get("diagnostics", {}).get("every_n_steps", 0) or 0,
     )
+    # Saved in every checkpoint (hyper_parameters): enough to rebuild the module without Hydra.
+    module.save_hyperparameters({
+        "config": OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False),
+        "input_shape": list(input_shape), "output_dim": output_dim, "task": task,
+    })
+    return module
+
+
+def build(cfg: DictConfig):
+    """Data, model, rule, training module and trainer, all from the config."""
+    datamodule = instantiate(cfg.data)
+    check_model_fits_data(cfg, datamodule)
+    module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, datamodule.task)
     recorder = RunRecorder()
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # the switch wins over the default progress bar
@@ -228,14 +240,24 @@ def _finish_wandb(record: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from learnbench.console import USER_ERRORS, quiet_known_noise, stop
+
+    # Known harmless library messages are silenced, narrowly (learnbench/console.py). DDP ranks 1..N-1
+    # re-run main(), so they install the same filters.
+    quiet_known_noise()
     # A re-run sweep skips jobs that already finished in their (fixed) output directory.
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     record = finished_record(cfg.paths.output_dir, overrides)
     if record is not None:
         log.info("skipping: already finished (%s/results.json, status ok)", cfg.paths.output_dir)
     else:
-        with ddp_launch.job_scope():
-            record = train(cfg)
+        try:
+            with ddp_launch.job_scope():
+                record = train(cfg)  # writes results.json (status failed) also when it raises
+        except (ConfigError, *USER_ERRORS) as error:
+            # A bad option or a missing/damaged data file: its message, no traceback; exit status 2
+            # (in a multirun only this job fails and the sweep goes on).
+            stop(error, log)
     # Returned to Hydra (and its sweepers, e.g. Optuna): the metric named by `optimized_metric`.
     metric = cfg.get("optimized_metric")
     return record["metrics"]["best"].get(metric) if metric else None

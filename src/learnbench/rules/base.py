@@ -58,6 +58,11 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def clipped(d: Tensor, clip: float | None) -> Tensor:
+    """A perturbation rule's directional derivatives clamped to [-clip, clip] (`method.clip`; None: as they are)."""
+    return d if clip is None else d.clamp(-clip, clip)
+
+
 def no_reduction(tensor: Tensor) -> Tensor:
     """`reduce_mean` on one process (a module-level function, not a lambda, so rules pickle for ddp_spawn)."""
     return tensor

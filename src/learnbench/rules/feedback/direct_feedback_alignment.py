@@ -20,8 +20,7 @@ from torch import nn
 
 from learnbench.options import Positive
 from learnbench.rules.base import RuleOutput, trainable_parameters
-from learnbench.rules.feedback.feedback_alignment import FeedbackInit
-from learnbench.rules.feedback.feedback_path import FeedbackMatrices, FeedbackRule, draw_feedback
+from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackMatrices, FeedbackRule, draw_feedback
 from learnbench.rules.local import forward_trace
 
 

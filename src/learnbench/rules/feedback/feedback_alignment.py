@@ -7,15 +7,11 @@ from the run seed (the same on every rank), kept as a buffer, never trained.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
 from learnbench.options import Positive
-from learnbench.rules.feedback.feedback_path import FeedbackMatrices, FeedbackRule, draw_feedback
-
-FeedbackInit = Literal["kaiming_uniform", "xavier_uniform", "gaussian"]
+from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackMatrices, FeedbackRule, draw_feedback
 
 
 class FeedbackAlignment(FeedbackRule):

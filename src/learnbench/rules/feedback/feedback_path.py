@@ -16,6 +16,7 @@ convolution.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,10 @@ from torch.nn import functional as F
 from learnbench.models.blocks import Block
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_parameters
 from learnbench.rules.local import chain_blocks, forward_trace, weight_gradient
+
+
+#: How random feedback matrices are drawn (see draw_feedback).
+FeedbackInit = Literal["kaiming_uniform", "xavier_uniform", "gaussian"]
 
 
 class _FeedbackLinear(torch.autograd.Function):

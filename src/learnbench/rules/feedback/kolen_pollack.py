@@ -14,8 +14,8 @@ both groups alike too).
 from __future__ import annotations
 
 from learnbench.options import NonNegative
-from learnbench.rules.feedback.feedback_alignment import FeedbackAlignment, FeedbackInit
-from learnbench.rules.feedback.feedback_path import FeedbackRule
+from learnbench.rules.feedback.feedback_alignment import FeedbackAlignment
+from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackRule
 
 
 class KolenPollack(FeedbackAlignment):

@@ -59,10 +59,6 @@ def pre_activation_shapes(model: nn.Module, x: Tensor) -> list[tuple[int, ...]]:
     return cache[key]
 
 
-def clip_(d: Tensor, clip: float | None) -> Tensor:
-    return d if clip is None else d.clamp_(-clip, clip)
-
-
 def repeat_rows(t: Tensor, copies: int) -> Tensor:
     """`copies` stacked copies of a batch along the rows."""
     return t.repeat(copies, *([1] * (t.dim() - 1)))

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from learnbench.rules.base import clipped
 from learnbench.rules.local import forward_trace, loss_jvp, relu_mask
-from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, clip_, pre_activation_shapes
+from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, pre_activation_shapes
 
 
 class ForwardGradientActivity(ActivitySpaceRule):
@@ -37,6 +38,6 @@ class ForwardGradientActivity(ActivitySpaceRule):
 
         traces, output, d_output = forward_trace(model, x, perturb=add_tangent)
         losses, d = loss_jvp(loss_fn, output, y, d_output)  # [B], [K, B]
-        d = clip_(d.clone(), self.clip)
+        d = clipped(d, self.clip)
         deltas = [(d.view(K, B, *[1] * len(s)) * n).sum(0) / (K * B) for n, s in zip(u, shapes)]
         return deltas, traces, losses.mean(), output

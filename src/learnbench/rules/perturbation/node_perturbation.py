@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from learnbench.options import Fraction, Positive
+from learnbench.rules.base import clipped
 from learnbench.rules.local import forward_trace
-from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, clip_, pre_activation_shapes, repeat_rows
+from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, pre_activation_shapes, repeat_rows
 from learnbench.rules.running_baseline import RunningBaseline
 
 Baseline = Literal["clean", "none", "running"]
@@ -59,6 +60,6 @@ class NodePerturbation(ActivitySpaceRule):
             dL = losses - self.running.update(clean_losses.mean())
         else:  # covariance form: no clean pass; the noisy rows carry the update
             dL, output = losses, None
-        scale = clip_(dL / self.sigma, self.clip) / (K * B)
+        scale = clipped(dL / self.sigma, self.clip) / (K * B)
         deltas = [scale.view(-1, *[1] * (n.dim() - 1)) * n for n in v]
         return deltas, traces, (clean_losses if clean else losses).mean(), output

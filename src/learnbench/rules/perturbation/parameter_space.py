@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from typing import Literal
 
 from learnbench.options import Positive, PositiveInt
-from learnbench.rules.base import LearningRule, LossFn, RuleOutput
+from learnbench.rules.base import LearningRule, LossFn, RuleOutput, clipped
 from learnbench.rules.noise import NoiseKind, NoiseSource
 
 Comm = Literal["grads", "scalars"]
@@ -68,8 +68,7 @@ class ParameterSpaceRule(LearningRule):
         loss, output, d = self.directional_derivatives(model, params, tangents, x, y, loss_fn)
         if self.comm == "scalars":
             d = self.reduce_mean(d)  # K floats: the union batch's d, the same on every rank
-        if self.clip is not None:
-            d = d.clamp(-self.clip, self.clip)
+        d = clipped(d, self.clip)
         # g = (1/K) sum_k d_k v_k: one pass over the directions (a scaled copy when K = 1), written
         # into one flat buffer kept across steps (a fresh 4P-byte allocation costs page faults on
         # every step, about 3x the multiply); p.grad are views of it, valid until the next step.
