@@ -45,3 +45,10 @@ def warmup_linear(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, 
 def exponential(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, decay_per_step: float = 1e-4) -> LambdaLR:
     """lr * exp(-decay_per_step * step) (Baydin et al. 2022)."""
     return LambdaLR(optimizer, lambda step: math.exp(-decay_per_step * step))
+
+
+def step_decay(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0.1) -> LambdaLR:
+    """lr * gamma^(number of milestones passed); milestones are fractions of the run (0.5: half-way),
+    so the schedule scales with any epoch budget (the feedback-alignment literature's lr / 10 at 50 % and 75 %)."""
+    boundaries = [int(round(m * total_steps)) for m in milestones]
+    return LambdaLR(optimizer, lambda step: gamma ** sum(step >= b for b in boundaries))
