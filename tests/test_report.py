@@ -235,6 +235,66 @@ def test_plots_write_png_and_pdf_curves_and_alignment(tmp_path):
         assert path.stat().st_size > 1000 and head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF")
 
 
+def alignment_history(cos: float, epochs: int = 6) -> list[dict]:
+    return [{"epoch": e, "step": 10 * e, "time": 0.5 * e, "val/acc": 0.5 + 0.05 * e, "val/loss": 1.0 / e,
+             "align/cos/all": cos * (1 + 0.05 * e)} for e in range(1, epochs + 1)]
+
+
+def test_alignment_curves_spanning_decades_get_a_log_axis_the_others_a_linear_one(tmp_path, monkeypatch):
+    """Cosines of about 1 (bp), 0.1 (fg_a), 0.002 (fg_w, wp): on a linear axis fg_w and wp lie on 0."""
+    from learnbench.tools import plots
+
+    for seed in (0, 1):
+        for method, cos in (("bp", 0.99), ("fg_a", 0.1), ("fg_w", 0.002), ("wp", 0.0021)):
+            write_run(tmp_path / "runs", f"{method}{seed}", method, seed, acc=0.8, loss=0.4,
+                      history=alignment_history(cos * (1 + 0.01 * seed)))
+    scales, save = {}, plots.save_figure
+
+    def save_and_record(fig, path):
+        scales[path.name] = [ax.get_yscale() for ax in fig.axes]
+        lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+        scales[path.name + ":lines"] = lines
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", save_and_record)
+    plots.plot_learning_curves(load_records([tmp_path / "runs"]), tmp_path / "figures")
+    assert scales["spiral_mlp_align-cos-all_vs_epoch"] == ["log"]
+    assert scales["spiral_mlp_val-acc_vs_epoch"] == ["linear"]
+    assert scales["spiral_mlp_val-acc_vs_time"] == ["linear"]
+    # fg_w and wp overlap: each has its own marker, and the later one is drawn narrower and on top.
+    lines = scales["spiral_mlp_align-cos-all_vs_epoch:lines"]
+    fg_w, wp = (next(line for label, line in lines.items() if label.startswith(f"{m} ")) for m in ("fg_w", "wp"))
+    assert fg_w.get_marker() != wp.get_marker()
+    assert fg_w.get_zorder() < wp.get_zorder() and fg_w.get_linewidth() > wp.get_linewidth()
+    assert len({line.get_marker() for line in lines.values()}) == len(lines) == 4
+
+
+@pytest.mark.parametrize("low, log", [(1e-3, True), (2e-3, True), (0.011, False), (0.5, False)])
+def test_a_log_y_axis_only_beyond_two_decades(low, log):
+    """Curves from `low` to 1: 3 decades and 2.7 decades get a log axis; 1.96 decades and 0.3 do not."""
+    from learnbench.tools.plots import draw_curves, log_scale_needed
+
+    xs = [1, 2, 3, 4]
+    lines = [("high", "C0", "-", "o", xs, [[1.0], [0.9], [0.95], [1.0]]),
+             ("low", "C1", "-", "s", xs, [[low], [low * 1.1], [low * 1.2], [low * 1.3]])]
+    fig, ax = draw_curves(lines, "cosine", "epoch", "synthetic", "minmax")
+    try:
+        assert ax.get_yscale() == ("log" if log else "linear")
+        assert log_scale_needed([[1.0, 0.9], [low]]) is log
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_values_at_or_below_zero_do_not_count_for_the_log_axis():
+    from learnbench.tools.plots import log_scale_needed
+
+    assert not log_scale_needed([[0.5, 0.0, -0.2], [0.3]])  # positive values span 0.2 decades
+    assert log_scale_needed([[1.0, -0.5], [0.001]])
+    assert not log_scale_needed([[0.0, -1.0], [float("nan")]])
+
+
 # ------------------------------------------------------------------------------------------- W&B
 def fixture_runs() -> list[SimpleNamespace]:
     """The recorded API items as objects with the attributes record_from_wandb reads."""

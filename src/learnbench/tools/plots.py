@@ -6,6 +6,12 @@ a band (min-max, or mean ± sample std). Gradient-alignment curves (align/cos/al
 the rule's gradient estimate and backprop's) get their own figure when the history has them.
 Figures are a paper column wide (3.4 in) and saved as PNG (200 dpi) and PDF.
 Diverged and failed runs are left out of the curves, as from the tables, and counted in the legend.
+
+Curves that span decades (alignment cosines: about 1 for bp, 0.1 for fg_a, 0.002 for fg_w) get a log
+y axis when their positive values span more than two decades (values <= 0 then drop below the axis);
+otherwise the axis is linear. Curves that lie on top of each other stay visible: each method has its
+own marker (open, staggered along the curve), each setting of a method its own line style, and
+earlier curves are drawn wider and underneath the later ones.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ LABELS = {
     "time": "wall-clock time (s)",
 }
 LINESTYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "<", ">"]
+MAX_MARKERS = 12  # markers per curve; longer curves mark every k-th point, staggered between curves
+LOG_SCALE_DECADES = 2  # a log y axis when the plotted positive values span more than this
 
 
 def _slug(text) -> str:
@@ -99,19 +108,34 @@ def _label(group: Group, keys: list[str], names: dict[str, str], shown: set[str]
     return f"{', '.join(parts) or 'runs'} ({counts})"
 
 
-def _figure(lines: list[tuple], ylabel: str, xlabel: str, title: str, band: str, path: Path) -> list[Path]:
+def log_scale_needed(curves: list[list[float]], decades: float = LOG_SCALE_DECADES) -> bool:
+    """True when the positive values of the plotted curves span more than `decades` decades."""
+    positive = [v for values in curves for v in values if _finite(v) and v > 0]
+    return bool(positive) and max(positive) / min(positive) > 10**decades
+
+
+def draw_curves(lines: list[tuple], ylabel: str, xlabel: str, title: str, band: str):
+    """The figure of `lines` [(label, color, linestyle, marker, xs, values per x)]: (Figure, Axes)."""
     with plt.rc_context(STYLE):
         # Few short labels fit inside the axes; otherwise they go below, one per row, and the figure grows.
         below = len(lines) > 3 or max(len(line[0]) for line in lines) > 30
         height = 2.3 + (0.14 * len(lines) + 0.1 if below else 0.0)
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, height), layout="constrained")
-        for label, color, style, xs, values in lines:
-            if xlabel == LABELS["epoch"]:
-                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            mean, low, high = _band(values, band)
-            marker = "o" if len(xs) <= 12 else None
-            ax.plot(xs, mean, color=color, linestyle=style, marker=marker, markersize=2.5, label=label)
-            ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+        if xlabel == LABELS["epoch"]:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        bands = [_band(values, band) for *_, values in lines]
+        if log_scale_needed([mean for mean, _, _ in bands]):
+            ax.set_yscale("log")  # nonpositive="clip": a value <= 0 (a band's low end) runs off the bottom
+        last = max(1, len(lines) - 1)
+        for i, ((label, color, style, marker, xs, _), (mean, low, high)) in enumerate(zip(lines, bands)):
+            # A marker every `step` points (at most MAX_MARKERS, at least 3 per curve where the curves can
+            # take turns), starting at a different point on each curve: overlapping markers do not coincide.
+            step = max(1, math.ceil(len(xs) / MAX_MARKERS), min(len(lines), len(xs) // 3))
+            # Earlier curves wider and below, later ones narrower and on top: both show where they overlap.
+            width = STYLE["lines.linewidth"] * (1.0 + (len(lines) - 1 - i) / last)
+            ax.plot(xs, mean, color=color, linestyle=style, linewidth=width, zorder=3 + i, label=label,
+                    marker=marker, markersize=3, markerfacecolor="none", markeredgewidth=0.8, markevery=(i % step, step))
+            ax.fill_between(xs, low, high, color=color, alpha=0.15, linewidth=0, zorder=1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -119,13 +143,24 @@ def _figure(lines: list[tuple], ylabel: str, xlabel: str, title: str, band: str,
             fig.legend(frameon=False, loc="outside lower center", ncols=1)
         else:
             ax.legend(frameon=False, loc="best")
-        written = []
+    return fig, ax
+
+
+def save_figure(fig, path: Path) -> list[Path]:
+    """Save as PNG and PDF; close the figure; return the files."""
+    written = []
+    with plt.rc_context(STYLE):
         for suffix in (".png", ".pdf"):
             target = path.with_suffix(suffix)
             fig.savefig(target, dpi=200)
             written.append(target)
-        plt.close(fig)
+    plt.close(fig)
     return written
+
+
+def _figure(lines: list[tuple], ylabel: str, xlabel: str, title: str, band: str, path: Path) -> list[Path]:
+    fig, _ = draw_curves(lines, ylabel, xlabel, title, band)
+    return save_figure(fig, path)
 
 
 def _val_metric(runs: list[dict]) -> str | None:
@@ -142,6 +177,7 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
     methods = sorted({r.get("method") for r in records}, key=lambda m: (m != "bp", str(m)))
     palette = plt.get_cmap("tab10")
     color_of = {m: palette(i % 10) for i, m in enumerate(methods)}
+    marker_of = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}
     blocks: dict[tuple, list[Group]] = {}
     for group in group_records(records, keys):
         block = tuple(group.key[keys.index(k)] for k in ("data", "model"))
@@ -166,7 +202,7 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
                 if group.key not in style_of:
                     style_of[group.key] = sum(k[keys.index("method")] == method for k in style_of)
                 style = LINESTYLES[style_of[group.key] % len(LINESTYLES)]
-                lines.append((_label(group, keys, names, shown), color_of[method], style, xs, values))
+                lines.append((_label(group, keys, names, shown), color_of[method], style, marker_of[method], xs, values))
             if not lines:
                 continue
             path = out_dir / f"{_slug(data)}_{_slug(model)}_{_slug(key)}_vs_{xlabel_key}"
