@@ -62,7 +62,8 @@ LOG_SCALE_DECADES = 2  # a log y axis when the plotted positive values span more
 
 
 def _slug(text) -> str:
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", str(text).replace("/", "-")).strip("_")
+    """A file-name part; dots become '_' too (a '.1' would read as a file suffix: blocks.1 and blocks.2 collided)."""
+    return re.sub(r"[^A-Za-z0-9=-]+", "_", str(text).replace("/", "-")).strip("_")
 
 
 def _finite(value) -> bool:
@@ -189,8 +190,10 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
         shown = {k for i, k in enumerate(keys)
                  if k not in ("method", "data", "model") and len({g.key[i] for g in groups}) > 1}
         runs = [r for g in groups for r in g.ok]
+        # A rule's own diagnostics (rule/angle_BW/<block>, rule/angle_delta/<block>, ...): one figure each.
+        rule_keys = sorted({k for r in runs for entry in r.get("history", []) for k in entry if k.startswith("rule/")})
         for key, xlabel_key in [(metric or _val_metric(runs), "epoch"), (metric or _val_metric(runs), "time"),
-                                (ALIGNMENT_KEY, "epoch")]:
+                                (ALIGNMENT_KEY, "epoch"), *((k, "epoch") for k in rule_keys)]:
             if key is None:
                 continue
             lines = []
