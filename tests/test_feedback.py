@@ -197,3 +197,13 @@ def test_a_rule_refuses_a_model_that_is_not_a_chain_of_blocks():
     for rule in (FeedbackAlignment(), DirectFeedbackAlignment(), KolenPollack(), SignSymmetry()):
         with pytest.raises(ValueError, match="model=mlp, autoencoder, lenet or cnn"):
             rule.bind(Custom(), seed=0)
+
+
+def test_usf_matched_to_the_weight_scale_is_backprop_on_weights_of_magnitude_c():
+    """sign(W) x mean|W| = W when every |W| = c: the backward pass is backprop's exactly."""
+    model, x, y = mlp_problem()
+    with torch.no_grad():
+        for block in model.blocks:
+            w = block.linear.weight
+            w.copy_(0.3 * torch.where(torch.rand_like(w) < 0.5, -1.0, 1.0))
+    assert_all_close(run_rule(SignSymmetry("usf", match_weight_scale=True), model, x, y), backprop(model, x, y), rtol=1e-11, atol=1e-13)

@@ -8,8 +8,10 @@ information about W (the variant names are biotorch's):
   afresh every step (from the step's seed, the same on every rank);
 - `frsf`, fixed random-magnitude sign-concordant feedback: B = sign(W) |R| with R drawn once.
 
-`scale` multiplies B (unit magnitudes are much larger than W's ~1/sqrt(fan_in); Liao et al. train
-with batch normalisation; the tuned files set the learning rate accordingly).
+`scale` multiplies B. Unit magnitudes are much larger than W's ~1/sqrt(fan_in) (Liao et al. train
+with batch normalisation): on LeNet the unscaled backward pass overflows within a few steps.
+`match_weight_scale: true` multiplies each layer's B by the mean |W| of that layer, so the error
+keeps backprop's scale (on weights of magnitude c, usf is then exactly backprop).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ class SignSymmetry(FeedbackRule):
     #: brsf's magnitudes must be the same on every rank (they are feedback, not per-example noise).
     noise_differs_per_rank = False
 
-    def __init__(self, variant: Variant = "usf", scale: Positive = 1.0):
+    def __init__(self, variant: Variant = "usf", scale: Positive = 1.0, match_weight_scale: bool = False):
         super().__init__()
-        self.variant, self.scale = variant, scale
+        self.variant, self.scale, self.match_weight_scale = variant, scale, match_weight_scale
         self.magnitudes = FeedbackMatrices()  # frsf: |R| per block, fixed
         self._step_magnitudes: dict[int, torch.Tensor] = {}  # brsf: this step's |R| per block
 
@@ -46,11 +48,15 @@ class SignSymmetry(FeedbackRule):
         self._step_magnitudes = {}
 
     def feedback_for(self, i, block):
-        sign = torch.sign(block.linear.weight.detach())
+        weight = block.linear.weight.detach()
+        scale = self.scale * weight.abs().mean() if self.match_weight_scale else self.scale
+        return scale * torch.sign(weight) * self._magnitudes(i, weight)
+
+    def _magnitudes(self, i, weight):
         if self.variant == "usf":
-            return self.scale * sign
+            return 1.0
         if self.variant == "frsf":
-            return self.scale * sign * self.magnitudes[i]
+            return self.magnitudes[i]
         if i not in self._step_magnitudes:  # brsf: this step's draw, shared by the training pass and the diagnostics
-            self._step_magnitudes[i] = torch.randn(sign.shape, generator=self.generator, device=sign.device, dtype=sign.dtype).abs()
-        return self.scale * sign * self._step_magnitudes[i]
+            self._step_magnitudes[i] = torch.randn(weight.shape, generator=self.generator, device=weight.device, dtype=weight.dtype).abs()
+        return self._step_magnitudes[i]
