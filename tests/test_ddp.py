@@ -17,11 +17,12 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import CSV_ONLY, describe, multirun_jobs, results_under, run_cli, tiny
+from conftest import CSV_ONLY, compose_config, describe, multirun_jobs, results_under, run_cli, tiny
 from learnbench.data import SpiralDataModule
 from learnbench.models import MLP
 from learnbench.module import LearningRuleModule
 from learnbench.rules import Backprop
+from learnbench.train import train
 
 STEPS, BATCH = 6, 16
 
@@ -109,11 +110,28 @@ def ddp_sim_args(log_dir: Path) -> list[str]:
     return ["data=spiral", "trainer=ddp_sim", *tiny(train_batches=4), *CSV_ONLY, f"paths.log_dir={log_dir}"]
 
 
-def check_ddp_record(record: dict) -> None:
+def single_process_record(seed: int, directory: Path) -> dict:
+    """The oracle for a ddp_sim run: one process with batch 2 x 100 for the same 4 steps. Rank r's batch i is
+    permutation[r::2][100 i : 100 (i + 1)], so the two ranks' batches together are the single process's batch i
+    of 200 (same seed, same permutation), and the all-reduced mean of the two batch-mean gradients is its gradient."""
+    overrides = ["data=spiral", "trainer=cpu", "data.batch_size=200", f"seed={seed}", *tiny(train_batches=4), *CSV_ONLY]
+    record = train(compose_config(overrides, directory))
+    assert record["status"] == "ok" and record["steps"] == 4
+    return record
+
+
+def check_ddp_record(record: dict, reference: dict) -> None:
     assert record["status"] == "ok", record["message"]
     assert record["config"]["trainer"]["strategy"] == "ddp" and record["config"]["trainer"]["devices"] == 2
+    assert record["config"]["data"]["batch_size"] * 2 == reference["config"]["data"]["batch_size"]
     assert record["steps"] == 4
-    assert 0.0 <= record["metrics"]["final"]["test/acc"] <= 1.0
+    # Metrics synchronised over both ranks (torchmetrics) on the whole test split and on the 800 training
+    # examples both saw: the single process's, up to float reassociation in the all-reduce (a point on
+    # the decision boundary may flip: 1e-3 is two of the 2000 test points).
+    ddp, single = record["metrics"]["final"], reference["metrics"]["final"]
+    assert ddp["test/acc"] == pytest.approx(single["test/acc"], abs=1e-3), (ddp, single)
+    assert ddp["test/loss"] == pytest.approx(single["test/loss"], rel=1e-5), (ddp, single)
+    assert ddp["train/loss"] == pytest.approx(single["train/loss"], rel=1e-5), (ddp, single)
 
 
 def test_ddp_sim_multirun_every_job_finishes(tmp_path):
@@ -126,7 +144,7 @@ def test_ddp_sim_multirun_every_job_finishes(tmp_path):
     records = results_under(log_dir)
     assert set(records) == set(jobs) and len(jobs) == 2, list(records)
     for job, seed in zip(jobs, (0, 1)):
-        check_ddp_record(records[job])
+        check_ddp_record(records[job], single_process_record(seed, tmp_path / f"single{seed}"))
         assert records[job]["seed"] == seed
     # Rank 1 wrote into its job's directory: no stray single-run directories appeared.
     assert not (log_dir / "runs").exists()
@@ -139,7 +157,7 @@ def test_ddp_sim_single_run(tmp_path):
     assert proc.returncode == 0, describe(proc)
     records = results_under(log_dir)
     assert len(records) == 1
-    check_ddp_record(next(iter(records.values())))
+    check_ddp_record(next(iter(records.values())), single_process_record(0, tmp_path / "single"))
 
 
 def test_lightning_still_builds_the_relaunch_command_where_we_replace_it():

@@ -9,8 +9,11 @@ import json
 import math
 
 import pytest
+import torch
+from hydra.utils import instantiate
 
 from conftest import CSV_ONLY, compose_config, multirun_jobs, results_under, tiny
+from learnbench.checkpoints import load_module
 from learnbench.data import DatasetNotFoundError
 from learnbench.train import train
 
@@ -33,11 +36,14 @@ def read_record(run_dir):
 def test_short_run_writes_results(data, vision_data, tmp_path):
     model, metric = DATASETS[data]
     root, _ = vision_data
-    overrides = [f"data={data}", f"model={model}", "method=bp", "seed=3", *tiny(train_batches=3), *CSV_ONLY]
+    # tiny(), but with the default callbacks' checkpoint (checkpoints/last.ckpt after the epoch): the oracle's model
+    keep = [o for o in tiny(train_batches=3) if o not in ("callbacks=none", "+trainer.enable_checkpointing=false")]
+    overrides = [f"data={data}", f"model={model}", "method=bp", "seed=3", *keep, *CSV_ONLY]
     if data != "spiral":  # the synthetic IDX files: 240 training images, 60 test images
         overrides += [f"paths.data_dir={root}", "data.download=false", "data.val_size=40", "data.batch_size=50"]
     run_dir = tmp_path / "run"
-    returned = train(compose_config(overrides, run_dir))
+    cfg = compose_config(overrides, run_dir)
+    returned = train(cfg)
     record = read_record(run_dir)
 
     assert record["status"] == "ok", record["message"]
@@ -48,9 +54,23 @@ def test_short_run_writes_results(data, vision_data, tmp_path):
     assert metric in final and "test/loss" in final and other not in final
     assert metric.replace("test/", "val/") in final and "train/loss" in final
     assert all(isinstance(v, float) and math.isfinite(v) for v in final.values())
+    # Oracle: the metric recomputed by hand from the saved weights on the whole test split (one test
+    # batch holds all of it), independently of the evaluation loop, torchmetrics and results.json.
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("test")
+    x, y = datamodule.splits.test
+    assert len(x) <= cfg.data.eval_batch_size, "limit_test_batches=1 must cover the whole test split"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 3, "the weights after the last step"
+    trained = load_module(checkpoint).eval()
+    with torch.no_grad():
+        output = trained(x)
     if metric == "test/acc":
-        assert 0.0 <= final["test/acc"] <= 1.0
-    else:  # two code paths, one number: the mean per-example MSE loss and torchmetrics' MSE
+        correct = int((output.argmax(dim=1) == y).sum())
+        assert final["test/acc"] == pytest.approx(correct / len(y), abs=1e-6), (correct, len(y))
+    else:  # the mean squared error over every pixel of every test image
+        assert final["test/mse"] == pytest.approx(float((output - y.flatten(1)).pow(2).mean()), rel=1e-5)
+        # two code paths, one number: the mean per-example MSE loss and torchmetrics' MSE
         assert final["test/mse"] == pytest.approx(final["test/loss"], rel=1e-5)
     assert record["output_dir"] == str(run_dir.resolve())
     assert record["config"]["data"]["_target_"].startswith("learnbench.data.")
