@@ -43,7 +43,6 @@ def test_a_batch_size_of_zero(tmp_path):
     assert message == "data.batch_size=0: expected an integer >= 1 (set on the command line)"
 
 
-@pytest.mark.xfail(strict=False, reason="rule annotations pending (sigma: Positive in the rules' signatures)")
 def test_a_negative_sigma(tmp_path):
     message = refused(["method=np", "method.sigma=-1"], tmp_path)
     assert "method.sigma=-1: expected a number > 0" in message
