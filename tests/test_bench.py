@@ -1,0 +1,59 @@
+"""Smoke test of the step-time benchmark (learnbench.tools.bench): what it times, never how fast.
+
+Tiny models, one round: every rule of the catalog gets a row on the MLP and on LeNet, the ratio
+of bp is 1, and the per-direction rows are those of the rules with a `directions` option. The
+all-rules tests time in this process (--processes one); one test runs a few rows the default way,
+each in a process of its own."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from learnbench.catalog import comparable_rules
+from learnbench.paths import CONFIG_DIR
+from learnbench.tools import bench
+
+# No --threads: torch.set_num_threads would outlive the test in this process.
+QUICK = ["--rounds", "1", "--warmup", "0", "--json"]
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet"])
+def test_every_rule_is_timed_beside_bp(model, capsys):
+    result = bench.main(["--model", model, "--hidden", "8", "--batch", "2", "--directions", "2", "--processes", "one", *QUICK])
+    rules = comparable_rules("feedforward")
+    steps = result["steps"]
+    assert set(rules) <= set(steps)
+    assert list(steps)[0] == "bp" and steps["bp"]["over_bp"] == 1.0
+    assert all(row["ms"] > 0 for row in steps.values())
+    k_rows = {name.removesuffix(" K=2") for name in steps if name.endswith(" K=2")}
+    assert k_rows == {r for r in rules if "directions" in OmegaConf.load(CONFIG_DIR / "method" / f"{r}.yaml")}
+    assert {"wp", "np", "fg_w", "fg_a"} <= k_rows
+    assert all("per_direction_over_k1" in steps[f"{r} K=2"] for r in k_rows)
+    assert {"forward only", "np (no clean pass)"} <= set(steps)
+    expected = "MLP 784-8-10" if model == "mlp" else "LeNet-5 1x28x28-10"
+    assert result["setting"]["model"] == expected and result["setting"]["batch"] == 2
+
+
+def test_rows_in_their_own_processes(capsys):
+    """The default: each row in a process of its own (forkserver), the parent taking them in turn."""
+    result = bench.main(["--hidden", "8", "--batch", "2", "--rules", "wp", "--directions", "2", "--no-variants", *QUICK])
+    assert result["setting"]["processes"] == "per-rule"
+    assert list(result["steps"]) == ["bp", "wp", "forward only", "wp K=2"]
+    assert result["steps"]["bp"]["over_bp"] == 1.0
+    assert "per_direction_over_k1" in result["steps"]["wp K=2"]
+
+
+def test_rule_subset_and_default_batches(capsys):
+    result = bench.main(["--model", "lenet", "--rules", "fa", "--directions", "1", "--no-variants", "--processes", "one", *QUICK])
+    assert list(result["steps"]) == ["bp", "fa", "forward only"]
+    assert result["setting"]["batch"] == 64
+    with pytest.raises(SystemExit, match="no such method"):
+        bench.main(["--rules", "nope", *QUICK])
+
+
+def test_profile_lists_ops_for_each_rule(capsys):
+    profiles = bench.main(["--hidden", "8", "--batch", "2", "--rules", "kp", "--directions", "1", "--warmup", "0",
+                           "--profile", "--profile-by", "op", "--top", "3", "--json"])
+    assert list(profiles) == ["bp", "kp"]
+    assert all(len(p["top"]) == 3 and p["top"][0]["op"] for p in profiles.values())
