@@ -14,13 +14,15 @@ from learnbench.catalog import comparable_rules
 from learnbench.paths import CONFIG_DIR
 from learnbench.tools import bench
 
-# No --threads: torch.set_num_threads would outlive the test in this process.
+# No --threads and glibc's own malloc: torch.set_num_threads and mallopt would outlive the test in this
+# process (the rows' own processes, in test_rows_in_their_own_processes, set --malloc keep for themselves).
 QUICK = ["--rounds", "1", "--warmup", "0", "--json"]
+HERE = ["--processes", "one", "--malloc", "default"]
 
 
 @pytest.mark.parametrize("model", ["mlp", "lenet"])
 def test_every_rule_is_timed_beside_bp(model, capsys):
-    result = bench.main(["--model", model, "--hidden", "8", "--batch", "2", "--directions", "2", "--processes", "one", *QUICK])
+    result = bench.main(["--model", model, "--hidden", "8", "--batch", "2", "--directions", "2", *HERE, *QUICK])
     rules = comparable_rules("feedforward")
     steps = result["steps"]
     assert set(rules) <= set(steps)
@@ -38,22 +40,22 @@ def test_every_rule_is_timed_beside_bp(model, capsys):
 def test_rows_in_their_own_processes(capsys):
     """The default: each row in a process of its own (forkserver), the parent taking them in turn."""
     result = bench.main(["--hidden", "8", "--batch", "2", "--rules", "wp", "--directions", "2", "--no-variants", *QUICK])
-    assert result["setting"]["processes"] == "per-rule"
+    assert result["setting"]["processes"] == "per-rule" and result["setting"]["malloc"] == "keep"
     assert list(result["steps"]) == ["bp", "wp", "forward only", "wp K=2"]
     assert result["steps"]["bp"]["over_bp"] == 1.0
     assert "per_direction_over_k1" in result["steps"]["wp K=2"]
 
 
 def test_rule_subset_and_default_batches(capsys):
-    result = bench.main(["--model", "lenet", "--rules", "fa", "--directions", "1", "--no-variants", "--processes", "one", *QUICK])
+    result = bench.main(["--model", "lenet", "--rules", "fa", "--directions", "1", "--no-variants", *HERE, *QUICK])
     assert list(result["steps"]) == ["bp", "fa", "forward only"]
     assert result["setting"]["batch"] == 64
     with pytest.raises(SystemExit, match="no such method"):
-        bench.main(["--rules", "nope", *QUICK])
+        bench.main(["--rules", "nope", *HERE, *QUICK])
 
 
 def test_profile_lists_ops_for_each_rule(capsys):
     profiles = bench.main(["--hidden", "8", "--batch", "2", "--rules", "kp", "--directions", "1", "--warmup", "0",
-                           "--profile", "--profile-by", "op", "--top", "3", "--json"])
+                           "--profile", "--profile-by", "op", "--top", "3", "--malloc", "default", "--json"])
     assert list(profiles) == ["bp", "kp"]
     assert all(len(p["top"]) == 3 and p["top"][0]["op"] for p in profiles.values())

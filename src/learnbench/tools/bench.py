@@ -8,14 +8,19 @@
 One model, one batch, one machine: every rule that trains feed-forward models (the list of
 learnbench.catalog.comparable_rules, which the comparison sweeps run) does a full training step as
 the training module does it (zero grads, begin_step, estimate, optimiser step over the model's and
-the rule's own parameters, after_optimizer_step) in round-robin order, many rounds, and the median
-is kept, so load from other processes hits every rule alike. The 90 % interval of each ratio is a
-bootstrap over the rounds (how much the ratio depends on which rounds were disturbed); load that
-drifts between runs is not in it, so compare two runs. Also prints a forward pass in BP-step
-units, the per-direction cost at K directions over K = 1, the minor page faults of a step (median),
-and (with --data-dir) a whole MNIST epoch through the suite's Lightning loop over a minimal
-hand-written PyTorch loop on the same data and model. `--clock cpu` times the process's CPU time
-instead of elapsed time: on a loaded machine, other processes' time slices then stay out of it.
+the rule's own parameters, after_optimizer_step). Each row runs in a process of its own (the same
+seed-0 model and batch in each), and the rows take turns, round-robin, many rounds; the median is
+kept, so load from other processes hits every rule alike. glibc is told to keep freed memory
+mapped (`--malloc keep`): a bare loop of identical steps otherwise page-faults its temporaries
+back in every step, by an amount that depends on each process's allocation history, which the
+training loop does not (docs/speed.md). The 90 % interval of each ratio is a bootstrap over the
+rounds; load that drifts between runs is not in it, so compare two runs.
+
+Also prints a forward pass in BP-step units, the per-direction cost at K directions over K = 1,
+the minor page faults of a step (median), and (with --data-dir) a whole MNIST epoch through the
+suite's Lightning loop over a minimal hand-written PyTorch loop on the same data and model.
+`--clock cpu` times the process's CPU time instead of elapsed time: on a loaded machine, other
+processes' time slices then stay out of it.
 Timings are for reading, never for pass/fail tests.
 """
 
@@ -226,12 +231,16 @@ def step_worker(conn, args, spec: StepSpec) -> None:
 def time_in_processes(specs: dict[str, StepSpec], args):
     """Each row in a process of its own, as a training run has it (its allocations alone in its heap),
     still round-robin: the parent starts one step at a time and waits for it, so load from other
-    processes hits every row alike. Forked from a fresh forkserver that has imported torch."""
+    processes hits every row alike. Forked from a fresh forkserver that has imported torch (never from
+    this process, which may have started OpenMP threads already)."""
     import importlib
     import multiprocessing
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["learnbench.tools.bench"])
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["learnbench.tools.bench"])
+    else:  # Windows
+        ctx = multiprocessing.get_context("spawn")
     # The module by its name, not __main__, so the worker pickles as a reference the children can import.
     worker = importlib.import_module("learnbench.tools.bench").step_worker
     workers = {}
@@ -276,8 +285,6 @@ def time_in_processes(specs: dict[str, StepSpec], args):
 def rule_ratios(args, device) -> dict:
     specs = step_specs(args)
     if args.processes == "one":
-        if args.malloc == "keep":
-            keep_freed_memory()
         times, faults = time_in_one_process(specs, args, device)
     else:
         times, faults = time_in_processes(specs, args)
@@ -453,6 +460,8 @@ def step_times(args: argparse.Namespace) -> dict:
         args.batch = DEFAULT_BATCH[args.model]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == "keep" and not keep_freed_memory():  # here (profile, --processes one); each row's process sets its own
+        args.malloc = "default (no glibc mallopt here)"
     if args.profile:
         return emit(profile_steps(args, device), args.json, print_profile)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

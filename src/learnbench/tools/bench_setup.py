@@ -7,10 +7,10 @@ import json
 from collections.abc import Callable, Sequence
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from learnbench.catalog import rule_from_config
 from learnbench.models import MLP, LeNet
 from learnbench.paths import CONFIG_DIR
 
@@ -26,7 +26,7 @@ def method_config(method: str):
 
 def make_rule(method: str, **overrides):
     """The rule of conf/method/<method>.yaml, with keyword overrides (directions=16, comm='scalars', ...)."""
-    return instantiate(method_config(method), **overrides)
+    return rule_from_config(method, **overrides)
 
 
 def has_directions(method: str) -> bool:
