@@ -248,3 +248,11 @@ def wandb_contents(path: Path) -> dict:
         elif kind == "exit":
             out["exit_code"] = record.exit.exit_code
     return out
+
+
+def truncated_mnist(root: Path, seed: int) -> Path:
+    """A synthetic MNIST under root whose training images are cut to 1000 bytes; returns that file."""
+    write_vision_dataset(root, "mnist", seed=seed)
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    return path

@@ -15,7 +15,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import CSV_ONLY, TINY, TORCHVISION_FOLDER, compose_config, describe, results_under, run_cli, write_idx, write_vision_dataset
+from conftest import CSV_ONLY, TINY, TORCHVISION_FOLDER, compose_config, describe, results_under, run_cli, truncated_mnist, write_idx, write_vision_dataset
 from learnbench.config_validation import ConfigError as ValidationError
 from learnbench.config_validation import describe as describe_type
 from learnbench.config_validation import validate_config
@@ -255,9 +255,7 @@ def test_a_truncated_gzip_archive(tmp_path):
 
 def test_a_damaged_file_reaches_results_json(tmp_path):
     root = tmp_path / "datasets"
-    write_vision_dataset(root, "mnist", seed=8)
-    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:1000])
+    path = truncated_mnist(root, seed=8)
     run_dir = tmp_path / "run"
     overrides = ["data=mnist", f"paths.data_dir={root}", "data.download=false", "data.val_size=40", *TINY, *CSV_ONLY]
     with pytest.raises(DamagedDataFileError):

@@ -23,7 +23,7 @@ from conftest import (
     results_under,
     run_cli,
     tiny,
-    write_vision_dataset,
+    truncated_mnist,
 )
 from learnbench.console import EXIT_USER_ERROR, quiet_known_noise
 
@@ -177,9 +177,7 @@ def test_a_config_error_is_one_message_and_exit_2(tmp_path):
 
 def test_a_damaged_data_file_is_one_message_and_exit_2(tmp_path):
     root = tmp_path / "datasets"
-    write_vision_dataset(root, "mnist", seed=9)
-    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:1000])
+    path = truncated_mnist(root, seed=9)
     log_dir = tmp_path / "logs"
     overrides = ["data=mnist", f"paths.data_dir={root}", "data.download=false", "data.val_size=40"]
     proc = run_cli(*overrides, *TINY, *CSV_ONLY, f"paths.log_dir={log_dir}", cwd=tmp_path)
