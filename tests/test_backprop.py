@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from learnbench.data import SpiralDataModule
-from learnbench.data.in_memory import per_example_loss
+from learnbench.tasks import per_example_loss
 from learnbench.models import MLP, Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.rules import Backprop

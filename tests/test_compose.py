@@ -17,7 +17,7 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
 from conftest import TINY, compose_config
-from learnbench.data.in_memory import per_example_loss
+from learnbench.tasks import per_example_loss
 from learnbench.paths import CONFIG_DIR
 from learnbench.rules import LearningRule
 from learnbench.train import ConfigError, build, check_config, train

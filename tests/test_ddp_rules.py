@@ -29,7 +29,8 @@ import torch
 import torch.multiprocessing as mp
 
 from learnbench.data import SpiralDataModule
-from learnbench.data.in_memory import TensorBatches, per_example_loss
+from learnbench.data.in_memory import TensorBatches
+from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
 from learnbench.module import LearningRuleModule
 from learnbench.catalog import rule_from_config

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from learnbench.data.in_memory import per_example_loss
+from learnbench.tasks import per_example_loss
 from learnbench.models import CNN, MLP
 from learnbench.catalog import rule_from_config
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from learnbench.data import SpiralDataModule
-from learnbench.data.in_memory import per_example_loss
+from learnbench.tasks import per_example_loss
 from learnbench.models import CNN, MLP, LeNet
 from learnbench.module import LearningRuleModule
 from learnbench.rules import DirectFeedbackAlignment, FeedbackAlignment, KolenPollack, SignSymmetry

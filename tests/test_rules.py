@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.func import functional_call
 
-from learnbench.data.in_memory import per_example_loss
+from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
 from learnbench.catalog import rule_from_config
 from learnbench.paths import CONFIG_DIR

@@ -11,26 +11,20 @@ clip, accumulate or step schedulers for us, and DDP does not average hand-writte
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import lightning as L
 import torch
 import torchmetrics
 from torch import Tensor, nn
 
-from learnbench.data.in_memory import CLASSIFICATION, per_example_loss
 from learnbench.models.blocks import Block
 from learnbench.rules.base import LearningRule, no_reduction, trainable_parameters
+from learnbench.tasks import CLASSIFICATION, get_task
 
 
-def split_metrics(task: str, num_classes: int) -> nn.ModuleDict:
-    """The metrics of one evaluation split: loss plus accuracy or reconstruction MSE."""
-    metrics = {"loss": torchmetrics.MeanMetric()}
-    if task == CLASSIFICATION:
-        metrics["acc"] = torchmetrics.classification.MulticlassAccuracy(num_classes=num_classes, average="micro")
-    else:
-        metrics["mse"] = torchmetrics.MeanSquaredError()
-    return nn.ModuleDict(metrics)
+def split_metrics(task: str, num_outputs: int) -> nn.ModuleDict:
+    """The metrics of one evaluation split: the loss plus the task's own (accuracy, MSE, ...)."""
+    return nn.ModuleDict({"loss": torchmetrics.MeanMetric(), **get_task(task).metrics(num_outputs)})
 
 
 class LearningRuleModule(L.LightningModule):
@@ -55,7 +49,8 @@ class LearningRuleModule(L.LightningModule):
         rule.bind(model, seed)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.loss_fn = partial(per_example_loss, task)
+        self.task = get_task(task)
+        self.loss_fn = self.task.loss
         self.seed = seed
         self.grad_clip_norm = grad_clip_norm
         self.allreduce_grads = allreduce_grads
@@ -70,11 +65,8 @@ class LearningRuleModule(L.LightningModule):
         self.divergence_message: str | None = None
         self._first_batch_of_epoch = True
         self.train_loss = torchmetrics.MeanMetric()
-        self.train_acc = (
-            torchmetrics.classification.MulticlassAccuracy(num_classes=num_classes, average="micro")
-            if task == CLASSIFICATION
-            else None
-        )
+        # The task's metrics on the training batches too (train/acc, ...), accumulated over the epoch.
+        self.train_metrics = nn.ModuleDict(self.task.metrics(num_classes))
         self.eval_metrics = nn.ModuleDict({"val": split_metrics(task, num_classes), "test": split_metrics(task, num_classes)})
 
     def forward(self, x: Tensor) -> Tensor:
@@ -229,16 +221,16 @@ class LearningRuleModule(L.LightningModule):
 
     def _log_train(self, loss: Tensor, output: Tensor | None, y: Tensor, batch_size: int) -> None:
         self.train_loss.update(loss, weight=batch_size)
-        if self.train_acc is not None and output is not None:
-            self.train_acc.update(output, y)
+        if output is not None:
+            self.task.update(self.train_metrics, output, y)
         # The epoch metrics are torchmetrics objects that accumulate by themselves: registering them
         # with self.log once per epoch is enough (Lightning computes and resets them at the epoch's
         # end). Registering them every step cost ~0.5 ms a step in Lightning's bookkeeping.
         if self._first_batch_of_epoch:
             self._first_batch_of_epoch = False
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
-            if self.train_acc is not None:
-                self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=batch_size)
+            for name, metric in self.train_metrics.items():
+                self.log(f"train/{name}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
         if not self._should_log_step():
             return
         self.log("train/batch_loss", loss, on_step=True, on_epoch=False, batch_size=batch_size)
@@ -250,10 +242,7 @@ class LearningRuleModule(L.LightningModule):
         output = self.rule.predict(self.model, x)
         metrics = self.eval_metrics[split]
         metrics["loss"].update(self.loss_fn(output, y).mean(), weight=len(x))
-        if "acc" in metrics:
-            metrics["acc"].update(output, y)
-        else:
-            metrics["mse"].update(output, y.flatten(1))
+        self.task.update({k: m for k, m in metrics.items() if k != "loss"}, output, y)
         for name, metric in metrics.items():
             self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=(split == "val"), batch_size=len(x))
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.callbacks import RunRecorder
-from learnbench.data.in_memory import RECONSTRUCTION
+from learnbench.tasks import RECONSTRUCTION
 from learnbench.models import CNN, Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.paths import CONFIG_DIR

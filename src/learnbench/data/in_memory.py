@@ -15,10 +15,8 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-CLASSIFICATION = "classification"
-RECONSTRUCTION = "reconstruction"
+from learnbench.tasks import CLASSIFICATION
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -100,7 +98,7 @@ class InMemoryDataModule(L.LightningDataModule):
     """Base class: subclasses implement `load_splits()` and set the shape attributes.
 
     Attributes a model is built from: `input_shape` (one example), `output_dim` (classes, or the
-    flattened input size for reconstruction), `task` (classification or reconstruction).
+    flattened input size for reconstruction), `task` (a name in learnbench.tasks.TASKS).
     """
 
     input_shape: tuple[int, ...] = ()
@@ -154,12 +152,3 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return self._eval_batches(self.splits.test)
-
-
-def per_example_loss(task: str, output: Tensor, target: Tensor) -> Tensor:
-    """Loss of each example, shape [batch]: cross-entropy, or the mean squared error per example."""
-    if task == CLASSIFICATION:
-        return F.cross_entropy(output, target, reduction="none")
-    if task == RECONSTRUCTION:
-        return (output - target.flatten(1)).pow(2).flatten(1).mean(dim=1)
-    raise ValueError(f"unknown task {task!r}: expected {CLASSIFICATION!r} or {RECONSTRUCTION!r}")

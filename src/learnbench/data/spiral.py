@@ -13,7 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-from learnbench.data.in_memory import CLASSIFICATION, InMemoryDataModule, Splits
+from learnbench.data.in_memory import InMemoryDataModule, Splits
+from learnbench.tasks import CLASSIFICATION
 
 
 def make_spiral(

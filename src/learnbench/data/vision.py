@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
-from learnbench.data.in_memory import CLASSIFICATION, RECONSTRUCTION, InMemoryDataModule, Splits
+from learnbench.data.in_memory import InMemoryDataModule, Splits
+from learnbench.tasks import CLASSIFICATION, RECONSTRUCTION
 from learnbench.options import NonNegativeInt, PositiveInt
 
 # name -> (torchvision class, pixel mean, pixel std): the usual training-set statistics.

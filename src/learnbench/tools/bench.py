@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from learnbench.catalog import comparable_rules
-from learnbench.data.in_memory import per_example_loss
+from learnbench.tasks import per_example_loss
 from learnbench.paths import CONFIG_DIR
 from learnbench.rules.base import trainable_parameters
 from learnbench.tools import bench_comm
