@@ -10,6 +10,7 @@ shards) need the vector, and the module averages it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torchmetrics
@@ -24,6 +25,8 @@ class Task:
     """Base: subclasses set `name` and implement `loss` and `metrics`; `update` feeds each metric."""
 
     name: str = ""
+    #: Examples are sequences [batch, time, features]: the module cuts them into windows (SequenceTask).
+    sequential: bool = False
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
@@ -64,6 +67,83 @@ class Reconstruction(Task):
         metrics["mse"].update(output, target.flatten(1))
 
 
+class SequenceTask(Task):
+    """Sequences [batch, time, ...]. The loss of a sequence is the mean over its steps of a per-step loss
+    (or, for a per-sequence target, the loss of the last step). The training module cuts sequences
+    into windows and asks `window_loss` for each: the window losses of a sequence sum to its loss, so
+    gradients summed over windows are the sequence's gradient (docs/architecture.md, "Time")."""
+
+    sequential = True
+    #: Targets [batch, time, ...], one per step (else one per sequence, scored at the last step).
+    per_step: bool = True
+
+    def step_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The loss of every example at every step, [batch, time]."""
+        raise NotImplementedError
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return self.step_loss(output, target).mean(dim=1)
+
+    def window_target(self, target: Tensor, t0: int, t1: int) -> Tensor:
+        return target[:, t0:t1] if self.per_step else target
+
+    def window_loss(self, steps: int, t0: int, t1: int) -> LossFn:
+        """The per-example loss of the window [t0, t1) of a sequence of `steps` steps, as its share of the
+        sequence's loss: summed per-step losses / steps (a per-sequence target: zero before the last window)."""
+        if not self.per_step:
+            return self.loss if t1 == steps else _no_loss
+        return functools.partial(_window_share, self, steps)
+
+
+def _window_share(task: SequenceTask, steps: int, output: Tensor, target: Tensor) -> Tensor:
+    return task.step_loss(output, target).sum(dim=1) / steps
+
+
+def _no_loss(output: Tensor, target: Tensor) -> Tensor:
+    """A window before the scored last step: no loss, but a graph (rules take gradients of it)."""
+    return output.flatten(1).sum(dim=1) * 0
+
+
+class SequenceRegression(SequenceTask):
+    """Half the squared error at every step, summed over the outputs (Murray 2019's 0.5 MSE for one output)."""
+
+    name = "sequence_regression"
+
+    def step_loss(self, output, target):
+        return 0.5 * (output - target).pow(2).sum(dim=-1)
+
+    def metrics(self, num_outputs):
+        return {"mse": torchmetrics.MeanSquaredError()}
+
+    def update(self, metrics, output, target):
+        metrics["mse"].update(output.flatten(), target.flatten())
+
+
+class SequenceSoftClassification(SequenceTask):
+    """Cross-entropy against a target distribution at every step (the add task's (p_t, 1 - p_t))."""
+
+    name = "sequence_soft_classification"
+
+    def step_loss(self, output, target):
+        return -(target * F.log_softmax(output, dim=-1)).sum(dim=-1)
+
+
+class SequenceClassification(SequenceTask):
+    """One class per sequence, read from the output at the last step (sequential MNIST)."""
+
+    name = "sequence_classification"
+    per_step = False
+
+    def loss(self, output, target):
+        return F.cross_entropy(output[:, -1], target, reduction="none")
+
+    def metrics(self, num_outputs):
+        return {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes=num_outputs, average="micro")}
+
+    def update(self, metrics, output, target):
+        metrics["acc"].update(output[:, -1], target)
+
+
 TASKS: dict[str, Task] = {}
 
 
@@ -75,9 +155,13 @@ def register_task(task: Task) -> Task:
 
 register_task(Classification())
 register_task(Reconstruction())
+for _task in (SequenceRegression(), SequenceSoftClassification(), SequenceClassification()):
+    register_task(_task)
 
 
 def get_task(name: str) -> Task:
+    if name not in TASKS:
+        import learnbench.data  # noqa: F401  (data modules register their own tasks at import, e.g. zipser_andersen)
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}: known tasks are {sorted(TASKS)}")
     return TASKS[name]

@@ -1,10 +1,14 @@
 """Datasets held in memory as tensors and batched by a seeded index permutation."""
 
 from learnbench.data.in_memory import InMemoryDataModule, TensorBatches
+from learnbench.data.sequences import AddTaskDataModule, SequentialMNISTDataModule, SineTrajectoryDataModule
 from learnbench.data.spiral import SpiralDataModule, make_spiral
 from learnbench.data.vision import DamagedDataFileError, DatasetNotFoundError, VisionDataModule, check_idx_file
 
 __all__ = [
+    "AddTaskDataModule",
+    "SequentialMNISTDataModule",
+    "SineTrajectoryDataModule",
     "DamagedDataFileError",
     "DatasetNotFoundError",
     "InMemoryDataModule",

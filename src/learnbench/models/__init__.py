@@ -1,7 +1,9 @@
-"""Models: plain nn.Modules. Feed-forward models are chains of named blocks (models/blocks.py)."""
+"""Models: plain nn.Modules. Feed-forward models are chains of named blocks (models/blocks.py); the
+recurrent model is a leaky rate RNN (models/rnn.py)."""
 
 from learnbench.models.blocks import Block, BlockChain
 from learnbench.models.conv import CNN, LeNet
 from learnbench.models.mlp import MLP, Autoencoder
+from learnbench.models.rnn import RNN
 
-__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "LeNet"]
+__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "LeNet", "RNN"]

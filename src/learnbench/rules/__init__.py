@@ -3,6 +3,7 @@
     backprop.py                 the exact gradient
     perturbation/               weight and node perturbation, forward gradients (weights, activities)
     feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
+    recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
 
@@ -12,13 +13,19 @@ from learnbench.rules.feedback.direct_feedback_alignment import DirectFeedbackAl
 from learnbench.rules.feedback.feedback_alignment import FeedbackAlignment
 from learnbench.rules.feedback.kolen_pollack import KolenPollack
 from learnbench.rules.feedback.sign_symmetry import SignSymmetry
+from learnbench.rules.recurrent.bptt import BPTT
+from learnbench.rules.recurrent.eprop import EProp
+from learnbench.rules.recurrent.rflo import RFLO
+from learnbench.rules.recurrent.rtrl import RTRL
 from learnbench.rules.perturbation.forward_gradient_activity import ForwardGradientActivity
 from learnbench.rules.perturbation.forward_gradient_weight import ForwardGradientWeight
 from learnbench.rules.perturbation.node_perturbation import NodePerturbation
 from learnbench.rules.perturbation.weight_perturbation import WeightPerturbation
 
 __all__ = [
+    "BPTT",
     "Backprop",
+    "EProp",
     "DirectFeedbackAlignment",
     "FeedbackAlignment",
     "ForwardGradientActivity",
@@ -26,6 +33,8 @@ __all__ = [
     "KolenPollack",
     "LearningRule",
     "NodePerturbation",
+    "RFLO",
+    "RTRL",
     "RuleOutput",
     "SignSymmetry",
     "WeightPerturbation",

@@ -1,0 +1,95 @@
+"""A leaky rate RNN (a discretised continuous-time network), the model of the recurrent rules.
+
+    h_t = (1 - a) h_{t-1} + a (W_rec phi(h_{t-1}) + W_in x_t + b),   a = dt / tau
+    y_t = W_out phi(h_t) + b_out
+
+Sequences are [batch, time, features]; `forward(x, state)` returns the outputs [batch, time, outputs]
+(and, with `return_state=True`, the last h). A plain RNN is tau = dt (a = 1). The rules read the
+weights and `a`, `phi`, `phi_prime` directly: their maths (eligibility traces, influence matrices)
+is written against this one update.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from learnbench.options import Positive, PositiveInt
+
+ACTIVATIONS = {"tanh": (torch.tanh, lambda h: 1 - torch.tanh(h) ** 2), "identity": (lambda h: h, torch.ones_like)}
+
+
+class RNN(nn.Module):
+    #: The training app refuses sequence data on models without this (and this model on other data).
+    recurrent = True
+
+    def __init__(
+        self,
+        input_shape: int | Sequence[int],
+        output_dim: int,
+        hidden_size: PositiveInt = 50,
+        tau: Positive = 10.0,
+        dt: Positive = 1.0,
+        recurrent_gain: Positive = 1.5,
+        input_scale: Positive = 1.0,
+        activation: Literal["tanh", "identity"] = "tanh",
+        learn_input: bool = True,
+        learn_recurrent: bool = True,
+        learn_output: bool = True,
+        bias: bool = True,
+        output_bias: bool = True,
+    ):
+        super().__init__()
+        if dt > tau:
+            raise ValueError(f"model.dt={dt} > model.tau={tau}: a = dt / tau must be at most 1 (a leaky unit)")
+        # input_shape is one example's (time, features); the input width is the last entry.
+        input_dim = input_shape if isinstance(input_shape, int) else input_shape[-1]
+        n = hidden_size
+        self.input_dim, self.hidden_size, self.output_dim = input_dim, n, output_dim
+        self.a = dt / tau
+        self.activation = activation
+        # Murray 2019: W_rec ~ N(0, g^2 / N) with g = 1.5 (chaotic regime before learning).
+        self.w_rec = nn.Parameter(torch.randn(n, n) * recurrent_gain / math.sqrt(n), requires_grad=learn_recurrent)
+        self.w_in = nn.Parameter(torch.randn(n, input_dim) * input_scale / math.sqrt(input_dim), requires_grad=learn_input)
+        self.b = nn.Parameter(torch.zeros(n), requires_grad=learn_recurrent) if bias else None
+        bound = 1 / math.sqrt(n)
+        self.w_out = nn.Parameter(torch.empty(output_dim, n).uniform_(-bound, bound), requires_grad=learn_output)
+        self.b_out = nn.Parameter(torch.zeros(output_dim), requires_grad=learn_output) if output_bias else None
+
+    def phi(self, h: Tensor) -> Tensor:
+        return ACTIVATIONS[self.activation][0](h)
+
+    def phi_prime(self, h: Tensor) -> Tensor:
+        return ACTIVATIONS[self.activation][1](h)
+
+    def initial_state(self, batch: int) -> Tensor:
+        """h_0 = 0 for every sequence: nothing leaks from one independent sequence into the next."""
+        return self.w_rec.new_zeros(batch, self.hidden_size)
+
+    def step(self, h: Tensor, x_t: Tensor) -> Tensor:
+        u = self.phi(h) @ self.w_rec.T + x_t @ self.w_in.T
+        if self.b is not None:
+            u = u + self.b
+        return (1 - self.a) * h + self.a * u
+
+    def readout(self, h: Tensor) -> Tensor:
+        y = self.phi(h) @ self.w_out.T
+        return y if self.b_out is None else y + self.b_out
+
+    def run(self, x: Tensor, state: Tensor | None = None) -> Tensor:
+        """The hidden states h_1 .. h_T, [batch, time, N], from h_0 = state (or the initial state)."""
+        h = self.initial_state(len(x)) if state is None else state
+        states = []
+        for t in range(x.shape[1]):
+            h = self.step(h, x[:, t])
+            states.append(h)
+        return torch.stack(states, dim=1)
+
+    def forward(self, x: Tensor, state: Tensor | None = None, return_state: bool = False):
+        hs = self.run(x, state)
+        y = self.readout(hs)
+        return (y, hs[:, -1]) if return_state else y

@@ -1,0 +1,37 @@
+"""Backpropagation through time, and its truncated form.
+
+Each window runs from the carried state with autograd and takes the exact gradient of the window's
+loss; the state is carried detached, so with `truncation: k` the gradient is cut every k steps
+(truncated BPTT: what happened before a window's start gets no credit for the loss inside it).
+`truncation: null` with `update_every: sequence` is full BPTT, the gradient of the whole sequence.
+An online update (`update_every: k`) also cuts the gradient there: the weights that made the earlier
+steps are gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from learnbench.models.rnn import RNN
+from learnbench.options import PositiveInt
+from learnbench.rules.base import LossFn, RuleOutput, trainable_parameters
+from learnbench.rules.recurrent.recurrent_rule import RecurrentRule, UpdateEvery
+
+
+class BPTT(RecurrentRule):
+    def __init__(self, truncation: PositiveInt | None = None, update_every: UpdateEvery = "sequence") -> None:
+        super().__init__(update_every=update_every)
+        self.truncation = truncation
+
+    def estimate_grads(self, model: RNN, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
+        h0 = model.initial_state(len(x)) if state is None else state
+        with torch.enable_grad():
+            output, h_last = model(x, h0, return_state=True)
+            loss = loss_fn(output, y).mean()
+            params = trainable_parameters(model)
+            for p, g in zip(params, torch.autograd.grad(loss, params)):
+                p.grad = g
+        return RuleOutput(loss=loss.detach(), output=output.detach(), state=h_last.detach())

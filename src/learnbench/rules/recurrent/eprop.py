@@ -1,0 +1,57 @@
+"""e-prop for rate units (Bellec et al. 2020, Nat. Commun. 11:3625).
+
+dL/dW_ij ~ sum_t L_t,i e_t,ij: an eligibility trace from the unit's own dynamics, and a learning signal
+L_t = dL/dy_t times a feedback matrix. For this leaky rate unit the only internal state is h, whose own
+dynamics are the leak (1 - a); the path h_{t-1,i} -> phi -> W_rec -> h_t is the network's recurrence,
+which e-prop leaves out. So the trace is RFLO's, e_t = (1 - a) e_{t-1} + a z_t, and the two rules differ
+in the feedback (Bellec et al. note that RFLO is e-prop for such units):
+
+    symmetric   L through W_out^T, the current readout (the default)
+    random      a fixed random B from the seed (random e-prop: RFLO)
+    adaptive    B learns: it gets W_out's own gradient (transposed) plus a decay, so B and W_out^T start
+                apart and converge (Kolen-Pollack style); B is a rule parameter (optimised, all-reduced)
+
+The readout's output is not filtered (no leaky readout), so e-prop's low-pass filtered trace is e itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from learnbench.models.rnn import RNN
+from learnbench.options import NonNegative, Positive
+from learnbench.rules.recurrent.recurrent_rule import UpdateEvery
+from learnbench.rules.recurrent.rflo import RFLO
+
+
+class EProp(RFLO):
+    def __init__(
+        self,
+        feedback: Literal["symmetric", "random", "adaptive"] = "symmetric",
+        update_every: UpdateEvery = "sequence",
+        feedback_scale: Positive = 1.0,
+        feedback_decay: NonNegative = 0.0,
+    ) -> None:
+        super().__init__(update_every=update_every, feedback_scale=feedback_scale)
+        self.feedback_kind = feedback
+        self.feedback_decay = feedback_decay
+
+    def init_state(self, model: RNN, generator: torch.Generator) -> None:
+        if self.feedback_kind == "symmetric":
+            return
+        super().init_state(model, generator)
+        if self.feedback_kind == "adaptive":  # learned: a Parameter, so the optimiser and DDP see it
+            b = self.feedback
+            del self.feedback
+            self.feedback = nn.Parameter(b)
+
+    def feedback_matrix(self, model: RNN) -> Tensor:
+        return model.w_out.detach() if self.feedback_kind == "symmetric" else self.feedback.detach()
+
+    def after_grads(self, model: RNN) -> None:
+        if self.feedback_kind == "adaptive" and model.w_out.grad is not None:
+            self.feedback.grad = model.w_out.grad + self.feedback_decay * self.feedback.detach()
