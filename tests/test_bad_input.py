@@ -86,6 +86,7 @@ def test_a_truncated_idx_file(tmp_path):
         (["data=mnist", "data.dataset=cifar10"], "data.dataset='cifar10': expected one of 'mnist', 'fashion_mnist'"),
         (["data=mnist", "data.val_size=0"], "data.val_size=0: expected an integer >= 1"),
         (["data=mnist", "data.download=yes"], "data.download='yes': expected true or false"),
+        (["data=mnist", "data.normalize=zscore"], "data.normalize='zscore': expected one of 'standard', 'unit', 'signed'"),
         (["grad_clip_norm=0"], "grad_clip_norm=0: expected a number > 0 or null"),
         (["grad_clip_norm=off"], "grad_clip_norm='off': expected a number > 0 or null"),
         (["diagnostics.every_n_steps=-5"], "diagnostics.every_n_steps=-5: expected an integer >= 0"),

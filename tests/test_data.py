@@ -58,6 +58,19 @@ def test_idx_files_are_read_back_exactly(vision_data, name):
         np.testing.assert_allclose(x.numpy(), expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("normalize, lo, hi", [("unit", 0.0, 1.0), ("signed", -1.0, 1.0)])
+def test_pixel_scaling_options_map_the_bytes_linearly(vision_data, normalize, lo, hi):
+    """data.normalize=unit | signed: the written bytes b map to lo + (hi - lo) b / 255, exactly as documented,
+    with the same examples in the same order as the standardised default."""
+    root, written = vision_data
+    images = written["mnist"]["train-images-idx3-ubyte"]
+    standard, scaled = load(root, "mnist"), load(root, "mnist", normalize=normalize)
+    _, index = trace(standard.splits.train[0], "mnist")
+    expected = lo + (hi - lo) * images[index][:, None].astype(np.float64) / 255.0
+    np.testing.assert_allclose(scaled.splits.train[0].numpy(), expected, rtol=0, atol=1e-6)
+    assert torch.equal(scaled.splits.train[1], standard.splits.train[1])
+
+
 @pytest.mark.parametrize("name", list(TORCHVISION_FOLDER))
 def test_val_split_is_fixed_disjoint_and_test_is_t10k(vision_data, name):
     root, _ = vision_data

@@ -201,8 +201,13 @@ def train(cfg: DictConfig) -> dict:
 
 
 def tuned_files(choices: dict[str, str]) -> list[str]:
-    """The conf/tuned/ files that applied to this run (rule on a dataset, then rule in an experiment)."""
-    names = [choices.get(group) for group in ("tuned", "tuned@_global_")]
+    """The conf/tuned/ files that applied to this run (the model's size on the dataset, the rule on the
+    dataset, then the rule in an experiment)."""
+    names = [
+        f"model/{choices['tuned/model@model']}" if choices.get("tuned/model@model") else None,
+        choices.get("tuned"),
+        choices.get("tuned@_global_"),
+    ]
     return [f"conf/tuned/{name}.yaml" for name in names if name and (CONFIG_DIR / "tuned" / f"{name}.yaml").is_file()]
 
 

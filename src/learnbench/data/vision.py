@@ -36,6 +36,9 @@ DATASETS = {
     "fashion_mnist": (datasets.FashionMNIST, 0.2860, 0.3530),
 }
 DatasetName = Literal["mnist", "fashion_mnist"]
+#: How pixels are scaled: `standard` (x - mean) / std with the training set's mean and std above (what
+#: torchvision's examples do), `unit` the pixels / 255 in [0, 1] (ToTensor alone), `signed` [-1, 1].
+Normalize = Literal["standard", "unit", "signed"]
 RAW_FILES = [
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -153,6 +156,15 @@ def check_idx_file(path: Path, dataset: str, ndim: int) -> tuple[int, ...]:
     return dims
 
 
+def scale_pixels(x: Tensor, normalize: str, mean: float, std: float) -> Tensor:
+    """Pixels in [0, 1] -> the scaling a paper used (see Normalize)."""
+    if normalize == "standard":
+        return (x - mean) / std
+    if normalize == "signed":
+        return x * 2 - 1
+    return x
+
+
 class VisionDataModule(InMemoryDataModule):
     input_shape = (1, 28, 28)
 
@@ -164,6 +176,7 @@ class VisionDataModule(InMemoryDataModule):
         split_seed: NonNegativeInt = 0,
         reconstruction: bool = False,
         download: bool = True,
+        normalize: Normalize = "standard",
         **batching,
     ):
         super().__init__(**batching)
@@ -174,6 +187,7 @@ class VisionDataModule(InMemoryDataModule):
         self.val_size = val_size
         self.split_seed = split_seed
         self.download = download
+        self.normalize = normalize
         self.task = RECONSTRUCTION if reconstruction else CLASSIFICATION
         self.output_dim = self.input_dim if reconstruction else 10
 
@@ -241,7 +255,7 @@ class VisionDataModule(InMemoryDataModule):
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
         cls, mean, std = DATASETS[self.dataset]
         raw = cls(root=str(self.data_dir), train=train, download=False)
-        x = (raw.data.unsqueeze(1).float() / 255.0 - mean) / std
+        x = scale_pixels(raw.data.unsqueeze(1).float() / 255.0, self.normalize, mean, std)
         return x, (x if self.task == RECONSTRUCTION else raw.targets.long())
 
     def load_splits(self) -> Splits:

@@ -13,6 +13,8 @@ both groups alike too).
 
 from __future__ import annotations
 
+import torch
+
 from learnbench.options import NonNegative
 from learnbench.rules.feedback.feedback_alignment import FeedbackAlignment
 from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackRule
@@ -24,6 +26,7 @@ class KolenPollack(FeedbackAlignment):
     def __init__(self, decay: NonNegative = 1e-3, init: FeedbackInit = "kaiming_uniform", scale: float = 1.0):
         super().__init__(init=init, scale=scale)
         self.decay = decay
+        self._feedback_grads: dict[int, torch.Tensor] = {}
 
     def estimate_grads(self, model, x, y, loss_fn):
         out = FeedbackRule.estimate_grads(self, model, x, y, loss_fn)
@@ -31,6 +34,13 @@ class KolenPollack(FeedbackAlignment):
             weight = model.blocks[i].linear.weight
             if weight.grad is None:
                 continue
-            feedback.grad = weight.grad + self.decay * feedback.detach()
-            weight.grad = weight.grad + self.decay * weight.detach()
+            # B's gradient is written into a buffer kept across steps (the module sets grads to None
+            # each step) and W's decay is added in place: one kernel each and no temporaries, which
+            # kept KP at FA's cost in the benchmark (docs/speed.md).
+            buffer = self._feedback_grads.get(i)
+            if buffer is None or buffer.shape != feedback.shape or buffer.dtype != feedback.dtype or buffer.device != feedback.device:
+                buffer = self._feedback_grads[i] = torch.empty_like(feedback, memory_format=torch.preserve_format)
+            torch.add(weight.grad, feedback.detach(), alpha=self.decay, out=buffer)
+            feedback.grad = buffer
+            weight.grad.add_(weight.detach(), alpha=self.decay)
         return out

@@ -8,6 +8,8 @@ information about W (the variant names are biotorch's):
   afresh every step (from the step's seed, the same on every rank);
 - `frsf`, fixed random-magnitude sign-concordant feedback: B = sign(W) |R| with R drawn once.
 
+(brsf and frsf take the sign through copysign: where W is exactly 0 the feedback is +|R|, not 0.)
+
 `scale` multiplies B. Unit magnitudes are much larger than W's ~1/sqrt(fan_in) (Liao et al. train
 with batch normalisation): on LeNet the unscaled backward pass overflows within a few steps.
 `match_weight_scale: true` multiplies each layer's B by the mean |W| of that layer, so the error
@@ -34,7 +36,8 @@ class SignSymmetry(FeedbackRule):
         super().__init__()
         self.variant, self.scale, self.match_weight_scale = variant, scale, match_weight_scale
         self.magnitudes = FeedbackMatrices()  # frsf: |R| per block, fixed
-        self._step_magnitudes: dict[int, torch.Tensor] = {}  # brsf: this step's |R| per block
+        self._step_magnitudes: dict[int, torch.Tensor] = {}  # brsf: this step's B per block (buffers kept across steps)
+        self._step_feedback_ready: set[int] = set()
 
     def init_state(self, model, generator):
         if self.variant == "frsf":
@@ -45,18 +48,32 @@ class SignSymmetry(FeedbackRule):
 
     def begin_step(self, step):
         super().begin_step(step)
-        self._step_magnitudes = {}
+        self._step_feedback_ready = set()
 
     def feedback_for(self, i, block):
         weight = block.linear.weight.detach()
-        scale = self.scale * weight.abs().mean() if self.match_weight_scale else self.scale
-        return scale * torch.sign(weight) * self._magnitudes(i, weight)
-
-    def _magnitudes(self, i, weight):
         if self.variant == "usf":
-            return 1.0
-        if self.variant == "frsf":
-            return self.magnitudes[i]
-        if i not in self._step_magnitudes:  # brsf: this step's draw, shared by the training pass and the diagnostics
-            self._step_magnitudes[i] = torch.randn(weight.shape, generator=self.generator, device=weight.device, dtype=weight.dtype).abs()
-        return self._step_magnitudes[i]
+            feedback = torch.sign(weight)
+        elif self.variant == "frsf":
+            feedback = torch.copysign(self.magnitudes[i], weight)
+        else:
+            feedback = self._batchwise_feedback(i, weight)
+        factor = self.scale * weight.abs().mean() if self.match_weight_scale else self.scale
+        return feedback if self.variant == "brsf" or factor == 1.0 else feedback * factor
+
+    def _batchwise_feedback(self, i, weight):
+        """brsf: sign(W) |R| with R drawn once per step (shared by the training pass and the diagnostics),
+        written into a buffer kept across steps: drawing ~1M normals is the cost that remains
+        (docs/speed.md). copysign(R, W) = |R| sign(W), with +|R| where W is exactly 0."""
+        buffer = self._step_magnitudes.get(i)
+        if i in self._step_feedback_ready:
+            return buffer
+        if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype or buffer.device != weight.device:
+            buffer = self._step_magnitudes[i] = torch.empty_like(weight)
+        buffer.normal_(generator=self.generator)
+        torch.copysign(buffer, weight, out=buffer)
+        factor = self.scale * weight.abs().mean() if self.match_weight_scale else self.scale
+        if not (isinstance(factor, float) and factor == 1.0):
+            buffer.mul_(factor)
+        self._step_feedback_ready.add(i)
+        return buffer
