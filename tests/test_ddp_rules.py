@@ -55,6 +55,9 @@ CASES = {
     "dfa": ("dfa", {}),
     "kp": ("kp", {"decay": 0.01}),
     "brsf": ("brsf", {"scale": 0.2}),
+    # Predictive coding: no noise, per-example inference; the update is a batch mean like backprop's.
+    "pc": ("pc", {"inference_steps": 5}),
+    "ipc": ("ipc", {"inference_steps": 4}),
 }
 
 

@@ -237,7 +237,8 @@ def test_backprop_rule_equals_autograd():
 
 
 # ---------------------------------------------------------------- randomness
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("bp", "usf")])  # usf: sign(W), nothing random
+# usf: sign(W); pc, ipc: inference from the feed-forward pass: nothing random
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("bp", "usf", "pc", "ipc")])
 def test_rule_noise_is_its_own_generator(method):
     """Same rule seed => same estimate, whatever the global RNG did; another seed => another estimate
     (another noise stream, or other random feedback matrices)."""

@@ -1,0 +1,221 @@
+"""Predictive coding: inference learning on value nodes, then a local weight update.
+
+Every hidden layer holds value nodes (the block outputs, see energy.py); the energy
+
+    E = sum_l ||node_l - f(W_l node_{l-1})||^2 / 2 + E_top(output, target)
+
+is lowered over the nodes by `inference_steps` (T) steps of size `inference_lr` (with optional
+`inference_momentum`, as pcx's SGD on the nodes), starting from the feed-forward pass; then every
+block's weights take the gradient of E with the nodes fixed, which is local: block l's own error
+eps_l = node_l - mu_l times f'(a_l) and the node below (`local_update`). The nodes are plain
+tensors under no_grad, never Parameters, so the weight optimiser never sees them and the T steps
+build no autograd graph. Per-example energies: each example's nodes step on its own energy, the
+weight gradient is the batch mean (so it is on the scale of backprop's gradient of the mean loss,
+and two DDP ranks' mean is the union batch's).
+
+The variants share that loop and differ in two switches, which is why they are options of one
+rule rather than four files: whether the predictions follow the nodes, and at which inference
+step each layer's weight update is read.
+
+- `standard` (Whittington & Bogacz 2017): predictions follow the nodes; weights read after step T.
+  As the output's weight beta shrinks the update tends to backprop's gradient (below).
+- `fpa`, the fixed prediction assumption (Millidge, Tschantz & Buckley 2020): predictions, their
+  Jacobians and the activities below stay at their feed-forward values; the errors then relax to
+  backprop's deltas exactly (with step 1 after L-1 steps; geometrically for any step in (0, 2)).
+- `zil`, zero-divergence inference learning (Song et al. 2020): standard dynamics with step 1 from
+  the feed-forward state; layer l (counted from the top, 0-based) reads its update at inference
+  step l, when its error equals backprop's delta and nothing below it has moved yet. Runs exactly
+  L-1 steps (its schedule is fixed by the depth); needs inference_lr=1, no momentum, T >= L-1.
+- `ipc`, incremental PC (Salvatori et al. 2024): the weight gradient is taken at every inference
+  step (states 0 .. T-1, as pcx's iPC steps the weights with the nodes). In this suite a rule
+  never steps the optimiser, so the T gradients are summed into the one step of the batch: with
+  plain SGD this is iPC to first order in the weight learning rate; the weights do not move during
+  one batch's inference (true iPC would move them T times, and Adam would see T updates).
+
+Models: any BlockChain (model=mlp, autoencoder with the reconstruction target clamped at the top,
+lenet, cnn); dense blocks take a hand-written path, convolutions, LayerNorm and pooling local
+autograd within one block. Other models are refused at start.
+
+The output's weight beta (`output_weight`, pcx's beta, the output precision of Whittington & Bogacz
+2017) multiplies E_top; the weight update is divided by it. As beta -> 0 the nodes move by O(beta),
+the top error keeps its feed-forward value and the hidden errors tend to beta times backprop's
+deltas, so the update tends to backprop's gradient (gap O(beta)). Shrinking the output error by
+moving the targets closer does not do this: the equilibrium is linear in a small error, so the
+error reaching each layer is a fixed linear map of backprop's (tests/test_predictive_coding.py
+measures both).
+
+Evaluation (`predict`) is the feed-forward pass: with no target clamped, the feed-forward values
+make every error zero, which is the energy's minimum (E = 0), so inference would not move them;
+inference at test time gives the same output, so there is no option for it.
+
+Stability: inference is gradient descent on E; `bind` refuses a step that no network can take
+(>= 2 (1 + momentum)) and warns when the step exceeds a bound derived from the weights under
+which inference is guaranteed stable near the start (energy.stable_step_bound).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import torch
+from torch import Tensor, nn
+
+from learnbench.options import HalfOpenFraction, Interval, Positive, PositiveInt
+from learnbench.rules.base import LearningRule, LossFn, RuleOutput
+from learnbench.rules.local import Trace, chain_blocks, local_update
+from learnbench.rules.predictive_coding.energy import predict, pull_back, stable_step_bound, top_energy
+
+Variant = Literal["standard", "fpa", "zil", "ipc"]
+
+
+class InferenceStabilityWarning(UserWarning):
+    """The inference step size may make the value nodes oscillate or diverge."""
+
+
+@dataclass
+class Inference:
+    """What one batch's inference leaves: the energy after each step (t = 0 .. steps), the top
+    energy at the last step, the feed-forward output and its per-example loss, the final nodes."""
+
+    energies: list[Tensor] = field(default_factory=list)
+    output_energy: Tensor | None = None
+    output: Tensor | None = None
+    loss: Tensor | None = None
+    nodes: list[Tensor] = field(default_factory=list)
+
+
+class PredictiveCoding(LearningRule):
+    def __init__(
+        self,
+        variant: Variant = "standard",
+        inference_steps: PositiveInt = 20,
+        inference_lr: Positive = 0.1,
+        inference_momentum: HalfOpenFraction = 0.0,
+        output_loss: Literal["task", "se"] = "task",
+        output_weight: Annotated[float, Interval(gt=0, le=1)] = 1.0,
+    ):
+        super().__init__()
+        limit = 2 * (1 + inference_momentum)
+        if inference_lr >= limit:
+            raise ValueError(
+                f"method.inference_lr={inference_lr} cannot converge: the energy's curvature along every value node is "
+                f"at least 1 (its own error), so gradient descent with momentum {inference_momentum} needs a step "
+                f"< 2 (1 + momentum) = {limit:g}; try inference_lr=0.1"
+            )
+        if variant == "zil" and (inference_lr != 1 or inference_momentum != 0):
+            raise ValueError(
+                f"method.variant=zil is exact only with inference_lr=1 and inference_momentum=0 (Song et al. 2020), "
+                f"got {inference_lr} and {inference_momentum}; use variant=standard for other steps"
+            )
+        self.variant, self.steps, self.step_size = variant, inference_steps, inference_lr
+        self.momentum, self.output_loss, self.output_weight = inference_momentum, output_loss, output_weight
+
+    # ------------------------------------------------------------------ set-up
+    def check_model(self, model: nn.Module) -> None:
+        blocks = chain_blocks(model, f"method=pc (variant {self.variant})")
+        if self.variant == "zil" and self.steps < len(blocks) - 1:
+            raise ValueError(
+                f"method.variant=zil needs inference_steps >= {len(blocks) - 1} on this {len(blocks)}-block model "
+                f"(the error reaches the first block after that many steps), got {self.steps}"
+            )
+        if self.variant in ("standard", "ipc"):
+            self.warn_if_unstable(blocks)
+
+    def warn_if_unstable(self, blocks) -> None:
+        safe, _ = stable_step_bound(blocks, self.momentum)
+        if self.step_size > safe:
+            warnings.warn(
+                f"method.inference_lr={self.step_size} exceeds {safe:.3g}, the step under which inference is "
+                f"guaranteed stable for these initial weights (2 (1 + momentum) / (1 + max_l max|f'| ||W_l||)^2); "
+                f"the value nodes may oscillate or diverge (watch rule/energy_last against rule/energy_first)",
+                InferenceStabilityWarning,
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------ the training step
+    def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
+        for p in model.parameters():
+            p.grad = None
+        result = self.infer(model, x, y, loss_fn, learn=True)
+        metrics = {"energy_first": result.energies[0], "energy_last": result.energies[-1], "output_loss": result.output_energy}
+        return RuleOutput(loss=result.loss.mean(), output=result.output, metrics=metrics)
+
+    @torch.no_grad()
+    def infer(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, learn: bool = False) -> Inference:
+        """Run inference on one batch; with `learn`, write the variant's weight gradients on the way."""
+        blocks = list(model.blocks)
+        last = len(blocks) - 1
+        traces = feed_forward(blocks, x)
+        nodes = [t.output for t in traces[:-1]]  # the feed-forward initialisation
+        velocity = [torch.zeros_like(n) for n in nodes] if self.momentum else None
+        steps = last if self.variant == "zil" else self.steps
+        # The clean loss of the feed-forward output, always the task's (logging, divergence, train/acc).
+        result = Inference(output=traces[-1].output.clone(), loss=loss_fn(traces[-1].output, y), nodes=nodes)
+        for t in range(steps + 1):
+            final = t == steps
+            errors = [node - trace.output for node, trace in zip(nodes, traces)]
+            e_top, g_top = top_energy(traces[-1].output, y, loss_fn, self.output_loss)
+            e_top, g_top = e_top * self.output_weight, g_top * self.output_weight
+            cotangents = [-e for e in errors] + [g_top]
+            below = [x, *nodes]
+            pulled = [pull_back(b, below[k], traces[k], cotangents[k], need_below=k > 0 and not final) for k, b in enumerate(blocks)]
+            result.energies.append(energy(errors, e_top))
+            if learn:
+                self.learn_at(t, steps, blocks, traces, [delta for delta, _ in pulled], len(x))
+            if final:
+                result.output_energy = e_top.mean() / self.output_weight
+                break
+            for k in range(len(nodes)):  # dE/dnode_k: its own error, and the error it causes above
+                grad = errors[k] + pulled[k + 1][1]
+                if velocity is not None:
+                    grad = velocity[k].mul_(self.momentum).add_(grad)
+                nodes[k] = nodes[k] - self.step_size * grad
+            if self.variant != "fpa":  # FPA keeps the feed-forward predictions
+                traces = [traces[0], *(predict(b, n) for b, n in zip(blocks[1:], nodes))]
+        result.nodes = nodes
+        return result
+
+    def learn_at(self, t: int, steps: int, blocks, traces: list[Trace], deltas: list[Tensor], batch: int) -> None:
+        """Write (or add) the weight gradients this variant reads at inference step t: dE/dW_l, batch mean."""
+        last = len(blocks) - 1
+        if self.variant == "zil":
+            chosen = [last - t]  # block last - t: its error arrived at step t, nothing below it has moved
+        elif self.variant == "ipc":
+            chosen = range(len(blocks)) if t < steps else []  # the states before each node update
+        else:
+            chosen = range(len(blocks)) if t == steps else []
+        for k in chosen:  # divided by beta: on backprop's scale (as pcx's `mul=1/beta`)
+            add_local_update(blocks[k], traces[k], deltas[k] / (batch * self.output_weight))
+
+    def predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        """The feed-forward pass: without a clamped target it is the energy's minimum (module docstring)."""
+        return model(x)
+
+
+def feed_forward(blocks, x: Tensor) -> list[Trace]:
+    traces, below = [], x
+    for block in blocks:
+        traces.append(predict(block, below))
+        below = traces[-1].output
+    return traces
+
+
+def energy(errors: list[Tensor], e_top: Tensor) -> Tensor:
+    """The batch mean of the per-example energy sum_l ||eps_l||^2 / 2 + E_top."""
+    total = e_top.clone()
+    for e in errors:
+        total += 0.5 * e.pow(2).flatten(1).sum(1)
+    return total.mean()
+
+
+def add_local_update(block, trace: Trace, delta: Tensor) -> None:
+    """local_update's gradients added to what the block's parameters already hold (iPC sums its steps)."""
+    held = [p.grad for p in block.parameters()]
+    for p in block.parameters():
+        p.grad = None
+    local_update(block, trace, delta)
+    for p, g in zip(block.parameters(), held):
+        if g is not None and p.grad is not None:
+            p.grad += g
