@@ -4,6 +4,7 @@ from learnbench.data.in_memory import InMemoryDataModule, TensorBatches
 from learnbench.data.sequences import AddTaskDataModule, SequentialMNISTDataModule, SineTrajectoryDataModule
 from learnbench.data.spiral import SpiralDataModule, make_spiral
 from learnbench.data.vision import DamagedDataFileError, DatasetNotFoundError, VisionDataModule, check_idx_file
+from learnbench.data.zipser_andersen import ZipserAndersenDataModule
 
 __all__ = [
     "AddTaskDataModule",
@@ -15,6 +16,7 @@ __all__ = [
     "SpiralDataModule",
     "TensorBatches",
     "VisionDataModule",
+    "ZipserAndersenDataModule",
     "check_idx_file",
     "make_spiral",
 ]
