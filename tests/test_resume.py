@@ -1,13 +1,17 @@
-"""Running the same sweep command again skips the jobs that finished ("ok") and re-runs the others."""
+"""Running the same sweep command again skips the jobs that finished ("ok") and re-runs the others;
+a job stopped part-way continues from its checkpoint."""
 
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import pytest
+import torch
 
-from conftest import CSV_ONLY, describe, run_cli, tiny
-from learnbench.resume import finished_record
+from conftest import CSV_ONLY, describe, run_cli, start_cli, tiny
+from learnbench.resume import checkpoint_to_resume, finished_record
 
 
 def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_diverged_ones(tmp_path):
@@ -64,3 +68,76 @@ def test_no_or_unreadable_results_is_not_finished(tmp_path):
     assert finished_record(tmp_path / "missing", ["seed=0"]) is None
     (tmp_path / "results.json").write_text('{"status": "ok", "overr')  # truncated
     assert finished_record(tmp_path, None) is None
+
+
+# ============================================================================= a run stopped part-way
+def stopped_part_way(args: list[str], run_dir, cwd) -> None:
+    """Start the run and kill it (SIGKILL: no clean-up of any kind) once it has saved its second
+    epoch-end checkpoint."""
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    proc = start_cli(*args, f"hydra.run.dir={run_dir}", cwd=cwd)
+    saves, last_mtime = 0, None
+    deadline = time.monotonic() + 240
+    while saves < 2 and proc.poll() is None and time.monotonic() < deadline:
+        if checkpoint.is_file() and checkpoint.stat().st_mtime_ns != last_mtime:
+            last_mtime = checkpoint.stat().st_mtime_ns
+            saves += 1
+        time.sleep(0.01)
+    time.sleep(0.2)  # let the second save finish writing
+    proc.kill()
+    output = proc.communicate()[0]
+    assert proc.returncode == -signal.SIGKILL, f"the run ended by itself before it could be stopped:\n{output[-3000:]}"
+    assert not (run_dir / "results.json").exists()
+
+
+def comparable(record: dict) -> dict:
+    """results.json without what depends on the clock or the process: times, the resumed run's ckpt_path."""
+    history = [{k: v for k, v in epoch.items() if k != "time"} for epoch in record["history"]]
+    return {"status": record["status"], "metrics": record["metrics"], "history": history, "steps": record["steps"], "epochs": record["epochs"]}
+
+
+def test_a_run_stopped_part_way_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(tmp_path):
+    """Oracle: the same command run without interruption. Noise re-seeded per step, the data order tied
+    to the epoch, momentum, a cosine schedule and diagnostics sums all have to come back exactly."""
+    args = ["method=np", "scheduler=cosine", "trainer.max_epochs=6", "diagnostics.every_n_steps=7",
+            "data.train_per_arm=500", "+trainer.enable_progress_bar=false", *CSV_ONLY]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    uninterrupted = run_cli(*args, f"hydra.run.dir={whole}", cwd=tmp_path)
+    assert uninterrupted.returncode == 0, describe(uninterrupted)
+
+    stopped_part_way(args, stopped, tmp_path)
+    resumed = run_cli(*args, f"hydra.run.dir={stopped}", cwd=tmp_path)
+    assert resumed.returncode == 0, describe(resumed)
+    assert "resuming from" in resumed.stdout + resumed.stderr
+
+    expected, got = (json.loads((d / "results.json").read_text()) for d in (whole, stopped))
+    assert 2 <= json.loads(json.dumps(got["history"]))[-1]["epoch"] == 6
+    assert comparable(got) == comparable(expected)
+    final = [torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"] for d in (whole, stopped)]
+    assert final[0].keys() == final[1].keys()
+    for key in final[0]:
+        torch.testing.assert_close(final[1][key], final[0][key], rtol=0, atol=0, equal_nan=True, msg=key)
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("saved", "overrides", "resumed"),
+    [
+        (["method=np", "seed=0"], ["method=np", "seed=0"], True),
+        (["method=np", "seed=0"], None, True),  # nothing to compare with
+        (["method=np", "seed=0"], ["method=np", "seed=1"], False),  # another job's checkpoint (the sweep changed)
+        (None, ["method=np", "seed=0"], False),  # written before checkpoints named their job
+    ],
+)
+def test_only_this_jobs_checkpoint_is_resumed(tmp_path, saved, overrides, resumed):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    path.parent.mkdir()
+    torch.save({"hyper_parameters": {} if saved is None else {"overrides": saved}}, path)
+    assert checkpoint_to_resume(tmp_path, overrides) == (path if resumed else None)
+
+
+def test_an_unreadable_checkpoint_starts_the_job_from_scratch(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    path.parent.mkdir()
+    path.write_bytes(b"PK\x03\x04 cut short by the kill")
+    assert checkpoint_to_resume(tmp_path, ["seed=0"]) is None

@@ -30,12 +30,24 @@ class RunRecorder(L.Callback):
         self.best: dict[str, float] = {}
         self.fit_seconds = 0.0
         self._start = None
+        self._seconds_before = 0.0  # fit time of the run this one resumed (from the checkpoint)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self.fit_seconds = time.perf_counter() - self._start
+        self.fit_seconds = self._elapsed()
+
+    def _elapsed(self) -> float:
+        return self._seconds_before + time.perf_counter() - self._start
+
+    # A resumed run keeps the epochs, best values and fit time of the part before the stop.
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best": self.best, "seconds": self._elapsed() if self._start else 0.0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.best = list(state["history"]), dict(state["best"])
+        self._seconds_before = float(state["seconds"])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         metrics = {
@@ -47,7 +59,7 @@ class RunRecorder(L.Callback):
         metrics["train/loss"] = float(pl_module.train_loss.compute()) if pl_module.train_loss.update_count else math.nan
         # Diagnostics (align/*, rule/*) are logged per step; the history keeps each epoch's mean.
         metrics.update(pl_module.pop_epoch_diagnostics())
-        entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "time": time.perf_counter() - self._start}
+        entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "time": self._elapsed()}
         self.history.append({**entry, **metrics})
         for key, value in metrics.items():
             if key.startswith("val/") and _is_better(key, value, self.best.get(key)):

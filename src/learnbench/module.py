@@ -206,6 +206,13 @@ class LearningRuleModule(L.LightningModule):
         """Run means of the diagnostics (empty when there were none)."""
         return {k: float(total / n) for k, (total, n) in self.run_diagnostics.items()}
 
+    # The diagnostics' run sums go into checkpoints, so a resumed run reports the whole run's means.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["run_diagnostics"] = {k: [float(total), n] for k, (total, n) in self.run_diagnostics.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.run_diagnostics = {k: list(v) for k, v in checkpoint.get("run_diagnostics", {}).items()}
+
     def on_train_epoch_start(self) -> None:
         self._first_batch_of_epoch = True
 

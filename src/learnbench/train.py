@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.callbacks import RunRecorder
-from learnbench.tasks import RECONSTRUCTION
+from learnbench.tasks import RECONSTRUCTION, get_task
 from learnbench.models import CNN, Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.paths import CONFIG_DIR
-from learnbench.resume import finished_record
+from learnbench.resume import checkpoint_to_resume, finished_record
 from learnbench.results import DIVERGED, FAILED, OK, git_revision, library_versions, now_iso, write_results
 from learnbench.wandb_mode import choose_offline
 
@@ -121,6 +121,8 @@ def build_module(cfg: DictConfig, input_shape, output_dim: int, task: str) -> Le
     module.save_hyperparameters({
         "config": OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False),
         "input_shape": list(input_shape), "output_dim": output_dim, "task": task,
+        # Which job wrote a checkpoint: a re-run resumes only from its own (learnbench.resume).
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
     })
     return module
 
@@ -243,6 +245,18 @@ def _finish_wandb(record: dict) -> None:
         log.warning("wandb.finish failed: %s", error)
 
 
+def resume_from_checkpoint_left_behind(cfg: DictConfig, overrides: list[str] | None) -> None:
+    """A stopped run of this job left a checkpoint in its output directory: continue from it
+    (unless ckpt_path names another checkpoint)."""
+    if cfg.get("ckpt_path"):
+        return
+    checkpoint = checkpoint_to_resume(cfg.paths.output_dir, overrides)
+    if checkpoint is not None:
+        log.info("resuming from %s (this job was stopped part-way)", checkpoint)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(checkpoint)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from learnbench.console import USER_ERRORS, quiet_known_noise, stop
@@ -256,6 +270,7 @@ def main(cfg: DictConfig) -> float | None:
     if record is not None:
         log.info("skipping: already finished (%s/results.json, status ok)", cfg.paths.output_dir)
     else:
+        resume_from_checkpoint_left_behind(cfg, overrides)
         try:
             with ddp_launch.job_scope():
                 record = train(cfg)  # writes results.json (status failed) also when it raises
