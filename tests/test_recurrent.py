@@ -171,3 +171,249 @@ def test_adaptive_eprop_feedback_learns_the_readout_update():
     rule_grads(rule, model, x, y, "sequence_regression")
     assert rule.extra_parameters() == [rule.feedback]
     torch.testing.assert_close(rule.feedback.grad, model.w_out.grad + 0.1 * rule.feedback.detach())
+
+
+# ------------------------------------------------------------------ the training module's time axis
+def small_sequences(steps=8, sequences=4, batch_size=4, **kwargs):
+    from learnbench.data import AddTaskDataModule
+
+    return AddTaskDataModule(steps=steps, train_sequences=sequences, val_sequences=2, test_sequences=2,
+                             batch_size=batch_size, eval_batch_size=2, data_seed=5, **kwargs)
+
+
+def fit_module(rule, lr: float, data, model=None, max_epochs=1, **trainer_options):
+    import lightning as L
+
+    from learnbench.module import LearningRuleModule
+
+    model = model or random_net(21, inputs=1, outputs=2, n=5, tau=3.0).float()
+    module = LearningRuleModule(model, rule, optimizer=functools.partial(torch.optim.SGD, lr=lr), task=data.task, num_classes=2)
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="64-true", max_epochs=max_epochs, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, **trainer_options)
+    trainer.fit(module, datamodule=data)
+    return module, trainer
+
+
+@pytest.mark.parametrize("rule_name", ["rtrl", "bptt"])
+def test_online_updates_with_a_vanishing_learning_rate_approach_the_sequence_update(rule_name):
+    """Oracle: autograd BPTT on the initial weights. One sequence batch, an SGD step after every time step
+    (update_every=1): the summed change / (-lr) tends to the sequence gradient as lr -> 0, the gap
+    shrinking in proportion to lr (each step runs on weights moved by O(lr))."""
+    data = small_sequences()
+    start = random_net(21, inputs=1, outputs=2, n=5, tau=3.0).float().double()  # as Lightning's 64-true casts it
+    x, y = data.load_splits().train
+    expected = torch.cat([g.flatten() for g in autograd_bptt(start, x.double(), y.double(), data.task)])
+    gaps = []
+    for lr in (1e-2, 1e-3, 1e-4):
+        rule = RTRL(update_every=1) if rule_name == "rtrl" else BPTT(truncation=None, update_every=1)
+        module, trainer = fit_module(rule, lr, data, model=random_net(21, inputs=1, outputs=2, n=5, tau=3.0).float())
+        assert trainer.global_step == 8  # 8 time steps, one update each
+        moved = torch.cat([(p0 - p).flatten() / lr for p0, p in zip(trainable_parameters(start), trainable_parameters(module.model))])
+        gaps.append((moved - expected).norm().item() / expected.norm().item())
+    if rule_name == "bptt":
+        # BPTT with update_every=1 cuts the gradient every step: it tends to 1-step truncated BPTT, not BPTT.
+        assert gaps[-1] > 1e-2
+        return
+    assert gaps[2] < 2e-3 and gaps[1] < gaps[0] / 5 and gaps[2] < gaps[1] / 5, gaps
+
+
+class StateSpy(BPTT):
+    """BPTT that records the state each window starts from (None: a fresh sequence)."""
+
+    def __init__(self, truncation: int | None = None) -> None:
+        super().__init__(truncation=truncation)
+        self.seen: list = []
+
+    def estimate_grads(self, model, x, y, loss_fn, state=None):
+        self.seen.append((x.clone(), None if state is None else state.clone()))
+        out = super().estimate_grads(model, x, y, loss_fn, state=state)
+        assert not out.state.requires_grad  # detached: no graph crosses a window's start
+        return out
+
+
+def test_the_module_cuts_windows_carries_state_and_resets_between_batches():
+    """Oracle: the model run by hand from h_0 = 0 over the same batch, cut where the windows should start."""
+    data = small_sequences(steps=10, sequences=4, batch_size=2)
+    spy = StateSpy(truncation=4)
+    module, trainer = fit_module(spy, 0.0, data)
+    assert [x.shape[1] for x, _ in spy.seen] == [4, 4, 2, 4, 4, 2]  # two batches of 10 steps, windows of 4
+    assert [s is None for _, s in spy.seen] == [True, False, False, True, False, False]
+    for first in (0, 3):  # lr = 0: the weights never move, so the hand-run oracle uses the same ones
+        x = torch.cat([spy.seen[first + i][0] for i in range(3)], dim=1)
+        with torch.no_grad():
+            hs = module.model.run(x)
+        torch.testing.assert_close(spy.seen[first + 1][1], hs[:, 3], rtol=0, atol=1e-14)
+        torch.testing.assert_close(spy.seen[first + 2][1], hs[:, 7], rtol=0, atol=1e-14)
+
+
+def test_sequence_windows():
+    from learnbench.module import sequence_windows
+
+    assert list(sequence_windows(10, None, "sequence")) == [(0, 10, True)]
+    assert list(sequence_windows(10, 4, "sequence")) == [(0, 4, False), (4, 8, False), (8, 10, True)]
+    assert list(sequence_windows(10, None, 5)) == [(0, 5, True), (5, 10, True)]
+    assert list(sequence_windows(10, 4, 3)) == [(0, 3, True), (3, 4, False), (4, 6, True), (6, 8, False), (8, 9, True), (9, 10, True)]
+
+
+# ------------------------------------------------------------------ refusals at start
+def refused(overrides, tmp_path) -> str:
+    from conftest import compose_config
+    from learnbench.train import ConfigError, train
+
+    cfg = compose_config([*overrides, "logger=csv", "debug=fast"], tmp_path)
+    with pytest.raises(ConfigError) as error:
+        train(cfg)
+    return str(error.value)
+
+
+def test_sequence_data_on_a_feed_forward_model_is_refused(tmp_path):
+    message = refused(["data=sine_trajectory", "model=mlp", "method=bp"], tmp_path)
+    assert "data=sine_trajectory is a sequence task" in message and "use model=rnn" in message
+    assert "bptt" in message and "rflo" in message
+
+
+def test_a_recurrent_rule_on_a_feed_forward_model_is_refused(tmp_path):
+    message = refused(["data=spiral", "model=mlp", "method=rflo"], tmp_path)
+    assert "method=rflo is a recurrent learning rule and model=mlp is feed-forward" in message
+    assert "model=rnn" in message and "data=sine_trajectory" in message and "fa" in message
+
+
+def test_the_rnn_on_feed_forward_data_is_refused(tmp_path):
+    message = refused(["data=spiral", "model=rnn", "method=bptt"], tmp_path)
+    assert "model=rnn is recurrent and needs sequence data" in message and "data=spiral" in message
+
+
+def test_a_feed_forward_rule_on_the_rnn_is_refused(tmp_path):
+    message = refused(["data=add_task", "model=rnn", "method=fa"], tmp_path)
+    assert "method=fa does not train recurrent models" in message and "bptt" in message and "rtrl" in message
+
+
+def test_rtrl_refuses_a_network_too_large_for_its_cost():
+    with pytest.raises(ValueError, match=r"O\(N\^4\).*N=300.*hidden_size<=256"):
+        RTRL().bind(RNN(1, 1, hidden_size=300), seed=0)
+    RTRL(max_units=300).bind(RNN(1, 1, hidden_size=300), seed=0)  # raised on purpose: allowed
+
+
+def test_sequence_splits_have_the_promised_shapes_and_targets():
+    """Oracles: the formulas of the tasks, evaluated by hand."""
+    import math
+
+    from learnbench.data import SineTrajectoryDataModule
+
+    sine = SineTrajectoryDataModule(train_sequences=3).load_splits()
+    x, y = sine.train
+    assert x.shape == (3, 100, 1) and torch.all(x == 1) and y.shape == (3, 100, 1)
+    t = 30
+    assert y[0, t, 0].item() == pytest.approx(math.sin(2 * math.pi * t / 100) + 0.5 * math.sin(4 * math.pi * t / 100) + 0.25 * math.sin(8 * math.pi * t / 100), abs=1e-6)
+    add = small_sequences(steps=20, sequences=3).load_splits()
+    x, y = add.train
+    bits = x[..., 0]
+    for t in range(9, 20):
+        p = 0.5 + 0.5 * bits[:, t - 5] - 0.25 * bits[:, t - 9]
+        torch.testing.assert_close(y[:, t, 0], p)
+        torch.testing.assert_close(y[:, t, 1], 1 - p)
+    assert not torch.equal(add.train[0][:2], add.val[0][:2])  # splits from different generators
+
+
+# ------------------------------------------------------------------ two DDP processes, every recurrent rule
+# name: (rule class, options). Two ranks x batch 2 = batches of 4 sequences of 8 steps, one epoch (2 batches).
+DDP_CASES = {
+    "bptt": (BPTT, {}),
+    "bptt_truncated": (BPTT, {"truncation": 3}),
+    "bptt_online": (BPTT, {"update_every": 3}),
+    "rtrl_online": (RTRL, {"update_every": 4}),
+    "rflo": (RFLO, {}),
+    "eprop_symmetric": (EProp, {"feedback": "symmetric"}),
+    "eprop_random_online": (EProp, {"feedback": "random", "update_every": 2}),
+    "eprop_adaptive": (EProp, {"feedback": "adaptive", "feedback_decay": 0.1}),
+}
+DDP_WORLD, DDP_BATCH, DDP_STEPS = 2, 2, 8
+
+
+def ddp_data(batch_size: int):
+    return small_sequences(steps=DDP_STEPS, sequences=8, batch_size=batch_size)
+
+
+def ddp_start() -> RNN:
+    return random_net(23, inputs=1, outputs=2, n=5, tau=3.0).float()
+
+
+def _ddp_worker(rank: int, port: int, directory: str) -> None:
+    import os
+
+    import lightning as L
+
+    from learnbench.module import LearningRuleModule
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(DDP_WORLD), RANK=str(rank),
+                      LOCAL_RANK=str(rank), NODE_RANK="0")
+    torch.set_num_threads(1)
+    for name, (rule_class, options) in DDP_CASES.items():
+        module = LearningRuleModule(ddp_start(), rule_class(**options), optimizer=functools.partial(torch.optim.SGD, lr=0.5),
+                                    task="sequence_soft_classification", num_classes=2)
+        trainer = L.Trainer(accelerator="cpu", devices=DDP_WORLD, strategy="ddp", precision="64-true", max_epochs=1,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=0, default_root_dir=directory)
+        trainer.fit(module, datamodule=ddp_data(DDP_BATCH))
+        params = {f"model.{k}": v.detach().clone() for k, v in module.model.state_dict().items()}
+        params.update({f"rule.{k}": v.detach().clone() for k, v in module.rule.state_dict().items()})
+        torch.save(params, f"{directory}/{name}.rank{rank}.pt")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def hand_written_ddp_oracle(rule_class, options) -> dict:
+    """One process, no Lightning: the union of the ranks' batches (mean loss over equal shards = mean of the
+    ranks' means), windows and updates written out here, SGD on the model's and the rule's parameters."""
+    from learnbench.data.in_memory import TensorBatches
+
+    model = ddp_start().double()
+    rule = rule_class(**options)
+    rule.bind(model, seed=0)
+    rule.double()
+    trained = [*trainable_parameters(model), *rule.extra_parameters()]
+    opt = torch.optim.SGD(trained, lr=0.5)
+    x, y = ddp_data(DDP_BATCH).load_splits().train
+    task = get_task("sequence_soft_classification")
+    every = options.get("update_every", DDP_STEPS)
+    cut = options.get("truncation") or every
+    for xb, yb in TensorBatches(x.double(), y.double(), DDP_BATCH * DDP_WORLD, shuffle=True, seed=0, drop_last=True):
+        state, total = None, [torch.zeros_like(p) for p in trained]
+        ends = sorted({*range(cut, DDP_STEPS, cut), *range(every, DDP_STEPS, every), DDP_STEPS})
+        for t0, t1 in zip([0, *ends[:-1]], ends):
+            out = rule.estimate_grads(model, xb[:, t0:t1], yb[:, t0:t1], task.window_loss(DDP_STEPS, t0, t1), state=state)
+            state = out.state
+            for acc, p in zip(total, trained):
+                acc += p.grad
+                p.grad = None
+            if t1 % every == 0 or t1 == DDP_STEPS:
+                for acc, p in zip(total, trained):
+                    p.grad = acc.clone()
+                    acc.zero_()
+                opt.step()
+    state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    state.update({f"rule.{k}": v.detach().clone() for k, v in rule.state_dict().items()})
+    return state
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_stay_identical_and_equal_the_one_process_oracle(tmp_path):
+    """~1 min here: two spawned processes (gloo), every recurrent rule; `pytest -m slow tests/test_recurrent.py`."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=DDP_WORLD, join=True)
+    start = {f"model.{k}": v.double() for k, v in ddp_start().state_dict().items()}
+    for name, (rule_class, options) in DDP_CASES.items():
+        rank0, rank1 = (torch.load(tmp_path / f"{name}.rank{r}.pt") for r in range(DDP_WORLD))
+        oracle = hand_written_ddp_oracle(rule_class, options)
+        assert any(not torch.equal(rank0[k], start[k]) for k in start), f"{name}: nothing moved"
+        assert rank0.keys() == oracle.keys()
+        for k in rank0:
+            torch.testing.assert_close(rank0[k], rank1[k], rtol=0, atol=0, msg=f"{name}: {k} differs across ranks")
+            torch.testing.assert_close(rank0[k], oracle[k], rtol=1e-9, atol=1e-12, msg=f"{name}: {k}")

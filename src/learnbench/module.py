@@ -19,12 +19,35 @@ from torch import Tensor, nn
 
 from learnbench.models.blocks import Block
 from learnbench.rules.base import LearningRule, no_reduction, trainable_parameters
+from learnbench.rules.recurrent.recurrent_rule import RecurrentRule
 from learnbench.tasks import CLASSIFICATION, get_task
 
 
 def split_metrics(task: str, num_outputs: int) -> nn.ModuleDict:
     """The metrics of one evaluation split: the loss plus the task's own (accuracy, MSE, ...)."""
     return nn.ModuleDict({"loss": torchmetrics.MeanMetric(), **get_task(task).metrics(num_outputs)})
+
+
+def sequence_windows(steps: int, truncation: int | None, update_every: int | str):
+    """(t0, t1, update after this window) for a sequence of `steps`: a window ends every `truncation` steps
+    and at every online update (every `update_every` steps, unless "sequence"); the last one ends at `steps`."""
+    every = None if update_every == "sequence" else update_every
+    ends = {steps}
+    for period in (truncation, every):
+        if period:
+            ends.update(range(period, steps, period))
+    t0 = 0
+    for t1 in sorted(ends):
+        yield t0, t1, t1 == steps or (every is not None and t1 % every == 0)
+        t0 = t1
+
+
+def add_grads(summed: list[Tensor | None] | None, params: list[nn.Parameter]) -> list[Tensor | None]:
+    """Running sums of the parameters' gradients over the windows of a sequence (None: no gradient yet)."""
+    grads = [None if p.grad is None else p.grad.clone() for p in params]
+    if summed is None:
+        return grads
+    return [g if s is None else s if g is None else s + g for s, g in zip(summed, grads)]
 
 
 class LearningRuleModule(L.LightningModule):
@@ -99,6 +122,8 @@ class LearningRuleModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
+        if self.task.sequential and isinstance(self.rule, RecurrentRule):
+            return self._train_sequence(x, y)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.rule.begin_step(self.global_step)
@@ -107,17 +132,58 @@ class LearningRuleModule(L.LightningModule):
             return
         if self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0:
             self._log_alignment(x, y)
+        self._update(optimizer)
+        self._step_scheduler()
+        self._log_train(out.loss, out.output, y, len(x))
+        self._log_rule_metrics(out.metrics, len(x))
+
+    def _update(self, optimizer) -> None:
+        """All-reduce, clip, one optimiser step and the rule's after-step hook (p.grad holds the estimate)."""
         if self.allreduce_grads and not self.rule.grads_synchronised:
             self._allreduce_grads()
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.trained_parameters(), self.grad_clip_norm)
         optimizer.step()
         self.rule.after_optimizer_step(self.model)
+
+    def _step_scheduler(self) -> None:
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        self._log_train(out.loss, out.output, y, len(x))
-        self._log_rule_metrics(out.metrics, len(x))
+
+    def _train_sequence(self, x: Tensor, y: Tensor) -> None:
+        """A batch of sequences [batch, time, ...] for a recurrent rule (docs/architecture.md, "Time"): windows
+        of `rule.truncation` steps, the rule's state carried from one to the next (detached by the rule; a
+        fresh initial state for every batch, so nothing leaks between independent sequences). The windows'
+        gradients are summed until an update: at the sequence's end (`update_every: sequence`) or every k
+        steps (`update_every: k`, the rest of the sequence then runs on the new weights). The scheduler
+        steps once per batch, as on feed-forward data."""
+        optimizer = self.optimizers()
+        steps, state, outputs, losses = x.shape[1], None, [], []
+        params, summed = self.trained_parameters(), None
+        for t0, t1, update in sequence_windows(steps, self.rule.truncation, self.rule.update_every):
+            optimizer.zero_grad(set_to_none=True)
+            self.rule.begin_step(self.global_step)
+            window_y = self.task.window_target(y, t0, t1)
+            out = self.rule.estimate_grads(self.model, x[:, t0:t1], window_y, self.task.window_loss(steps, t0, t1), state=state)
+            if self._diverged(out.loss):
+                return
+            state = out.state
+            outputs.append(out.output)
+            losses.append(out.loss)
+            self._log_rule_metrics(out.metrics, len(x))
+            summed = add_grads(summed, params)
+            if update:
+                for p, g in zip(params, summed):
+                    p.grad = g
+                summed = None
+                whole = t0 == 0 and t1 == steps
+                if whole and self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0:
+                    self._log_alignment(x, y)
+                self._update(optimizer)
+        self._step_scheduler()
+        output = torch.cat(outputs, dim=1) if all(o is not None for o in outputs) else None
+        self._log_train(torch.stack(losses).sum(), output, y, len(x))
 
     def _diverged(self, loss: Tensor) -> bool:
         """A non-finite loss on any rank stops the run on every rank, before a bad step is taken."""

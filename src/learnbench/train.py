@@ -101,6 +101,38 @@ def check_model_fits_data(cfg: DictConfig, datamodule) -> None:
         )
 
 
+SEQUENCE_DATA = "data=sine_trajectory, add_task or sequential_mnist"
+
+
+def check_time_fits(cfg: DictConfig, datamodule) -> None:
+    """Sequence data needs a recurrent model, a recurrent model needs sequences, and a recurrent rule
+    (bptt, rtrl, rflo, eprop) trains only a recurrent model; each refusal names what fits."""
+    from learnbench.catalog import comparable_rules
+
+    choices = config_choices(cfg)
+    data, model = choices.get("data", cfg.data._target_), choices.get("model", cfg.model._target_)
+    method = choices.get("method", cfg.method._target_)
+    recurrent_model = getattr(get_class(cfg.model._target_), "recurrent", False)
+    trains = get_class(cfg.method._target_).trains
+    sequential = get_task(datamodule.task).sequential
+    if "recurrent" in trains and not recurrent_model:
+        raise ConfigError(
+            f"method={method} is a recurrent learning rule and model={model} is feed-forward: use model=rnn with "
+            f"{SEQUENCE_DATA}, or on model={model} one of the feed-forward rules ({', '.join(comparable_rules('feedforward'))})"
+        )
+    if sequential and not recurrent_model:
+        raise ConfigError(
+            f"data={data} is a sequence task ([batch, time, features]) and model={model} is feed-forward: use model=rnn "
+            f"(with method={', '.join(comparable_rules('recurrent'))})"
+        )
+    if recurrent_model and not sequential:
+        raise ConfigError(f"model={model} is recurrent and needs sequence data ({SEQUENCE_DATA}); data={data} is not one")
+    if recurrent_model and "recurrent" not in trains:
+        raise ConfigError(
+            f"method={method} does not train recurrent models: on model={model} use one of {', '.join(comparable_rules('recurrent'))}"
+        )
+
+
 def build_module(cfg: DictConfig, input_shape, output_dim: int, task: str) -> LearningRuleModule:
     """Model, rule and the training module from the config and the data's shapes (also what
     learnbench.checkpoints.load_module rebuilds a checkpoint from)."""
@@ -131,6 +163,7 @@ def build(cfg: DictConfig):
     """Data, model, rule, training module and trainer, all from the config."""
     datamodule = instantiate(cfg.data)
     check_model_fits_data(cfg, datamodule)
+    check_time_fits(cfg, datamodule)
     module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, datamodule.task)
     recorder = RunRecorder()
     callbacks = instantiate_dict(cfg.get("callbacks"))
