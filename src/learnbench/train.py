@@ -115,7 +115,7 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
     recurrent_model = getattr(get_class(cfg.model._target_), "recurrent", False)
     trains = get_class(cfg.method._target_).trains
     sequential = get_task(datamodule.task).sequential
-    if "recurrent" in trains and not recurrent_model:
+    if "feedforward" not in trains and not recurrent_model:
         raise ConfigError(
             f"method={method} is a recurrent learning rule and model={model} is feed-forward: use model=rnn with "
             f"{SEQUENCE_DATA}, or on model={model} one of the feed-forward rules ({', '.join(comparable_rules('feedforward'))})"

@@ -9,7 +9,10 @@ from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_pa
 
 
 class Backprop(LearningRule):
+    # On model=rnn it backpropagates through the whole sequence (method=bptt adds truncation and online updates).
+    trains = ("feedforward", "recurrent")
     writes_grads_by_hand = False
+
     def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         output = model(x)
         loss = loss_fn(output, y).mean()
