@@ -83,6 +83,7 @@ EXACT_CASES = {
     "tanh_ce": dict(activation="tanh", output_loss="task"),
     "gelu_ce": dict(activation="gelu", output_loss="task"),
     "leaky_relu_se": dict(activation="leaky_relu", output_loss="se"),
+    "hard_tanh_ce": dict(activation="hard_tanh", output_loss="task"),
     "relu_ce_layer_norm": dict(activation="relu", output_loss="task", layer_norm=True),  # local autograd path
 }
 
@@ -184,6 +185,39 @@ def test_inference_steps_are_gradient_descent_on_the_written_out_energy(momentum
     for got, expected in zip(result.nodes, nodes):
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(result.energies[-1], oracle_energy_per_example(model, x, nodes, y, CE).mean(), rtol=1e-12, atol=0)
+
+
+def written_out_inference(model, x, y, top, gamma, steps, momentum=0.0) -> list[list[torch.Tensor]]:
+    """The node states 0 .. steps of heavy-ball descent on the autograd energy."""
+    nodes, velocity, states = feed_forward_nodes(model, x), None, []
+    for _ in range(steps):
+        states.append(nodes)
+        grads = energy_gradient(model, x, nodes, y, top)
+        velocity = grads if velocity is None else [momentum * v + g for v, g in zip(velocity, grads)]
+        nodes = [n - gamma * v for n, v in zip(nodes, velocity)]
+    return [*states, nodes]
+
+
+def weight_gradient_of_energy(model, x, nodes, y, top) -> torch.Tensor:
+    """dE/dW at fixed nodes, E the batch mean of the written-out energy (autograd)."""
+    return flat(torch.autograd.grad(oracle_energy_per_example(model, x, nodes, y, top).mean(), list(model.parameters())))
+
+
+@pytest.mark.parametrize(("variant", "activation", "output_loss"), [("standard", "gelu", "task"), ("standard", "relu", "se"),
+                                                                     ("ipc", "leaky_relu", "se"), ("ipc", "tanh", "task")])
+def test_standard_and_ipc_updates_are_the_written_out_energy_gradients(variant, activation, output_loss):
+    """standard: dE/dW at the nodes after T steps; ipc: the sum of dE/dW at the states 0 .. T-1 (autograd)."""
+    model, x, y = mlp_problem(activation=activation)
+    top = CE if output_loss == "task" else SE
+    gamma, steps, momentum = 0.3, 4, 0.25
+    states = written_out_inference(model, x, y, top, gamma, steps, momentum)
+    if variant == "standard":
+        expected = weight_gradient_of_energy(model, x, states[-1], y, top)
+    else:
+        expected = sum(weight_gradient_of_energy(model, x, s, y, top) for s in states[:-1])
+    rule = PredictiveCoding(variant=variant, inference_lr=gamma, inference_steps=steps, inference_momentum=momentum,
+                            output_loss=output_loss)
+    torch.testing.assert_close(flat(rule_grads(rule, model, x, y, top)), expected, rtol=1e-11, atol=1e-13)
 
 
 def test_small_steps_lower_the_energy_monotonically_to_a_fixed_point():

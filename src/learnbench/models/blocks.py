@@ -24,6 +24,7 @@ ACTIVATIONS = {
     "gelu": nn.GELU,
     "sigmoid": nn.Sigmoid,
     "leaky_relu": nn.LeakyReLU,
+    "hard_tanh": nn.Hardtanh,  # clip to [-1, 1] (pcx's backprop baselines)
     "identity": nn.Identity,
 }
 #: The layer types a block's `linear` part may be (the local update knows exactly these).

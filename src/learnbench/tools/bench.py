@@ -56,6 +56,8 @@ VARIANTS = {
     "np (no clean pass)": ("np", {"baseline": "none"}),
     "wp (fresh noise)": ("wp", {"table_size": 0}),
     "fg_w (fresh noise)": ("fg_w", {"table_size": 0}),
+    # Predictive coding at T = 5 beside the default T = 20 (cost model: (2T + 1) / 3 BP steps, docs/speed.md).
+    "pc (T=5)": ("pc", {"inference_steps": 5}),
 }
 
 

@@ -42,6 +42,8 @@ def activation_slope(activation: nn.Module, a: Tensor, out: Tensor) -> Tensor | 
         return (a > 0).to(a.dtype)
     if isinstance(activation, nn.LeakyReLU):
         return torch.where(a > 0, 1.0, activation.negative_slope).to(a.dtype)
+    if isinstance(activation, nn.Hardtanh):
+        return ((a > activation.min_val) & (a < activation.max_val)).to(a.dtype)
     if isinstance(activation, nn.Tanh):
         return 1 - out * out
     if isinstance(activation, nn.Sigmoid):
@@ -102,7 +104,7 @@ def top_energy(output: Tensor, y: Tensor, loss_fn, output_loss: str) -> tuple[Te
 
 # ------------------------------------------------------------------ the stability bound of inference
 #: The largest |f'| of each activation (GELU's slope peaks at ~1.129 near a = 2.4).
-MAX_SLOPE = {nn.Identity: 1.0, nn.ReLU: 1.0, nn.Tanh: 1.0, nn.Sigmoid: 0.25, nn.GELU: 1.13}
+MAX_SLOPE = {nn.Identity: 1.0, nn.ReLU: 1.0, nn.Hardtanh: 1.0, nn.Tanh: 1.0, nn.Sigmoid: 0.25, nn.GELU: 1.13}
 
 
 def max_slope(activation: nn.Module) -> float:

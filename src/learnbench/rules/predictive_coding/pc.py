@@ -146,11 +146,10 @@ class PredictiveCoding(LearningRule):
     def infer(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, learn: bool = False) -> Inference:
         """Run inference on one batch; with `learn`, write the variant's weight gradients on the way."""
         blocks = list(model.blocks)
-        last = len(blocks) - 1
         traces = feed_forward(blocks, x)
         nodes = [t.output for t in traces[:-1]]  # the feed-forward initialisation
         velocity = [torch.zeros_like(n) for n in nodes] if self.momentum else None
-        steps = last if self.variant == "zil" else self.steps
+        steps = len(blocks) - 1 if self.variant == "zil" else self.steps
         # The clean loss of the feed-forward output, always the task's (logging, divergence, train/acc).
         result = Inference(output=traces[-1].output.clone(), loss=loss_fn(traces[-1].output, y), nodes=nodes)
         for t in range(steps + 1):
@@ -158,12 +157,14 @@ class PredictiveCoding(LearningRule):
             errors = [node - trace.output for node, trace in zip(nodes, traces)]
             e_top, g_top = top_energy(traces[-1].output, y, loss_fn, self.output_loss)
             e_top, g_top = e_top * self.output_weight, g_top * self.output_weight
-            cotangents = [-e for e in errors] + [g_top]
-            below = [x, *nodes]
-            pulled = [pull_back(b, below[k], traces[k], cotangents[k], need_below=k > 0 and not final) for k, b in enumerate(blocks)]
             result.energies.append(energy(errors, e_top))
-            if learn:
-                self.learn_at(t, steps, blocks, traces, [delta for delta, _ in pulled], len(x))
+            read = self.blocks_read_at(t, steps, len(blocks)) if learn else []
+            cotangents, below = [-e for e in errors] + [g_top], [x, *nodes]
+            # Block k's pull-back: its delta (for its update) and the error it sends to node k-1 (for inference).
+            pulled = [pull_back(b, below[k], traces[k], cotangents[k], need_below=k > 0 and not final)
+                      if (k > 0 and not final) or k in read else (None, None) for k, b in enumerate(blocks)]
+            for k in read:  # dE/dW_k, the batch mean; divided by beta: on backprop's scale (pcx's `mul=1/beta`)
+                add_local_update(blocks[k], traces[k], pulled[k][0] / (len(x) * self.output_weight))
             if final:
                 result.output_energy = e_top.mean() / self.output_weight
                 break
@@ -177,17 +178,13 @@ class PredictiveCoding(LearningRule):
         result.nodes = nodes
         return result
 
-    def learn_at(self, t: int, steps: int, blocks, traces: list[Trace], deltas: list[Tensor], batch: int) -> None:
-        """Write (or add) the weight gradients this variant reads at inference step t: dE/dW_l, batch mean."""
-        last = len(blocks) - 1
+    def blocks_read_at(self, t: int, steps: int, n_blocks: int) -> list[int]:
+        """The blocks whose weight gradient this variant takes at inference step t (of 0 .. steps)."""
         if self.variant == "zil":
-            chosen = [last - t]  # block last - t: its error arrived at step t, nothing below it has moved
-        elif self.variant == "ipc":
-            chosen = range(len(blocks)) if t < steps else []  # the states before each node update
-        else:
-            chosen = range(len(blocks)) if t == steps else []
-        for k in chosen:  # divided by beta: on backprop's scale (as pcx's `mul=1/beta`)
-            add_local_update(blocks[k], traces[k], deltas[k] / (batch * self.output_weight))
+            return [n_blocks - 1 - t]  # its error arrived at step t, and nothing below it has moved yet
+        if self.variant == "ipc":
+            return list(range(n_blocks)) if t < steps else []  # the states before each node update, summed
+        return list(range(n_blocks)) if t == steps else []  # standard, fpa: after the last step
 
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
         """The feed-forward pass: without a clamped target it is the energy's minimum (module docstring)."""
