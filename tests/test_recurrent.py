@@ -417,3 +417,19 @@ def test_two_ddp_processes_stay_identical_and_equal_the_one_process_oracle(tmp_p
         for k in rank0:
             torch.testing.assert_close(rank0[k], rank1[k], rtol=0, atol=0, msg=f"{name}: {k} differs across ranks")
             torch.testing.assert_close(rank0[k], oracle[k], rtol=1e-9, atol=1e-12, msg=f"{name}: {k}")
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("method.update_every=0", "method.update_every=0: expected 'sequence' or an integer >= 1"),
+    ("method.update_every=seq", "method.update_every='seq': expected 'sequence' or an integer >= 1"),
+    ("method.feedback=sym", "expected one of 'symmetric', 'random', 'adaptive'"),
+    ("model.tau=0", "model.tau=0: expected a number > 0"),
+])
+def test_bad_time_options_are_refused_before_any_work(override, expected, tmp_path):
+    from conftest import compose_config
+    from learnbench.train import ConfigError, check_config
+
+    cfg = compose_config(["data=sine_trajectory", "model=rnn", "method=eprop", override], tmp_path)
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg)
+    assert expected in str(error.value)
