@@ -3,6 +3,7 @@
     backprop.py                 the exact gradient
     perturbation/               weight and node perturbation, forward gradients (weights, activities)
     feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
+    predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
@@ -21,6 +22,7 @@ from learnbench.rules.perturbation.forward_gradient_activity import ForwardGradi
 from learnbench.rules.perturbation.forward_gradient_weight import ForwardGradientWeight
 from learnbench.rules.perturbation.node_perturbation import NodePerturbation
 from learnbench.rules.perturbation.weight_perturbation import WeightPerturbation
+from learnbench.rules.predictive_coding import PredictiveCoding
 
 __all__ = [
     "BPTT",
@@ -33,6 +35,7 @@ __all__ = [
     "KolenPollack",
     "LearningRule",
     "NodePerturbation",
+    "PredictiveCoding",
     "RFLO",
     "RTRL",
     "RuleOutput",
