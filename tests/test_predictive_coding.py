@@ -380,3 +380,21 @@ def test_two_ddp_ranks_stay_identical_and_equal_one_process_on_the_union_batch(t
             assert rank0[k].dtype == torch.float64
             torch.testing.assert_close(rank0[k], rank1[k], rtol=0, atol=0, msg=f"{name}: {k} differs across ranks")
             torch.testing.assert_close(rank0[k], union[k], rtol=1e-9, atol=1e-11, msg=f"{name}: {k}")
+
+
+def test_the_energy_figure_starts_each_curve_at_the_batch_loss():
+    """tools/pc_energy: at inference step 0 only the top term is non-zero, so E equals the batch's mean
+    cross-entropy of the feed-forward output, recomputed here from the same batch (F.cross_entropy)."""
+    from learnbench.tools import pc_energy
+
+    torch.set_default_dtype(torch.float32)  # the tool's own setting (the fixture restores float64)
+    curves = pc_energy.energy_curves(steps=2, at=[0, 1], rule_options=dict(inference_steps=3), lr=0.1)
+    assert sorted(curves) == [0, 1] and all(len(c) == 4 for c in curves.values())
+    torch.manual_seed(0)
+    model = MLP(2, 2, (64, 64))
+    x, y = SpiralDataModule().load_splits().train
+    rows = torch.randint(0, len(x), (100,), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = float(F.cross_entropy(model(x[rows]), y[rows]))
+    assert math.isclose(curves[0][0], expected, rel_tol=1e-5)
+    assert curves[0][-1] < curves[0][0]

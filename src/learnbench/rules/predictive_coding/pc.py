@@ -34,7 +34,8 @@ step each layer's weight update is read.
 
 Models: any BlockChain (model=mlp, autoencoder with the reconstruction target clamped at the top,
 lenet, cnn); dense blocks take a hand-written path, convolutions, LayerNorm and pooling local
-autograd within one block. Other models are refused at start.
+autograd within one block (Z-IL = backprop on LeNet is tested; no conv learning run yet). Other
+models are refused at start, naming the models that work.
 
 The output's weight beta (`output_weight`, pcx's beta, the output precision of Whittington & Bogacz
 2017) multiplies E_top; the weight update is divided by it. As beta -> 0 the nodes move by O(beta),
@@ -48,9 +49,13 @@ Evaluation (`predict`) is the feed-forward pass: with no target clamped, the fee
 make every error zero, which is the energy's minimum (E = 0), so inference would not move them;
 inference at test time gives the same output, so there is no option for it.
 
-Stability: inference is gradient descent on E; `bind` refuses a step that no network can take
-(>= 2 (1 + momentum)) and warns when the step exceeds a bound derived from the weights under
-which inference is guaranteed stable near the start (energy.stable_step_bound).
+Stability: inference is gradient descent on E; the constructor refuses a step that no network can
+take (>= 2 (1 + momentum)), and `bind` warns when the step exceeds a bound derived from the weights
+under which inference is guaranteed stable near the start (energy.stable_step_bound). The weights
+grow in training and the bound with them shrinks: rule/energy_last above rule/energy_first shows it.
+
+Metrics (rule/<name>, per step): energy_first (E at the feed-forward start: the batch's top energy),
+energy_last (E after the last inference step), output_loss (the top energy there, without beta).
 """
 
 from __future__ import annotations
