@@ -104,9 +104,10 @@ def planar_fraction(r2: list[float], threshold: float) -> float:
 # ---- the figure --------------------------------------------------------------------------------------
 
 
-def draw_gain_fields(responses: Tensor, r2: list[float], title: str, path: Path) -> None:
+def draw_gain_fields(responses: Tensor, r2: list[float], has_field: list[bool], title: str, path: Path) -> None:
     """One block per unit (5 per row), each a 3 x 3 grid of retinal heatmaps placed as the eye positions
-    (top row: eye up), one colour scale per unit from 0 to its largest response."""
+    (top row: eye up), one colour scale per unit from 0 to its largest response; units without a gain
+    field are titled 'flat'."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,10 +128,11 @@ def draw_gain_fields(responses: Tensor, r2: list[float], title: str, path: Path)
                 ax.imshow(maps[unit, ey, ex].numpy(), origin="lower", vmin=0, vmax=max(top, 1e-6), cmap="viridis")
                 ax.set_xticks([]), ax.set_yticks([])
                 if ey == EYE_PROBES - 1 and ex == EYE_PROBES // 2:
-                    ax.set_title(f"unit {unit}  R²={r2[unit]:.2f}", fontsize=6)
+                    label = f"R²={r2[unit]:.2f}" if has_field[unit] else "flat"
+                    ax.set_title(f"unit {unit}  {label}", fontsize=6)
     figure.suptitle(title, fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -160,13 +162,14 @@ def analyse_run(run: dict, threshold: float, min_modulation: float, figures: Pat
     retina, eye = probe_positions(datamodule.eye_range_deg)
     responses = hidden_responses(module.model, datamodule, retina, eye, layer)
     r2 = unit_r2(responses, eye)
-    with_field = [r for r, m in zip(r2, modulated(responses, min_modulation)) if m]
+    has_field = modulated(responses, min_modulation)
+    with_field = [r for r, m in zip(r2, has_field) if m]
     fraction = planar_fraction(with_field, threshold)
     name = f"{run.get('method')}_seed{run.get('seed')}"
     if figures is not None:
         loc = run["metrics"]["final"].get("test/loc_err_deg", float("nan"))
         title = f"{run.get('method')} seed {run.get('seed')}: test error {loc:.2f} deg, {len(with_field)} units with a gain field, {fraction:.0%} of them planar"
-        draw_gain_fields(responses, r2, title, figures / f"gain_fields_{name}.png")
+        draw_gain_fields(responses, r2, has_field, title, figures / f"gain_fields_{name}.png")
     return {
         "method": run.get("method"),
         "seed": run.get("seed"),
