@@ -207,8 +207,9 @@ class HeadCentredLocalisation(Task):
     error at the last block is the error at those units' input, as in a network with sigmoid outputs).
 
     Loss: half the squared error summed over the code's units, the paper's E = 1/2 sum (t - o)^2 (the
-    true position columns are not part of it; a mean over 64 units would shrink every step 64-fold). Metric `loc_err_deg`: Euclidean distance in degrees between the position decoded
-    from the output and the true head-centred position.
+    true position columns are not part of it; a mean over 64 units would shrink every step 64-fold).
+    Metric `loc_err_deg`: Euclidean distance in degrees between the position decoded from the output
+    and the true head-centred position.
     """
 
     def __init__(self, encoding: str):
