@@ -243,7 +243,8 @@ def tuned_files(choices: dict[str, str]) -> list[str]:
         choices.get("tuned"),
         choices.get("tuned@_global_"),
     ]
-    return [f"conf/tuned/{name}.yaml" for name in names if name and (CONFIG_DIR / "tuned" / f"{name}.yaml").is_file()]
+    # dict.fromkeys: an experiment named like its dataset (zipser_andersen) selects the same file twice.
+    return [f"conf/tuned/{name}.yaml" for name in dict.fromkeys(names) if name and (CONFIG_DIR / "tuned" / f"{name}.yaml").is_file()]
 
 
 def log_config(trainer, record: dict) -> None:
