@@ -10,11 +10,8 @@ import functools
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
-from learnbench.models import MLP, RNN
-from learnbench.paths import CONFIG_DIR
+from learnbench.models import RNN
 from learnbench.rules import BPTT, RFLO, RTRL, EProp
 from learnbench.rules.base import trainable_parameters
 from learnbench.tasks import get_task

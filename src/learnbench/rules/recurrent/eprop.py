@@ -16,7 +16,6 @@ The readout's output is not filtered (no leaky readout), so e-prop's low-pass fi
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
