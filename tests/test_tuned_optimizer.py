@@ -62,7 +62,12 @@ def test_mnist_backprop_schedule_yields_to_a_chosen_schedule_or_preset(tmp_path)
     """conf/tuned/mnist/bp.yaml decays the lr along a cosine only when nothing else chose a schedule."""
     plain, _ = composed(["data=mnist", "method=bp"], tmp_path)
     assert plain["scheduler"]["_target_"] == "learnbench.schedules.warmup_cosine"
-    assert plain["trainer"]["max_epochs"] == 5
+    assert plain["trainer"]["max_epochs"] == OmegaConf.load(CONFIG_DIR / "tuned" / "mnist" / "bp.yaml").trainer.max_epochs
+    # The model's size on MNIST comes from conf/tuned/model/mnist/mlp.yaml, for every rule, unless a preset sets it.
+    mnist_mlp = OmegaConf.load(CONFIG_DIR / "tuned" / "model" / "mnist" / "mlp.yaml").hidden_sizes
+    for method in ("bp", "fa", "np"):
+        assert composed(["data=mnist", f"method={method}"], tmp_path)[0]["model"]["hidden_sizes"] == list(mnist_mlp)
+    assert composed(["data=spiral", "method=bp"], tmp_path)[0]["model"]["hidden_sizes"] == [64, 64]
 
     chosen, _ = composed(["data=mnist", "method=bp", "scheduler=exponential"], tmp_path)
     assert chosen["scheduler"] == OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scheduler" / "exponential.yaml"))
@@ -72,6 +77,7 @@ def test_mnist_backprop_schedule_yields_to_a_chosen_schedule_or_preset(tmp_path)
     assert choices["tuned"] == "mnist/bp" and choices["scheduler"] == "none"
     assert not preset.get("scheduler")
     assert preset["optimizer"]["momentum"] == 0.0
+    assert preset["model"]["hidden_sizes"] == [512, 512]  # the preset's own size wins over conf/tuned/model
 
 
 def test_a_run_with_adam_and_a_tuned_file_trains(tmp_path):
