@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
-from learnbench.catalog import rule_from_config
+from learnbench.catalog import comparable_rules, rule_from_config
 from learnbench.paths import CONFIG_DIR
 from learnbench.rules import (
     Backprop,
@@ -23,7 +23,8 @@ from learnbench.rules import (
     WeightPerturbation,
 )
 
-METHODS = sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml"))
+# The rules that train feed-forward models (the recurrent ones have their own tests in test_recurrent.py).
+METHODS = sorted(comparable_rules("feedforward"))
 CE = partial(per_example_loss, "classification")
 MSE = partial(per_example_loss, "reconstruction")
 
