@@ -6,15 +6,12 @@ bound), and one process on the union batch (DDP)."""
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn import functional as F
 
@@ -343,43 +340,7 @@ def test_the_update_on_the_union_batch_is_the_mean_of_the_halves():
 
 
 # ------------------------------------------------------------------ two DDP processes
-DDP_CASES = {"pc": ("pc", {"inference_steps": 5}), "ipc": ("ipc", {"inference_steps": 4})}
-
-
-def _ddp_worker(rank: int, port: int, directory: str) -> None:
-    from test_ddp_rules import BATCH, STEPS, WORLD, initial_model, make_rule, optimizer, spiral
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
-                      LOCAL_RANK=str(rank), NODE_RANK="0")
-    torch.set_num_threads(1)
-    for name, (method, overrides) in DDP_CASES.items():
-        module = LearningRuleModule(initial_model(), make_rule(method, overrides), optimizer=optimizer(), task="classification")
-        trainer = L.Trainer(
-            accelerator="cpu", devices=WORLD, strategy="ddp", precision="64-true", max_steps=STEPS, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-            default_root_dir=directory,
-        )
-        trainer.fit(module, datamodule=spiral(BATCH))
-        torch.save({k: v.detach().clone() for k, v in module.model.state_dict().items()}, Path(directory) / f"{name}.rank{rank}.pt")
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-
-
-@pytest.mark.slow  # ~40 s on the shared 2-core machine; tests/test_ddp_rules.py runs pc and ipc in its fast pass
-def test_two_ddp_ranks_stay_identical_and_equal_one_process_on_the_union_batch(tmp_path):
-    from test_ddp_rules import WORLD, free_port, hand_written_run, initial_model
-
-    torch.set_default_dtype(torch.float32)  # as in the ranks: the model is drawn in float32 and cast (the fixture restores)
-    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    start = initial_model().double().state_dict()
-    for name, (method, overrides) in DDP_CASES.items():
-        rank0, rank1 = (torch.load(tmp_path / f"{name}.rank{r}.pt") for r in range(WORLD))
-        assert any(not torch.equal(rank0[k], start[k]) for k in start), "training did not move the parameters"
-        union = hand_written_run(method, overrides, shards=1)  # one process, batch 2 x 16, no Lightning
-        for k in rank0:
-            assert rank0[k].dtype == torch.float64
-            torch.testing.assert_close(rank0[k], rank1[k], rtol=0, atol=0, msg=f"{name}: {k} differs across ranks")
-            torch.testing.assert_close(rank0[k], union[k], rtol=1e-9, atol=1e-11, msg=f"{name}: {k}")
+# pc and ipc are cases of tests/test_ddp_rules.py (ranks identical, equal to one process on the union batch).
 
 
 def test_the_energy_figure_starts_each_curve_at_the_batch_loss():

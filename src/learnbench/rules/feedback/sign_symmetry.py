@@ -52,14 +52,17 @@ class SignSymmetry(FeedbackRule):
 
     def feedback_for(self, i, block):
         weight = block.linear.weight.detach()
-        if self.variant == "usf":
-            feedback = torch.sign(weight)
-        elif self.variant == "frsf":
-            feedback = torch.copysign(self.magnitudes[i], weight)
-        else:
-            feedback = self._batchwise_feedback(i, weight)
-        factor = self.scale * weight.abs().mean() if self.match_weight_scale else self.scale
-        return feedback if self.variant == "brsf" or factor == 1.0 else feedback * factor
+        if self.variant == "brsf":
+            return self._batchwise_feedback(i, weight)
+        feedback = torch.sign(weight) if self.variant == "usf" else torch.copysign(self.magnitudes[i], weight)
+        return self._scaled(feedback, weight)
+
+    def _scaled(self, feedback, weight):
+        """B times `scale` (and W's mean magnitude with match_weight_scale), in place: `feedback` is a
+        fresh tensor or brsf's own buffer."""
+        if self.match_weight_scale:
+            return feedback.mul_(self.scale * weight.abs().mean())
+        return feedback if self.scale == 1.0 else feedback.mul_(self.scale)
 
     def _batchwise_feedback(self, i, weight):
         """brsf: sign(W) |R| with R drawn once per step (shared by the training pass and the diagnostics),
@@ -72,8 +75,5 @@ class SignSymmetry(FeedbackRule):
             buffer = self._step_magnitudes[i] = torch.empty_like(weight)
         buffer.normal_(generator=self.generator)
         torch.copysign(buffer, weight, out=buffer)
-        factor = self.scale * weight.abs().mean() if self.match_weight_scale else self.scale
-        if not (isinstance(factor, float) and factor == 1.0):
-            buffer.mul_(factor)
         self._step_feedback_ready.add(i)
-        return buffer
+        return self._scaled(buffer, weight)
