@@ -20,6 +20,9 @@ from torch.nn import functional as F
 CLASSIFICATION = "classification"
 RECONSTRUCTION = "reconstruction"
 
+# (output, target) -> loss of each example, shape [batch]; the batch loss is its mean.
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
 
 class Task:
     """Base: subclasses set `name` and implement `loss` and `metrics`; `update` feeds each metric."""
@@ -171,5 +174,3 @@ def per_example_loss(task: str, output: Tensor, target: Tensor) -> Tensor:
     """Loss of each example, shape [batch], for the task of that name (bind it with functools.partial)."""
     return get_task(task).loss(output, target)
 
-
-LossFn = Callable[[Tensor, Tensor], Tensor]

@@ -41,9 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from learnbench.rules.noise import NoiseSource
-
-# (output, target) -> loss of each example, shape [batch]; the batch loss is its mean.
-LossFn = Callable[[Tensor, Tensor], Tensor]
+from learnbench.tasks import LossFn  # noqa: F401  (re-exported: the rules import it from here)
 
 
 @dataclass
