@@ -4,6 +4,9 @@ Both estimate delta_l = dL/da_l, the loss gradient at every block's pre-activati
 example, then update every block locally from its own input (`learnbench.rules.local`). The
 forward walk over the blocks is the one in rules/local.py; a subclass only says how it perturbs
 the pre-activations and turns what it measures into deltas.
+
+On model=rnn the sites are the input current u_t and the readout y_t at every time step, and the
+walk and the local update are recurrent_sites.py's; the rules' estimators are the same code.
 """
 
 from __future__ import annotations
@@ -13,14 +16,19 @@ import math
 import torch
 from torch import Tensor, nn
 
+from learnbench.models.rnn import RNN
 from learnbench.options import PositiveInt, Positive
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput
 from learnbench.rules.local import Trace, chain_blocks, forward_trace, local_update
 from learnbench.rules.noise import NoiseKind, NoiseSource
+from learnbench.rules.perturbation.recurrent_sites import RNNTrace, rnn_local_update, rnn_site_shapes, rnn_walk
 
 
 class ActivitySpaceRule(LearningRule):
     """Subclasses implement `site_errors`; the walk and the local update are shared."""
+
+    # model=rnn: noise / tangents per unit and time step, one estimate per whole sequence (recurrent_sites.py).
+    trains = ("feedforward", "recurrent")
 
     def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None):
         super().__init__()
@@ -29,7 +37,32 @@ class ActivitySpaceRule(LearningRule):
         self.clip = clip
 
     def check_model(self, model: nn.Module) -> None:
-        chain_blocks(model, type(self).__name__)
+        if not isinstance(model, RNN):
+            chain_blocks(model, type(self).__name__)
+
+    def site_shapes(self, model: nn.Module, x: Tensor) -> list[tuple[int, ...]]:
+        """Per-example shape of every perturbation site: each block's pre-activation, or the RNN's u and y."""
+        return rnn_site_shapes(model, x) if isinstance(model, RNN) else pre_activation_shapes(model, x)
+
+    def shifted_walk(self, model: nn.Module, x: Tensor, shifts: list[Tensor]) -> tuple[list[Trace] | list[RNNTrace], Tensor]:
+        """Run the model with shifts[i] [R, *shape_i] added at site i, R a multiple of the batch (its copies)."""
+        if isinstance(model, RNN):
+            trace, output, _ = rnn_walk(model, x, shifts=shifts)
+            return [trace], output
+        B, copies = x.shape[0], shifts[0].shape[0] // x.shape[0]
+
+        def perturb(i, block, a, da):
+            return (repeat_rows(a, copies) if a.shape[0] == B else a) + shifts[i], da
+
+        traces, output, _ = forward_trace(model, x, perturb=perturb)
+        return traces, output
+
+    def local_updates(self, model: nn.Module, traces: list[Trace] | list[RNNTrace], deltas: list[Tensor]) -> None:
+        if isinstance(model, RNN):
+            rnn_local_update(model, traces[0], deltas)
+            return
+        for block, trace, delta in zip(model.blocks, traces, deltas):
+            local_update(block, trace, delta)
 
     def sample_site_noise(self, rows: int, shapes: list[tuple[int, ...]], dtype: torch.dtype | None = None) -> list[Tensor]:
         """Independent noise for every example (row) and unit of every pre-activation: [rows, *shape_l] each."""
@@ -44,8 +77,7 @@ class ActivitySpaceRule(LearningRule):
     @torch.no_grad()
     def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         deltas, traces, loss, output = self.site_errors(model, x, y, loss_fn)
-        for block, trace, delta in zip(model.blocks, traces, deltas):
-            local_update(block, trace, delta)
+        self.local_updates(model, traces, deltas)
         return RuleOutput(loss=loss.detach(), output=None if output is None else output.detach())
 
 
@@ -57,6 +89,11 @@ def pre_activation_shapes(model: nn.Module, x: Tensor) -> list[tuple[int, ...]]:
         traces, _, _ = forward_trace(model, x[:1])
         cache[key] = [tuple(t.pre_activation.shape[1:]) for t in traces]
     return cache[key]
+
+
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype noise is drawn in: the model's (a float64 model gets float64 noise)."""
+    return next(model.parameters()).dtype
 
 
 def repeat_rows(t: Tensor, copies: int) -> Tensor:

@@ -9,15 +9,21 @@ change the loss, so their tangents add variance and no signal.
 The walk computes the primal once and carries the K directions' tangents beside it as
 [K, B, ...]: a tangent costs one matmul per layer after the first (the input has no tangent),
 and the local update runs on the B primal rows whatever K is.
+
+On model=rnn (recurrent_sites.py) the tangents sit on the input current u_t and the readout y_t at
+every step and run forward through the recurrence beside the primal: d_i = sum_t grad_{u_t} L_i . v_t,i
++ grad_{y_t} L_i . w_t,i exactly. The RNN's units are tanh or linear: `mask_inactive` has no ReLU to act on.
 """
 
 from __future__ import annotations
 
 import torch
 
+from learnbench.models.rnn import RNN
 from learnbench.rules.base import clipped
 from learnbench.rules.local import forward_trace, loss_jvp, relu_mask
-from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, pre_activation_shapes
+from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, parameter_dtype
+from learnbench.rules.perturbation.recurrent_sites import rnn_walk
 
 
 class ForwardGradientActivity(ActivitySpaceRule):
@@ -27,16 +33,20 @@ class ForwardGradientActivity(ActivitySpaceRule):
 
     def site_errors(self, model, x, y, loss_fn):
         K, B = self.directions, x.shape[0]
-        shapes = pre_activation_shapes(model, x)
-        u = [n.view(K, B, *s) for n, s in zip(self.sample_site_noise(K * B, shapes, model.blocks[0].linear.weight.dtype), shapes)]
+        shapes = self.site_shapes(model, x)
+        u = [n.view(K, B, *s) for n, s in zip(self.sample_site_noise(K * B, shapes, parameter_dtype(model)), shapes)]
+        if isinstance(model, RNN):
+            trace, output, d_output = rnn_walk(model, x, tangents=u)
+            traces = [trace]
+        else:
 
-        def add_tangent(i, block, a, da):
-            mask = relu_mask(block, a) if self.mask_inactive else None
-            if mask is not None:
-                u[i] = u[i] * mask
-            return a, u[i] if da is None else da + u[i]
+            def add_tangent(i, block, a, da):
+                mask = relu_mask(block, a) if self.mask_inactive else None
+                if mask is not None:
+                    u[i] = u[i] * mask
+                return a, u[i] if da is None else da + u[i]
 
-        traces, output, d_output = forward_trace(model, x, perturb=add_tangent)
+            traces, output, d_output = forward_trace(model, x, perturb=add_tangent)
         losses, d = loss_jvp(loss_fn, output, y, d_output)  # [B], [K, B]
         d = clipped(d, self.clip)
         deltas = [(d.view(K, B, *[1] * len(s)) * n).sum(0) / (K * B) for n, s in zip(u, shapes)]

@@ -10,6 +10,10 @@ backward pass through the network. Everything runs as one walk over the blocks: 
 after the first linear layer, so that layer runs once on the B input rows; there the rows are
 copied (the clean pass, when a baseline needs it, then the K noisy directions, or +v and -v
 with `antithetic`) and every later layer sees all copies in one matmul.
+
+On model=rnn (recurrent_sites.py) the noise sits on the input current u_t and the readout y_t at
+every step, independent per unit and step; dL_i is the whole sequence's loss difference, the copies
+run side by side through time, and delta_t,i = (dL_i / sigma) v_t,i / B.
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ from torch import Tensor
 
 from learnbench.options import Fraction, Positive
 from learnbench.rules.base import clipped
-from learnbench.rules.local import forward_trace
-from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, pre_activation_shapes, repeat_rows
+from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, parameter_dtype, repeat_rows
 from learnbench.rules.running_baseline import RunningBaseline
 
 Baseline = Literal["clean", "none", "running"]
@@ -36,18 +39,14 @@ class NodePerturbation(ActivitySpaceRule):
 
     def site_errors(self, model, x, y, loss_fn):
         B, K = x.shape[0], self.directions
-        shapes = pre_activation_shapes(model, x)
-        v = self.sample_site_noise(K * B, shapes, model.blocks[0].linear.weight.dtype)
+        shapes = self.site_shapes(model, x)
+        v = self.sample_site_noise(K * B, shapes, parameter_dtype(model))
         clean = self.antithetic or self.baseline != "none"
         noisy = [torch.cat([n, -n]) if self.antithetic else n for n in v]
-        # What each block adds to its pre-activation, row by row: 0 on the clean copy, sigma v on the noisy ones.
+        # What each site adds to its pre-activation, row by row: 0 on the clean copy, sigma v on the noisy ones.
         shifts = [torch.cat([torch.zeros_like(n[:B]), self.sigma * n]) if clean else self.sigma * n for n in noisy]
         copies = shifts[0].shape[0] // B
-
-        def perturb(i, block, a, da):
-            return (repeat_rows(a, copies) if a.shape[0] == B else a) + shifts[i], da
-
-        traces, output, _ = forward_trace(model, x, perturb=perturb)
+        traces, output = self.shifted_walk(model, x, shifts)
         losses = loss_fn(output, repeat_rows(y, copies))
         if clean:
             clean_losses, losses = losses[:B], losses[B:]
