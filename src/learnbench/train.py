@@ -27,6 +27,7 @@ from learnbench.models import CNN, Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.paths import CONFIG_DIR
 from learnbench.resume import checkpoint_to_resume, finished_record
+from learnbench.rules.local_losses import method_name
 from learnbench.results import DIVERGED, FAILED, OK, git_revision, library_versions, now_iso, write_results
 from learnbench.wandb_mode import choose_offline
 
@@ -176,7 +177,7 @@ def build(cfg: DictConfig):
 def base_record(cfg: DictConfig) -> dict:
     choices = config_choices(cfg)
     return {
-        "method": choices.get("method"),
+        "method": method_name(choices.get("method"), cfg.method.get("local")),  # lg_fg_a for method=fg_a method.local=greedy too
         "data": choices.get("data"),
         "model": choices.get("model"),
         "optimizer": choices.get("optimizer"),

@@ -48,8 +48,11 @@ class Block(nn.Module):
         self.pool = pool if pool is not None else nn.Identity()
 
     def prepare(self, z: Tensor) -> Tensor:
-        """What the linear part reads: a dense layer sees each example flattened."""
-        return z.flatten(1) if isinstance(self.linear, nn.Linear) else z
+        """What the linear part reads: a dense layer sees each example flattened; a convolution after a
+        dense layer sees its vector as a 1x1 image (a grouped 1x1 convolution is a grouped linear layer)."""
+        if isinstance(self.linear, nn.Linear):
+            return z.flatten(1)
+        return z[:, :, None, None] if z.dim() == 2 else z
 
     def after_pre_activation(self, a: Tensor) -> Tensor:
         return self.pool(self.activation(a))
@@ -68,6 +71,8 @@ class BlockChain(nn.Module):
 
     blocks: nn.Sequential
     input_shape: tuple[int, ...]  # one example's shape (what a dry run needs)
+    #: Where local-loss rules (rules/local_losses.py) put a head: after "every" hidden block, or the "last" only.
+    local_heads: str = "every"
 
     def forward(self, x: Tensor) -> Tensor:
         return self.blocks(x)

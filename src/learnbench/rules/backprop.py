@@ -1,4 +1,7 @@
-"""Backpropagation: the exact gradient of the batch loss, through the same interface as every rule."""
+"""Backpropagation: the exact gradient of the batch loss, through the same interface as every rule.
+
+With `local: loss | greedy` (method=l_bp, lg_bp) the exact gradient of Ren et al.'s local losses
+instead (rules/local_losses.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_parameters
+from learnbench.rules.local_losses import Local, LocalHeads, exact_local_grads, method_name, stages_of
 
 
 class Backprop(LearningRule):
@@ -13,7 +17,22 @@ class Backprop(LearningRule):
     trains = ("feedforward", "recurrent")
     writes_grads_by_hand = False
 
+    def __init__(self, local: Local = "none"):
+        """`local`: loss (l_bp) or greedy (lg_bp) adds local heads and losses (rules/local_losses.py)."""
+        super().__init__()
+        self.local = local
+
+    def check_model(self, model: nn.Module) -> None:
+        if self.local != "none":
+            stages_of(model, f"method={method_name('bp', self.local)}")
+
+    def init_state(self, model: nn.Module, generator: torch.Generator) -> None:
+        if self.local != "none":
+            self.local_heads = LocalHeads(model, generator, f"method={method_name('bp', self.local)}")
+
     def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
+        if self.local != "none":
+            return exact_local_grads(model, self.local_heads, x, y, loss_fn, self.local)
         output = model(x)
         loss = loss_fn(output, y).mean()
         params = trainable_parameters(model)

@@ -16,7 +16,7 @@ is computed once and each direction costs one matmul per later layer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
@@ -82,20 +82,23 @@ def forward_trace(
     perturb: Perturb | None = None,
     linear_map: LinearMap | None = None,
     linear_tangent: LinearTangent | None = None,
-    detach_inputs: bool = False,
+    detach_inputs: bool | Collection[int] = False,
 ) -> tuple[list[Trace], Tensor, Tensor | None]:
     """Run a chain model on x block by block: (a Trace per block, the output, the output's tangent or None).
 
     `perturb` may change a block's pre-activation and start or add to its tangent; it may also add
     rows (several perturbed copies of the batch: later blocks see them all). `detach_inputs` cuts
-    the autograd graph at every block's input (rules that send errors to each block directly)."""
+    the autograd graph at every block's input (rules that send errors to each block directly), or
+    at the inputs of the blocks it lists (local losses: a cut between stages and before the readout)."""
     traces, z, dz = [], x, None
-    for i, block in enumerate(chain_blocks(model)):
-        if detach_inputs:
+    blocks = chain_blocks(model)
+    cut = range(len(blocks)) if detach_inputs is True else (detach_inputs or ())
+    for i, block in enumerate(blocks):
+        if i in cut:
             z = z.detach()
         z = block.prepare(z)
         if dz is not None:
-            dz = dz.flatten(2) if isinstance(block.linear, nn.Linear) else dz
+            dz = dz.flatten(2) if isinstance(block.linear, nn.Linear) else dz.view(*dz.shape[:2], *z.shape[1:])
         h = block.linear(z) if linear_map is None else linear_map(i, block, z)
         dh = weight_tangent(block, dz) if linear_tangent is None else linear_tangent(i, block, z, dz)
         a, da = jvp_through(block.norm, h, dh)

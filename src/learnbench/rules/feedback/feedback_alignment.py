@@ -11,23 +11,43 @@ import torch
 from torch import nn
 
 from learnbench.options import Positive
-from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackMatrices, FeedbackRule, draw_feedback
+from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackMatrices, FeedbackRule, draw_feedback, linear_with_feedback
+from learnbench.rules.local_losses import Local, LocalHeads, exact_local_grads, method_name, stages_of
 
 
 class FeedbackAlignment(FeedbackRule):
     #: Kolen-Pollack trains B (nn.Parameters); FA keeps it fixed (buffers).
     learns_feedback = False
 
-    def __init__(self, init: FeedbackInit = "kaiming_uniform", scale: Positive = 1.0):
+    def __init__(self, init: FeedbackInit = "kaiming_uniform", scale: Positive = 1.0, local: Local = "none"):
+        """`local`: loss (l_fa) or greedy (lg_fa) adds local heads and losses, the heads' error sent back
+        through their own fixed random B (rules/local_losses.py)."""
         super().__init__()
         self.init, self.scale = init, scale
+        self.local = local
         self.feedback = FeedbackMatrices()
+
+    def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
+        if self.local != "none":
+            stages_of(model, f"method={method_name('fa', self.local)}")
 
     def init_state(self, model: nn.Module, generator: torch.Generator) -> None:
         for i, block in enumerate(model.blocks):
             if i > 0:  # the first block sends no error below its input
                 b = draw_feedback(block.linear.weight.detach(), self.init, self.scale, generator)
                 self.feedback.add(i, b, learned=self.learns_feedback)
+        if self.local != "none":  # drawn after the blocks' B: the same B as plain fa for a seed
+            self.local_heads = LocalHeads(model, generator, f"method={method_name('fa', self.local)}", feedback=(self.init, self.scale))
 
     def feedback_for(self, i, block):
         return self.feedback[i]
+
+    def estimate_grads(self, model, x, y, loss_fn):
+        if self.local == "none":
+            return super().estimate_grads(model, x, y, loss_fn)
+
+        def linear_map(i, block, z):
+            return block.linear(z) if i == 0 else linear_with_feedback(block, z, self.feedback_for(i, block))
+
+        return exact_local_grads(model, self.local_heads, x, y, loss_fn, self.local, linear_map=linear_map)

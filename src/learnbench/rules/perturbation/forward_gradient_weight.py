@@ -21,10 +21,33 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import BlockChain
 from learnbench.rules.local import forward_trace, loss_jvp, weight_tangent
+from learnbench.rules.local_losses import Local, LocalHeads, forward_gradient_weight_local, method_name, stages_of
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
 
 
 class ForwardGradientWeight(ParameterSpaceRule):
+    def __init__(self, local: Local = "none", **kwargs):
+        """`local`: loss (l_fg_w) or greedy (lg_fg_w): directions on the hidden blocks only, each paired with
+        its stage's (group's) local loss; readout and heads exact (rules/local_losses.py)."""
+        super().__init__(**kwargs)
+        self.local = local
+        if local != "none" and self.comm == "scalars":
+            raise ValueError(f"method.comm=scalars is not offered with method.local={local}: the readout's and the heads' "
+                             f"exact gradients differ per rank and need the gradient all-reduce (use comm=grads)")
+
+    def check_model(self, model):
+        if self.local != "none":
+            stages_of(model, f"method={method_name('fg_w', self.local)}")
+
+    def init_state(self, model, generator):
+        if self.local != "none":
+            self.local_heads = LocalHeads(model, generator, f"method={method_name('fg_w', self.local)}")
+
+    def estimate_grads(self, model, x, y, loss_fn):
+        if self.local != "none":
+            return forward_gradient_weight_local(self, model, self.local_heads, x, y, loss_fn)
+        return super().estimate_grads(model, x, y, loss_fn)
+
     @torch.no_grad()
     def directional_derivatives(self, model, params, tangents, x, y, loss_fn):
         if isinstance(model, BlockChain) and not any(p.requires_grad for b in model.blocks for p in b.norm.parameters()):
@@ -61,6 +84,8 @@ class ForwardGradientWeight(ParameterSpaceRule):
             if V is not None:
                 if isinstance(linear, nn.Linear):
                     Vz = torch.matmul(z, V.mT)
+                elif linear.groups > 1:  # grouped: stacking would mix the directions into the groups
+                    Vz = torch.stack([F.conv2d(z, Vk, None, linear.stride, linear.padding, linear.dilation, linear.groups) for Vk in V])
                 else:  # one convolution with the K directions' kernels stacked as output channels
                     K = V.shape[0]
                     out = F.conv2d(z, V.flatten(0, 1), None, linear.stride, linear.padding, linear.dilation, linear.groups)
