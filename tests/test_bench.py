@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from learnbench.catalog import comparable_rules
 from learnbench.paths import CONFIG_DIR
 from learnbench.tools import bench
+from conftest import write_vision_dataset
 
 # No --threads and glibc's own malloc: torch.set_num_threads and mallopt would outlive the test in this
 # process (the rows' own processes, in test_rows_in_their_own_processes, set --malloc keep for themselves).
@@ -59,3 +60,17 @@ def test_profile_lists_ops_for_each_rule(capsys):
                            "--profile", "--profile-by", "op", "--top", "3", "--malloc", "default", "--json"])
     assert list(profiles) == ["bp", "kp"]
     assert all(len(p["top"]) == 3 and p["top"][0]["op"] for p in profiles.values())
+
+
+def test_rule_epochs_time_whole_training_epochs_beside_bp(tmp_path, capsys):
+    """--rule-epochs: each rule's training epoch through the Lightning loop on (synthetic) MNIST files,
+    on the S/1/1 shape (LayerNorm in the hidden blocks), BP first and its ratio 1."""
+    root = tmp_path / "datasets"
+    write_vision_dataset(root, "mnist", seed=0, n_train=5100, n_test=10)  # the run's 5 000 validation images + 2 batches
+    result = bench.main(["--rule-epochs", "fg_a", "np", "--epoch-hidden", "8", "8", "--layer-norm", "--epoch-batch", "50",
+                         "--epoch-repeats", "1", "--data-dir", str(root), "--json"])
+    assert list(result["epochs"]) == ["bp", "fg_a", "np"]
+    assert result["epochs"]["bp"]["over_bp"] == 1.0 and all(r["epoch_s"] > 0 for r in result["epochs"].values())
+    assert result["setting"]["model"] == "MLP 784-8-8-10, LayerNorm" and result["setting"]["batch"] == 50
+    with pytest.raises(SystemExit, match="--data-dir"):
+        bench.main(["--rule-epochs", "fg_a", "--json"])

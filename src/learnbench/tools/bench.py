@@ -160,7 +160,7 @@ def ratio_interval(times: list[float], bp: list[float], resamples: int = 1000, l
 def model_and_batch(args, device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The benchmark's model and one random batch, the same for every rule (seed 0)."""
     torch.manual_seed(0)
-    model = make_model(args.model, args.hidden).to(device)
+    model = make_model(args.model, args.hidden, args.layer_norm).to(device)
     return (model, *random_batch(args.batch, device, input_shape=model_input_shape(args.model)))
 
 
@@ -342,10 +342,7 @@ def print_profile(profiles: dict) -> None:
 
 def epoch_ratio(args, device) -> dict:
     """A whole MNIST epoch of BP: the suite's Lightning loop over a minimal hand-written loop."""
-    import lightning as L
-
     from learnbench.data import VisionDataModule
-    from learnbench.module import LearningRuleModule
     from learnbench.rules import Backprop
 
     dm = VisionDataModule("mnist", data_dir=args.data_dir, batch_size=args.epoch_batch, download=False)
@@ -365,28 +362,8 @@ def epoch_ratio(args, device) -> dict:
             opt.step()
         return time.perf_counter() - start
 
-    class EpochTimer(L.Callback):
-        """The training epoch alone, as Lightning runs it (not the trainer's one-off setup)."""
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.seconds = time.perf_counter() - self.start
-
     def suite() -> tuple[float, float]:
-        torch.manual_seed(0)
-        module = LearningRuleModule(make_mlp(args.epoch_hidden), Backprop(), partial(torch.optim.SGD, lr=0.1), num_classes=10)
-        timer = EpochTimer()
-        trainer = L.Trainer(
-            accelerator=device.type, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-            callbacks=[timer],
-        )
-        dm.splits = None  # the fit includes loading the IDX files into tensors, once per run
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=dm)
-        return timer.seconds, time.perf_counter() - start
+        return suite_epoch(Backprop(), args.epoch_hidden, False, dm, device)
 
     hand, ours, fits = [], [], []
     for _ in range(args.epoch_repeats):  # alternate, keep the best of each
@@ -398,6 +375,53 @@ def epoch_ratio(args, device) -> dict:
         "hand_written_s": min(hand), "suite_s": min(ours), "suite_over_hand_written": min(ours) / min(hand),
         "suite_fit_with_setup_s": min(fits), "fit_with_setup_over_hand_written": min(fits) / min(hand),
     }
+
+
+def suite_epoch(rule, hidden: list[int], layer_norm: bool, dm, device) -> tuple[float, float]:
+    """One MNIST training epoch of `rule` through the suite's Lightning loop (no validation, no logger):
+    (the training epoch's seconds, the whole fit's seconds with data loading and the trainer's setup)."""
+    import lightning as L
+
+    from learnbench.module import LearningRuleModule
+
+    class EpochTimer(L.Callback):
+        """The training epoch alone, as Lightning runs it (not the trainer's one-off setup)."""
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.seconds = time.perf_counter() - self.start
+
+    torch.manual_seed(0)
+    module = LearningRuleModule(make_mlp(hidden, layer_norm), rule, partial(torch.optim.SGD, lr=0.01), num_classes=10)
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        accelerator=device.type, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    dm.splits = None  # the fit includes loading the IDX files into tensors, once per run
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    return timer.seconds, time.perf_counter() - start
+
+
+def rule_epochs(args, device) -> dict:
+    """Every --rule-epochs rule's MNIST training epoch over BP's, on the same model and batch, rules
+    alternating (BP first in each repeat) and the best of --epoch-repeats kept for each: on a small
+    network (Ren et al.'s S/1/1: --epoch-hidden 256 256 --layer-norm --epoch-batch 100) the per-step
+    work outside the matrix products is what separates the rules, and this measures it as a run pays it."""
+    from learnbench.data import VisionDataModule
+
+    # A run's training split (the default 5 000 images held out for validation, which is not run here).
+    dm = VisionDataModule("mnist", data_dir=args.data_dir, batch_size=args.epoch_batch, download=False)
+    names = ["bp", *dict.fromkeys(n for n in args.rule_epochs if n != "bp")]
+    best = {n: float("inf") for n in names}
+    for _ in range(args.epoch_repeats):
+        for name in names:
+            best[name] = min(best[name], suite_epoch(make_rule(name), args.epoch_hidden, args.layer_norm, dm, device)[0])
+    return {n: {"epoch_s": t, "over_bp": t / best["bp"]} for n, t in best.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epoch-batch", type=int, default=256)
     parser.add_argument("--epoch-repeats", type=int, default=2)
     parser.add_argument("--epoch-only", action="store_true", help="only the MNIST epoch comparison (needs --data-dir)")
+    parser.add_argument("--layer-norm", action="store_true", help="LayerNorm in the MLP's hidden blocks (Ren et al.'s S/1/1); also for --rule-epochs")
+    parser.add_argument("--rule-epochs", nargs="+", default=None, metavar="METHOD",
+                        help="instead: each METHOD's whole MNIST training epoch over BP's (needs --data-dir; "
+                             "S/1/1: --epoch-hidden 256 256 --layer-norm --epoch-batch 100)")
     parser.add_argument("--processes", choices=["per-rule", "one"], default="per-rule",
                         help="per-rule: each row in its own process, as in training (default); one: every row in this "
                              "process on one model (before 2026-11-24; the rows' allocations then share one heap, so one "
@@ -466,9 +494,13 @@ def step_times(args: argparse.Namespace) -> dict:
         args.malloc = "default (no glibc mallopt here)"
     if args.profile:
         return emit(profile_steps(args, device), args.json, print_profile)
+    if args.rule_epochs:
+        if not args.data_dir:
+            raise SystemExit("--rule-epochs times MNIST epochs: give --data-dir (e.g. ../shared/datasets)")
+        return emit(rule_epochs_result(args, device), args.json, print_rule_epochs)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = {
-        "setting": {"model": model_name(args.model, args.hidden), "batch": args.batch, "device": str(device),
+        "setting": {"model": model_name(args.model, args.hidden, args.layer_norm), "batch": args.batch, "device": str(device),
                     "threads": torch.get_num_threads(), "clock": args.clock, "rounds": args.rounds, "processes": args.processes,
                     "malloc": args.malloc,
                     "epoch_hidden": args.epoch_hidden, "epoch_batch": args.epoch_batch,
@@ -508,6 +540,31 @@ def print_table(result: dict) -> None:
             f"the suite's whole fit with data loading and trainer setup {e['suite_fit_with_setup_s']:.2f} s "
             f"(ratio {e['fit_with_setup_over_hand_written']:.2f})"
         )
+
+
+def rule_epochs_result(args, device) -> dict:
+    load_before = os.getloadavg()[0]
+    epochs = rule_epochs(args, device)
+    setting = {"model": mlp_name(args.epoch_hidden, args.layer_norm), "batch": args.epoch_batch, "device": str(device),
+               "threads": torch.get_num_threads(), "repeats": args.epoch_repeats,
+               "load_average": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
+               "started_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")}
+    return {"setting": setting, "epochs": epochs}
+
+
+def print_rule_epochs(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result["setting"]
+    table = Table(title=f"MNIST training epoch over backprop's: {s['model']}, batch {s['batch']}, {s['device']} "
+                        f"({s['threads']} threads, best of {s['repeats']}; load average {s['load_average'][0]:.1f} -> "
+                        f"{s['load_average'][1]:.1f} on {s['cpus']} CPUs)")
+    for column in ("rule", "epoch s", "over BP"):
+        table.add_column(column, justify="left" if column == "rule" else "right")
+    for name, row in result["epochs"].items():
+        table.add_row(name, f"{row['epoch_s']:.2f}", f"{row['over_bp']:.2f}")
+    Console().print(table)
 
 
 if __name__ == "__main__":
