@@ -45,16 +45,18 @@ def fit(tmp_path, method: str, epochs: int, ckpt_path=None, save_to=None):
     if save_to is not None:
         trainer.save_checkpoint(save_to)
     # The model and the rule's state (Kolen-Pollack's learned feedback, running baselines).
-    return {k: v.detach().clone() for k, v in module.state_dict().items() if k.startswith(("model.", "rule."))}, trainer.global_step
+    state = {k: v.detach().clone() for k, v in module.state_dict().items() if k.startswith(("model.", "rule."))}
+    return state, trainer.global_step, module.rule.updates_per_batch
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_resumed_run_follows_the_uninterrupted_trajectory(method, tmp_path):
-    straight, steps = fit(tmp_path / "straight", method, epochs=2)
+    straight, steps, updates_per_batch = fit(tmp_path / "straight", method, epochs=2)
     checkpoint = tmp_path / "epoch1.ckpt"
     fit(tmp_path / "first", method, epochs=1, save_to=checkpoint)
-    resumed, resumed_steps = fit(tmp_path / "resumed", method, epochs=2, ckpt_path=str(checkpoint))
-    assert resumed_steps == steps == (8 * 3 if method in ("rtrl", "rflo") else 8)  # online: 3 updates a sequence
+    resumed, resumed_steps, _ = fit(tmp_path / "resumed", method, epochs=2, ckpt_path=str(checkpoint))
+    # Optimiser steps: online recurrent rules take 3 a sequence, iPC per_step T a batch.
+    assert resumed_steps == steps == 8 * (3 if method in ("rtrl", "rflo") else updates_per_batch)
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, equal_nan=True, msg=f"{method}: {key}")
     if method == "kp":

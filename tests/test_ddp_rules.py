@@ -57,7 +57,9 @@ CASES = {
     "brsf": ("brsf", {"scale": 0.2}),
     # Predictive coding: no noise, per-example inference; the update is a batch mean like backprop's.
     "pc": ("pc", {"inference_steps": 5}),
-    "ipc": ("ipc", {"inference_steps": 4}),
+    "ipc": ("ipc", {"inference_steps": 4, "weight_updates": "per_batch"}),
+    # True iPC: T = 3 optimiser steps per batch (each all-reduced), so STEPS = 6 is two batches.
+    "ipc_per_step": ("ipc", {"inference_steps": 3, "weight_updates": "per_step"}),
 }
 
 
@@ -124,6 +126,7 @@ def hand_written_run(method: str, overrides: dict, shards: int) -> dict:
     """STEPS optimiser steps on the mean of `shards` rules' estimates, rule r on shard r of WORLD.
 
     shards=WORLD: rank r's batches and noise (seed + r); shards=1: the union of the ranks' batches.
+    A rule with `updates_per_batch` k > 1 (iPC per_step) keeps each batch for k steps, passing its state on.
     """
     model = initial_model().double()  # made in float32 and cast, as precision="64-true" does
     x, y = spiral(BATCH).load_splits().train
@@ -143,13 +146,20 @@ def hand_written_run(method: str, overrides: dict, shards: int) -> dict:
                    for r in range(shards)]
         opt = optimizer()(trained)
         loss_fn = partial(per_example_loss, "classification")
+        updates = rules[0].updates_per_batch
+        batches, states = [None] * shards, [None] * shards
         for step in range(STEPS):
             total = [torch.zeros_like(p) for p in trained]
-            for rule, stream in zip(rules, streams):
-                xb, yb = next(stream)
+            for r, (rule, stream) in enumerate(zip(rules, streams)):
+                if step % updates == 0:
+                    batches[r], states[r] = next(stream), None
+                xb, yb = batches[r]
                 opt.zero_grad(set_to_none=True)
                 rule.begin_step(step)  # the documented protocol: noise seeded from (seed, rank, step)
-                rule.estimate_grads(model, xb, yb, loss_fn)
+                if updates > 1:
+                    states[r] = rule.estimate_grads(model, xb, yb, loss_fn, state=states[r]).state
+                else:
+                    rule.estimate_grads(model, xb, yb, loss_fn)
                 for t, p in zip(total, trained):
                     t += p.grad
             for t, p in zip(total, trained):
@@ -178,6 +188,10 @@ def test_ranks_identical_and_equal_to_the_oracle(name, ddp_runs):
     oracle = hand_written_run(method, overrides, shards=1 if scalars else WORLD)
     for k in rank0:
         torch.testing.assert_close(rank0[k], oracle[k], rtol=1e-9, atol=1e-11, equal_nan=True, msg=k)
+    if method in ("pc", "ipc"):  # no noise, per-example inference, batch-mean updates: one process on the union batch
+        union = hand_written_run(method, overrides, shards=1)
+        for k in rank0:
+            torch.testing.assert_close(rank0[k], union[k], rtol=1e-9, atol=1e-11, msg=k)
     if scalars:
         # The same shared directions, but each shard's d used (and clipped) on its own and the
         # gradients averaged: comm=grads with shared directions. Equal by linearity, unless clipped.

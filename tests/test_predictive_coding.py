@@ -1,10 +1,11 @@
 """Predictive coding against independent oracles (float64): backprop by autograd (FPA and Z-IL exactly,
 standard PC in the small-error limit), an energy written out here and differentiated by autograd
-(inference steps, monotone descent, the fixed point), the Hessian's eigenvalues (the stability
-bound), and one process on the union batch (DDP)."""
+(inference steps, monotone descent, the fixed point; incremental PC's weights stepped at every inference
+step), the Hessian's eigenvalues (the stability bound), and one process on the union batch (DDP)."""
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from functools import partial
@@ -339,8 +340,116 @@ def test_the_update_on_the_union_batch_is_the_mean_of_the_halves():
         torch.testing.assert_close(union, (halves[0] + halves[1]) / 2, rtol=1e-12, atol=1e-14)
 
 
+# ------------------------------------------------------------------ incremental PC: the weights move at every inference step
+def hand_written_ipc(model, x, y, top, gamma, steps, lr, momentum=0.0, beta=1.0) -> torch.Tensor:
+    """pcx's iPC written from the energy (autograd), on a copy of the model: at each of T steps, the gradients
+    of E over the nodes (per example) and of its batch mean over the weights, both at (x_t, W_t); then heavy-ball
+    SGD on the nodes and plain SGD (step lr / beta, pcx's mul=1/beta) on the weights. The weights after the batch."""
+    model = copy.deepcopy(model)
+    params = list(model.parameters())
+    weighted_top = lambda output, target: beta * top(output, target)  # noqa: E731
+    nodes, velocity = feed_forward_nodes(model, x), None
+    for _ in range(steps):
+        leaves = [n.detach().requires_grad_() for n in nodes]
+        per_example = oracle_energy_per_example(model, x, leaves, y, weighted_top)
+        node_grads = torch.autograd.grad(per_example.sum(), leaves, retain_graph=True)
+        weight_grads = torch.autograd.grad(per_example.mean(), params)
+        velocity = node_grads if velocity is None else [momentum * v + g for v, g in zip(velocity, node_grads)]
+        nodes = [n - gamma * v for n, v in zip(leaves, velocity)]
+        with torch.no_grad():
+            for p, g in zip(params, weight_grads):
+                p -= lr / beta * g
+    return flat([p.detach() for p in params])
+
+
+def trained_on_one_batch(model, rule, x, y, loss_fn, lr, tmp_path) -> tuple[torch.Tensor, LearningRuleModule]:
+    """The training module's weights after one batch (plain SGD), on a copy of the model."""
+    task = "reconstruction" if loss_fn is MSE else "classification"
+    module = LearningRuleModule(copy.deepcopy(model), rule, optimizer=partial(torch.optim.SGD, lr=lr), task=task,
+                                num_classes=3)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x))
+    trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == rule.updates_per_batch  # one optimiser step per update
+    return flat([p.detach() for p in module.model.parameters()]), module
+
+
+IPC_CASES = {
+    "tanh_ce": dict(problem=dict(activation="tanh"), output_loss="task", momentum=0.0, beta=1.0),
+    "leaky_relu_se_momentum": dict(problem=dict(activation="leaky_relu"), output_loss="se", momentum=0.35, beta=1.0),
+    "gelu_layer_norm_beta": dict(problem=dict(activation="gelu", layer_norm=True), output_loss="task", momentum=0.2, beta=0.5),
+    "lenet": dict(problem=None, output_loss="task", momentum=0.35, beta=1.0),  # conv and pooling: local autograd
+}
+
+
+@pytest.mark.parametrize("case", list(IPC_CASES))
+def test_per_step_ipc_weights_after_a_batch_equal_the_written_out_loop(case, tmp_path):
+    """T optimiser steps inside one batch through the training module (each all-reduced, clipped, stepped like
+    any other) against the loop above; the weights move, so every later step's predictions use the new weights."""
+    settings = IPC_CASES[case]
+    if settings["problem"] is None:
+        torch.manual_seed(0)
+        model, x, y = LeNet((1, 28, 28), 3), torch.randn(3, 1, 28, 28), torch.randint(0, 3, (3,))
+    else:
+        model, x, y = mlp_problem(**settings["problem"])
+    top = CE if settings["output_loss"] == "task" else SE
+    # T = 7 > the depth: the first block's weights move (its error arrives after L - 1 steps) and are then used.
+    gamma, steps, lr = 0.3, 7, 0.2
+    rule = PredictiveCoding(variant="ipc", weight_updates="per_step", inference_lr=gamma, inference_steps=steps,
+                            inference_momentum=settings["momentum"], output_loss=settings["output_loss"],
+                            output_weight=settings["beta"])
+    got, module = trained_on_one_batch(model, rule, x, y, CE, lr, tmp_path)
+    expected = hand_written_ipc(model, x, y, top, gamma, steps, lr, settings["momentum"], settings["beta"])
+    assert not torch.allclose(expected, flat(model.parameters()))  # the batch did move the weights
+    torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-13)
+    means = module.diagnostic_means()  # logged once per batch: E at the feed-forward start is beta E_top there
+    with torch.no_grad():
+        first = settings["beta"] * top(model(x), y).mean()
+    assert set(means) == {"rule/energy_first", "rule/energy_last", "rule/output_loss"}
+    torch.testing.assert_close(means["rule/energy_first"], float(first), rtol=1e-12, atol=0)
+
+
+def test_one_inference_step_is_the_per_batch_update_and_the_output_layers_delta_rule(tmp_path):
+    """T = 1: per_step and per_batch take the same single step, at the feed-forward state, where every hidden
+    error is zero: the hidden weights keep their values and the output block takes backprop's step (autograd)."""
+    model, x, y = mlp_problem()
+    lr = 0.3
+    runs = {mode: trained_on_one_batch(model, PredictiveCoding(variant="ipc", weight_updates=mode, inference_steps=1), x, y,
+                                       CE, lr, tmp_path)[0] for mode in ("per_step", "per_batch")}
+    torch.testing.assert_close(runs["per_step"], runs["per_batch"], rtol=0, atol=0)
+    top = list(model.blocks[-1].parameters())
+    top_grads = dict(zip(map(id, top), torch.autograd.grad(CE(model(x), y).mean(), top)))
+    expected = flat([p.detach() - lr * top_grads[id(p)] if id(p) in top_grads else p.detach() for p in model.parameters()])
+    torch.testing.assert_close(runs["per_step"], expected, rtol=1e-13, atol=1e-15)
+
+
+def test_per_step_and_per_batch_differ_at_second_order_in_the_weight_learning_rate(tmp_path):
+    """With plain SGD, per_batch takes lr times the sum of the T gradients at W_0; per_step takes them at W_t =
+    W_0 + O(lr): the two weight changes differ by O(lr^2) (the gap falls 100 x when lr falls 10 x)."""
+    model, x, y = mlp_problem(activation="tanh")
+    start, gaps = flat(model.parameters()).detach(), {}
+    for lr in (1e-2, 1e-3):
+        moved = {mode: trained_on_one_batch(model, PredictiveCoding(variant="ipc", weight_updates=mode, inference_steps=5,
+                                                                    inference_lr=0.3), x, y, CE, lr, tmp_path)[0] - start
+                 for mode in ("per_step", "per_batch")}
+        gaps[lr] = float((moved["per_step"] - moved["per_batch"]).norm() / moved["per_batch"].norm())
+    assert gaps[1e-3] > 0
+    assert 8 < gaps[1e-2] / gaps[1e-3] < 12, gaps  # relative gap O(lr): absolute O(lr^2)
+
+
+def test_per_step_weight_updates_are_incremental_pc_only():
+    with pytest.raises(ValueError, match="use it with variant=ipc"):
+        PredictiveCoding(variant="standard", weight_updates="per_step")
+    with pytest.raises(ValueError, match="weight_updates"):
+        PredictiveCoding(variant="ipc", weight_updates="online")
+    assert PredictiveCoding(variant="ipc", weight_updates="per_step", inference_steps=6).updates_per_batch == 6
+    assert PredictiveCoding(variant="ipc", inference_steps=6).updates_per_batch == 1
+
+
 # ------------------------------------------------------------------ two DDP processes
-# pc and ipc are cases of tests/test_ddp_rules.py (ranks identical, equal to one process on the union batch).
+# pc and ipc (per_batch and per_step) are cases of tests/test_ddp_rules.py (ranks identical, equal to one process on
+# the union batch; per_step: an all-reduce for every one of the T optimiser steps of a batch).
 
 
 def test_the_energy_figure_starts_each_curve_at_the_batch_loss():

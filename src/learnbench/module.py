@@ -124,6 +124,8 @@ class LearningRuleModule(L.LightningModule):
         x, y = batch
         if self.task.sequential and isinstance(self.rule, RecurrentRule):
             return self._train_sequence(x, y)
+        if self.rule.updates_per_batch > 1:
+            return self._train_online(x, y)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.rule.begin_step(self.global_step)
@@ -184,6 +186,31 @@ class LearningRuleModule(L.LightningModule):
         self._step_scheduler()
         output = torch.cat(outputs, dim=1) if all(o is not None for o in outputs) else None
         self._log_train(torch.stack(losses).sum(), output, y, len(x))
+
+    def _train_online(self, x: Tensor, y: Tensor) -> None:
+        """A batch with `rule.updates_per_batch` optimiser steps (incremental PC: one after every inference
+        step). The rule carries its state (value nodes) from call to call; each step is all-reduced, clipped
+        and taken like any other (`_update`), and the scheduler steps once per batch, as for online recurrent
+        updates. The loss, training output, divergence check and alignment are the first call's (the batch
+        before any update, as for every other rule); the rule's metrics are logged once per batch."""
+        optimizer = self.optimizers()
+        state, metrics = None, {}
+        for update in range(self.rule.updates_per_batch):
+            optimizer.zero_grad(set_to_none=True)
+            self.rule.begin_step(self.global_step)
+            out = self.rule.estimate_grads(self.model, x, y, self.loss_fn, state=state)
+            if update == 0:
+                first = out
+                if self._diverged(out.loss):
+                    return
+                if self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0:
+                    self._log_alignment(x, y)
+            state = out.state
+            metrics.update(out.metrics)
+            self._update(optimizer)
+        self._step_scheduler()
+        self._log_train(first.loss, first.output, y, len(x))
+        self._log_rule_metrics(metrics, len(x))
 
     def _diverged(self, loss: Tensor) -> bool:
         """A non-finite loss on any rank stops the run on every rank, before a bad step is taken."""

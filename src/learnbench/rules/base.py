@@ -84,6 +84,11 @@ class LearningRule(nn.Module):
     #: smaller itself through `reduce_mean` (comm=scalars): the module then skips its gradient all-reduce.
     grads_synchronised: bool = False
 
+    #: Optimiser steps per training batch. More than 1 for rules that update the weights online within
+    #: a batch (incremental PC): the module then calls `estimate_grads(..., state=)` that many times,
+    #: each call's `RuleOutput.state` passed to the next (None first), and steps after every call.
+    updates_per_batch: int = 1
+
     def __init_subclass__(cls, **kwargs) -> None:
         """Every rule's constructor checks its arguments against their annotations (learnbench.options), so
         `ForwardGradientWeight(comm="vectors")` fails at once, with the message a config would get."""

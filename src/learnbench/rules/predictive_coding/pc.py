@@ -27,10 +27,23 @@ step each layer's weight update is read.
   step l, when its error equals backprop's delta and nothing below it has moved yet. Runs exactly
   L-1 steps (its schedule is fixed by the depth); needs inference_lr=1, no momentum, T >= L-1.
 - `ipc`, incremental PC (Salvatori et al. 2024): the weight gradient is taken at every inference
-  step (states 0 .. T-1, as pcx's iPC steps the weights with the nodes). In this suite a rule
-  never steps the optimiser, so the T gradients are summed into the one step of the batch: with
-  plain SGD this is iPC to first order in the weight learning rate; the weights do not move during
-  one batch's inference (true iPC would move them T times, and Adam would see T updates).
+  step (states 0 .. T-1). `weight_updates` says what is done with it:
+  - `per_step` (method=ipc's default, as pcx): the weights move after every inference step. The
+    rule does one inference step per `estimate_grads` call and carries the value nodes (and their
+    velocity) in `RuleOutput.state`; it sets `updates_per_batch = T`, so the training module calls it
+    T times per batch and steps the optimiser (all-reduce, clipping, AdamW's moments) after each call,
+    as it does for online recurrent updates. Each step's nodes and weight gradient are taken at the
+    same point (x_t, W_t), then both move: pcx (liukidar/pcx v0.6.1,
+    examples/s4_1_discriminative_mode/MLP/mnist/iPC_SE.py, `train_on_batch`) takes one
+    `value_and_grad` over the value nodes and the weights, then `optim_h.step` (SGD with momentum)
+    and `optim_w.step` (AdamW), T times; nothing after the last node update. The block predictions
+    are recomputed from the moved weights at every step, the first block's included.
+    The learning-rate schedule steps once per batch: pcx's optax schedule counts weight updates but
+    scales its horizons by T (warm-up 0.1 x batches x epochs x T, decay batches x epochs x T), so
+    its curve over training is ours, sampled at every update instead of every batch.
+  - `per_batch`: the T gradients are summed into the batch's one optimiser step (the weights do not
+    move during inference): iPC to first order in the weight learning rate with plain SGD (Adam
+    sees one update, not T). With T = 1 the two are the same update.
 
 Models: any BlockChain (model=mlp, autoencoder with the reconstruction target clamped at the top,
 lenet, cnn); dense blocks take a hand-written path, convolutions, LayerNorm and pooling local
@@ -56,13 +69,15 @@ grow in training and the bound with them shrinks: rule/energy_last above rule/en
 
 Metrics (rule/<name>, per step): energy_first (E at the feed-forward start: the batch's top energy),
 energy_last (E after the last inference step), output_loss (the top energy there, without beta).
+Under ipc `per_step` they are logged once per batch: energy_last is E at the last nodes x_T with the
+weights of the last step W_{T-1} (the final weight update is not evaluated).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +88,7 @@ from learnbench.rules.local import Trace, chain_blocks, local_update
 from learnbench.rules.predictive_coding.energy import predict, pull_back, stable_step_bound, top_energy
 
 Variant = Literal["standard", "fpa", "zil", "ipc"]
+WeightUpdates = Literal["per_batch", "per_step"]
 
 
 class InferenceStabilityWarning(UserWarning):
@@ -91,6 +107,16 @@ class Inference:
     nodes: list[Tensor] = field(default_factory=list)
 
 
+@dataclass
+class IncrementalState:
+    """What ipc `per_step` carries from one inference step (one optimiser step) to the next within a batch."""
+
+    t: int  # the inference steps done so far
+    nodes: list[Tensor]
+    velocity: list[Tensor] | None
+    energy_first: Tensor
+
+
 class PredictiveCoding(LearningRule):
     def __init__(
         self,
@@ -100,6 +126,7 @@ class PredictiveCoding(LearningRule):
         inference_momentum: HalfOpenFraction = 0.0,
         output_loss: Literal["task", "se"] = "task",
         output_weight: Annotated[float, Interval(gt=0, le=1)] = 1.0,
+        weight_updates: WeightUpdates = "per_batch",
     ):
         super().__init__()
         limit = 2 * (1 + inference_momentum)
@@ -114,7 +141,15 @@ class PredictiveCoding(LearningRule):
                 f"method.variant=zil is exact only with inference_lr=1 and inference_momentum=0 (Song et al. 2020), "
                 f"got {inference_lr} and {inference_momentum}; use variant=standard for other steps"
             )
+        if weight_updates == "per_step" and variant != "ipc":
+            raise ValueError(
+                f"method.weight_updates=per_step moves the weights at every inference step, which is incremental PC: "
+                f"use it with variant=ipc (method=ipc), not variant={variant} (its weights are read once per batch)"
+            )
         self.variant, self.steps, self.step_size = variant, inference_steps, inference_lr
+        self.weight_updates = weight_updates
+        # The training module steps the optimiser after each of this many estimate_grads calls per batch.
+        self.updates_per_batch = inference_steps if weight_updates == "per_step" else 1
         self.momentum, self.output_loss, self.output_weight = inference_momentum, output_loss, output_weight
 
     # ------------------------------------------------------------------ set-up
@@ -140,9 +175,11 @@ class PredictiveCoding(LearningRule):
             )
 
     # ------------------------------------------------------------------ the training step
-    def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
+    def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
         for p in model.parameters():
             p.grad = None
+        if self.weight_updates == "per_step":
+            return self.incremental_step(model, x, y, loss_fn, state)
         result = self.infer(model, x, y, loss_fn, learn=True)
         metrics = {"energy_first": result.energies[0], "energy_last": result.energies[-1], "output_loss": result.output_energy}
         return RuleOutput(loss=result.loss.mean(), output=result.output, metrics=metrics)
@@ -158,30 +195,62 @@ class PredictiveCoding(LearningRule):
         # The clean loss of the feed-forward output, always the task's (logging, divergence, train/acc).
         result = Inference(output=traces[-1].output.clone(), loss=loss_fn(traces[-1].output, y), nodes=nodes)
         for t in range(steps + 1):
-            final = t == steps
-            errors = [node - trace.output for node, trace in zip(nodes, traces)]
-            e_top, g_top = top_energy(traces[-1].output, y, loss_fn, self.output_loss)
-            e_top, g_top = e_top * self.output_weight, g_top * self.output_weight
-            result.energies.append(energy(errors, e_top))
             read = self.blocks_read_at(t, steps, len(blocks)) if learn else []
-            cotangents, below = [-e for e in errors] + [g_top], [x, *nodes]
-            # Block k's pull-back: its delta (for its update) and the error it sends to node k-1 (for inference).
-            pulled = [pull_back(b, below[k], traces[k], cotangents[k], need_below=k > 0 and not final)
-                      if (k > 0 and not final) or k in read else (None, None) for k, b in enumerate(blocks)]
-            for k in read:  # dE/dW_k, the batch mean; divided by beta: on backprop's scale (pcx's `mul=1/beta`)
-                add_local_update(blocks[k], traces[k], pulled[k][0] / (len(x) * self.output_weight))
-            if final:
-                result.output_energy = e_top.mean() / self.output_weight
-                break
-            for k in range(len(nodes)):  # dE/dnode_k: its own error, and the error it causes above
-                grad = errors[k] + pulled[k + 1][1]
-                if velocity is not None:
-                    grad = velocity[k].mul_(self.momentum).add_(grad)
-                nodes[k] = nodes[k] - self.step_size * grad
-            if self.variant != "fpa":  # FPA keeps the feed-forward predictions
-                traces = [traces[0], *(predict(b, n) for b, n in zip(blocks[1:], nodes))]
+            e, result.output_energy, nodes, traces = self.relax(blocks, x, y, loss_fn, traces, nodes, velocity, read, move=t < steps)
+            result.energies.append(e)
         result.nodes = nodes
         return result
+
+    @torch.no_grad()
+    def incremental_step(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, state: IncrementalState | None) -> RuleOutput:
+        """ipc `per_step`: one inference step at (x_t, W_t), writing dE/dW there; the module then steps the
+        weights. state=None starts the batch from the feed-forward pass; the nodes travel in `state`."""
+        blocks = list(model.blocks)
+        if state is None:
+            traces = feed_forward(blocks, x)
+            nodes = [t.output for t in traces[:-1]]
+            velocity = [torch.zeros_like(n) for n in nodes] if self.momentum else None
+            state = IncrementalState(0, nodes, velocity, energy_first=torch.zeros(()))
+        else:  # the weights moved since the last step: every prediction, the first block's too, is recomputed
+            traces = [predict(b, below) for b, below in zip(blocks, [x, *state.nodes])]
+        output = traces[-1].output.clone() if state.t == 0 else None
+        loss = loss_fn(output, y).mean() if output is not None else torch.zeros((), dtype=x.dtype, device=x.device)
+        e, _, nodes, traces = self.relax(blocks, x, y, loss_fn, traces, state.nodes, state.velocity,
+                                         read=range(len(blocks)), move=True)
+        if state.t == 0:
+            state.energy_first = e
+        state = IncrementalState(state.t + 1, nodes, state.velocity, state.energy_first)
+        metrics = {}
+        if state.t == self.steps:  # the batch's last step: the energy at x_T (weights W_{T-1}), logged once per batch
+            e_last, output_energy, _, _ = self.relax(blocks, x, y, loss_fn, traces, nodes, None, read=(), move=False)
+            metrics = {"energy_first": state.energy_first, "energy_last": e_last, "output_loss": output_energy}
+        return RuleOutput(loss=loss, output=output, metrics=metrics, state=state)
+
+    def relax(self, blocks, x, y, loss_fn, traces, nodes, velocity, read, move: bool):
+        """One inference step at the given nodes and traces: the energy (batch mean), the top energy without
+        beta, the weight gradients of the blocks in `read` (added to p.grad), and, with `move`, the nodes after
+        one (heavy-ball) descent step with their traces. Returns (E, E_top / beta, nodes, traces)."""
+        errors = [node - trace.output for node, trace in zip(nodes, traces)]
+        e_top, g_top = top_energy(traces[-1].output, y, loss_fn, self.output_loss)
+        e_top, g_top = e_top * self.output_weight, g_top * self.output_weight
+        cotangents, below = [-e for e in errors] + [g_top], [x, *nodes]
+        # Block k's pull-back: its delta (for its update) and the error it sends to node k-1 (for inference).
+        pulled = [pull_back(b, below[k], traces[k], cotangents[k], need_below=k > 0 and move)
+                  if (k > 0 and move) or k in read else (None, None) for k, b in enumerate(blocks)]
+        for k in read:  # dE/dW_k, the batch mean; divided by beta: on backprop's scale (pcx's `mul=1/beta`)
+            add_local_update(blocks[k], traces[k], pulled[k][0] / (len(x) * self.output_weight))
+        summary = energy(errors, e_top), e_top.mean() / self.output_weight
+        if not move:
+            return *summary, nodes, traces
+        moved = []
+        for k in range(len(nodes)):  # dE/dnode_k: its own error, and the error it causes above
+            grad = errors[k] + pulled[k + 1][1]
+            if velocity is not None:
+                grad = velocity[k].mul_(self.momentum).add_(grad)
+            moved.append(nodes[k] - self.step_size * grad)
+        if self.variant != "fpa":  # FPA keeps the feed-forward predictions
+            traces = [traces[0], *(predict(b, n) for b, n in zip(blocks[1:], moved))]
+        return *summary, moved, traces
 
     def blocks_read_at(self, t: int, steps: int, n_blocks: int) -> list[int]:
         """The blocks whose weight gradient this variant takes at inference step t (of 0 .. steps)."""
