@@ -279,3 +279,49 @@ def test_results_name_the_variant_however_it_was_chosen(overrides, tmp_path):
     assert record["method"] == "lg_fg_a"
     assert record["rule_parameters"] == 2 * (16 * 2 + 2)  # a head per hidden block, 2 classes
     assert "rule/local_loss/0" in record["metrics"]["final"] or any(k.startswith("rule/local_loss") for k in record["metrics"]["final"])
+
+
+@pytest.mark.parametrize("method", [*comparable_rules("feedforward"), *comparable_rules("local")])
+def test_every_feed_forward_rule_trains_the_grouped_model(method):
+    """M/1/16's grouped layer is a grouped 1x1 Conv2d: every rule's conv path serves it (a step writes
+    a finite gradient for every parameter)."""
+    from learnbench.catalog import method_config, rule_from_config
+
+    model = make_model(groups=[1, 2])
+    x, y = batch()
+    rule = rule_from_config(method, table_size=0) if "table_size" in method_config(method) else rule_from_config(method)
+    out, got = run(rule, model, x, y)
+    assert torch.isfinite(out.loss)
+    assert all(torch.isfinite(got[n]).all() and got[n].shape == p.shape for n, p in model.named_parameters())
+
+
+def test_fg_w_chain_walk_on_a_grouped_layer_with_several_directions_is_torch_func_jvp(float64):
+    """The walk stacks K directions' kernels; on a grouped convolution each direction runs on its own
+    (stacking would mix directions into groups). Oracle: torch.func.jvp of the functional loss."""
+    from torch.func import functional_call, jvp
+
+    model = make_model(groups=[1, 4], layer_norm=False)
+    x, y = batch()
+    rule = ForwardGradientWeight(directions=3, table_size=0)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(2)
+    tangents = {n: torch.randn(3, *p.shape, generator=g) for n, p in params.items()}
+    _, _, d = rule._chain_jvp(model, params, tangents, x, y, cross_entropy)
+
+    def loss(p):
+        return cross_entropy(functional_call(model, p, (x,)), y).mean()
+
+    expected = torch.stack([jvp(loss, (params,), ({n: t[k] for n, t in tangents.items()},))[1] for k in range(3)])
+    torch.testing.assert_close(d, expected)
+
+
+def test_refusals_name_what_works():
+    from learnbench.models import RNN
+    from learnbench.rules import DirectFeedbackAlignment
+
+    with pytest.raises(ValueError, match="dfa has no local-loss variant"):
+        DirectFeedbackAlignment(local="greedy")
+    with pytest.raises(ValueError, match="comm=grads"):
+        ForwardGradientWeight(local="greedy", comm="scalars")
+    with pytest.raises(ValueError, match="BlockChain"):
+        Backprop(local="loss").bind(RNN(2, 2, hidden_size=3), seed=0)

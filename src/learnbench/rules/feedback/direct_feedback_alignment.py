@@ -25,7 +25,15 @@ from learnbench.rules.local import forward_trace
 
 
 class DirectFeedbackAlignment(FeedbackRule):
-    def __init__(self, init: FeedbackInit = "kaiming_uniform", scale: Positive = 1.0):
+    def __init__(self, init: FeedbackInit = "kaiming_uniform", scale: Positive = 1.0, local: str = "none"):
+        """`local` is only there to be refused clearly: DFA has no local-loss variant (Ren et al.'s table has
+        none; its output error already reaches every block directly)."""
+        if local != "none":
+            raise ValueError(
+                f"method.local={local}: dfa has no local-loss variant (its output error already reaches every block "
+                f"directly; Ren et al.'s table has none). Local losses are options of bp, fa, fg_w and fg_a "
+                f"(method=l_fa, lg_fa, ...)"
+            )
         super().__init__()
         self.init, self.scale = init, scale
         self.feedback = FeedbackMatrices()
