@@ -325,3 +325,37 @@ def test_refusals_name_what_works():
         ForwardGradientWeight(local="greedy", comm="scalars")
     with pytest.raises(ValueError, match="BlockChain"):
         Backprop(local="loss").bind(RNN(2, 2, hidden_size=3), seed=0)
+
+
+def test_fg_w_on_groups_under_a_shared_layernorm_estimates_each_groups_own_gradient(float64):
+    """M/1/16's first LayerNorm spans all groups, so a weight feeding group g also moves the other groups'
+    losses; fg_w pairs it with group g's loss only (Ren's `dw.reshape([in, G, out // G]) * g_`). Oracle,
+    written out: the rows of group g get d L_g / d W with L_g = loss(head(x_g, stopgrad(x_others)))."""
+    model = make_model(groups=[1, 2], local_heads="last")
+    x, y = batch()
+    hidden = sum(p.numel() for b in list(model.blocks)[:-1] for p in b.parameters())
+    rule = ForwardGradientWeight(local="greedy", directions=hidden, table_size=0)
+    rule.bind(model, seed=0)
+    rule.noise.sample = lambda n, K, generator, dtype=None: torch.eye(n, dtype=dtype)
+    _, got = run(rule, model, x, y)
+    head = rule.local_heads.heads[0]
+    features = model.blocks[1](model.blocks[0](x)).flatten(1)  # [B, 8], groups of 4
+    names = [n for n, _ in model.named_parameters()][:8]
+    params = [p for b in list(model.blocks)[:2] for p in b.parameters()]
+    expected = [torch.zeros_like(p) for p in params]
+    for g in range(2):
+        own = torch.zeros(8, dtype=torch.bool)
+        own[4 * g: 4 * g + 4] = True
+        mixed = torch.where(own, features, features.detach())
+        grads_g = torch.autograd.grad(F.cross_entropy(F.linear(mixed, head.weight, head.bias), y), params, retain_graph=True)
+        for e, gr in zip(expected, grads_g):
+            e.view(2, -1)[g] = gr.view(2, -1)[g]  # rows (output units) of group g
+    for n, e in zip(names, expected):
+        torch.testing.assert_close(got[n] * hidden, e, msg=n)
+    # and it is not lg_bp's gradient there: the shared LayerNorm's cross-group terms are left out
+    bp = Backprop(local="greedy")
+    bp.bind(model, seed=0)
+    bp.local_heads.heads[0].load_state_dict(head.state_dict())
+    _, exact = run(bp, model, x, y)
+    assert not torch.allclose(got["blocks.0.linear.weight"] * hidden, exact["blocks.0.linear.weight"])
+    torch.testing.assert_close(got["blocks.1.linear.weight"] * hidden, exact["blocks.1.linear.weight"])  # the grouped layer: exact
