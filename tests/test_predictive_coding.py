@@ -362,11 +362,11 @@ def hand_written_ipc(model, x, y, top, gamma, steps, lr, momentum=0.0, beta=1.0)
     return flat([p.detach() for p in params])
 
 
-def trained_on_one_batch(model, rule, x, y, loss_fn, lr, tmp_path) -> tuple[torch.Tensor, LearningRuleModule]:
+def trained_on_one_batch(model, rule, x, y, loss_fn, lr, tmp_path, **options) -> tuple[torch.Tensor, LearningRuleModule]:
     """The training module's weights after one batch (plain SGD), on a copy of the model."""
     task = "reconstruction" if loss_fn is MSE else "classification"
     module = LearningRuleModule(copy.deepcopy(model), rule, optimizer=partial(torch.optim.SGD, lr=lr), task=task,
-                                num_classes=3)
+                                num_classes=3, **options)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x))
@@ -436,6 +436,22 @@ def test_per_step_and_per_batch_differ_at_second_order_in_the_weight_learning_ra
         gaps[lr] = float((moved["per_step"] - moved["per_batch"]).norm() / moved["per_batch"].norm())
     assert gaps[1e-3] > 0
     assert 8 < gaps[1e-2] / gaps[1e-3] < 12, gaps  # relative gap O(lr): absolute O(lr^2)
+
+
+def test_per_step_alignment_compares_the_summed_estimates_with_backprop_before_the_batch(tmp_path):
+    """align/* under per_step: the sum of the T estimates against backprop at the batch's starting weights.
+    With a vanishing weight lr the weights do not move, so it equals per_batch's alignment (one estimate, the
+    same sum); the oracle for the sum itself is test_standard_and_ipc_updates_are_the_written_out_energy_gradients."""
+    model, x, y = mlp_problem(activation="tanh")
+    logged = {}
+    for mode in ("per_step", "per_batch"):
+        rule = PredictiveCoding(variant="ipc", weight_updates=mode, inference_steps=5, inference_lr=0.3)
+        _, module = trained_on_one_batch(model, rule, x, y, CE, 1e-14, tmp_path, diagnostics_every_n_steps=1)
+        logged[mode] = module.diagnostic_means()
+    align = [k for k in logged["per_batch"] if k.startswith("align/")]
+    assert "align/cos/all" in align and "align/cos/blocks.0" in align
+    for key in align:
+        assert math.isclose(logged["per_step"][key], logged["per_batch"][key], rel_tol=1e-9), key
 
 
 def test_per_step_weight_updates_are_incremental_pc_only():

@@ -191,10 +191,13 @@ class LearningRuleModule(L.LightningModule):
         """A batch with `rule.updates_per_batch` optimiser steps (incremental PC: one after every inference
         step). The rule carries its state (value nodes) from call to call; each step is all-reduced, clipped
         and taken like any other (`_update`), and the scheduler steps once per batch, as for online recurrent
-        updates. The loss, training output, divergence check and alignment are the first call's (the batch
-        before any update, as for every other rule); the rule's metrics are logged once per batch."""
+        updates. The loss, training output and divergence check are the first call's (the batch before any
+        update, as for every other rule); the alignment compares the sum of the batch's estimates with
+        backprop's gradient before the first update (what the per-batch variant steps with); the rule's
+        metrics are logged once per batch."""
         optimizer = self.optimizers()
-        state, metrics = None, {}
+        state, metrics, summed, params = None, {}, None, self.trained_parameters()
+        align = self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0
         for update in range(self.rule.updates_per_batch):
             optimizer.zero_grad(set_to_none=True)
             self.rule.begin_step(self.global_step)
@@ -203,11 +206,16 @@ class LearningRuleModule(L.LightningModule):
                 first = out
                 if self._diverged(out.loss):
                     return
-                if self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0:
-                    self._log_alignment(x, y)
+                true = self._backprop_grads(x, y) if align else None
+            if align:
+                summed = add_grads(summed, params)
             state = out.state
             metrics.update(out.metrics)
             self._update(optimizer)
+        if align:
+            for p, g in zip(params, summed):
+                p.grad = g
+            self._log_alignment(x, y, true)
         self._step_scheduler()
         self._log_train(first.loss, first.output, y, len(x))
         self._log_rule_metrics(metrics, len(x))
@@ -242,12 +250,17 @@ class LearningRuleModule(L.LightningModule):
         self.allreduce_bytes += tensor.numel() * tensor.element_size()
         return self.trainer.strategy.reduce(tensor, reduce_op="mean")
 
-    def _log_alignment(self, x: Tensor, y: Tensor) -> None:
+    def _backprop_grads(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        """Backprop's gradient of the batch loss for the model's trainable parameters (in named_parameters order)."""
+        with torch.enable_grad():
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            return torch.autograd.grad(self.loss_fn(self.model(x), y).mean(), params)
+
+    def _log_alignment(self, x: Tensor, y: Tensor, true: tuple[Tensor, ...] | None = None) -> None:
         """Compare the rule's estimate (this rank, before the gradient all-reduce; a comm=scalars rule has
         already averaged its d over ranks) with backprop on this rank's batch."""
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        with torch.enable_grad():
-            true = torch.autograd.grad(self.loss_fn(self.model(x), y).mean(), [p for _, p in named])
+        true = self._backprop_grads(x, y) if true is None else true  # online updates: taken before the first one
         layer_of = self._layer_names()
         layers: dict[str, tuple[list[Tensor], list[Tensor]]] = {"all": ([], [])}
         for (name, p), g in zip(named, true):
