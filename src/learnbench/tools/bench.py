@@ -72,7 +72,7 @@ def rule_names(args) -> list[str]:
 
 
 def make_step(rule, model, x, y, device) -> Callable[[], None]:
-    """One training step as learnbench.module.LearningRuleModule takes it (less logging, all-reduce and clipping)."""
+    """One training batch as learnbench.module.LearningRuleModule takes it (less logging, all-reduce and clipping)."""
     loss_fn = partial(per_example_loss, "classification")
     rule.setup(model, seed=0, rank=0, device=device)
     rule.to(device)  # feedback matrices and other rule state
@@ -83,11 +83,16 @@ def make_step(rule, model, x, y, device) -> Callable[[], None]:
     count = itertools.count()
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        rule.begin_step(next(count))  # per-step noise seed; brsf draws its magnitudes afresh after it
-        rule.estimate_grads(model, x, y, loss_fn)
-        optimizer.step()
-        rule.after_optimizer_step(model)
+        state = None
+        for _ in range(rule.updates_per_batch):  # iPC per_step: T optimiser steps a batch, the state carried
+            optimizer.zero_grad(set_to_none=True)
+            rule.begin_step(next(count))  # per-step noise seed; brsf draws its magnitudes afresh after it
+            if rule.updates_per_batch > 1:
+                state = rule.estimate_grads(model, x, y, loss_fn, state=state).state
+            else:
+                rule.estimate_grads(model, x, y, loss_fn)
+            optimizer.step()
+            rule.after_optimizer_step(model)
 
     return step
 
