@@ -60,6 +60,10 @@ CASES = {
     "ipc": ("ipc", {"inference_steps": 4, "weight_updates": "per_batch"}),
     # True iPC: T = 3 optimiser steps per batch (each all-reduced), so STEPS = 6 is two batches.
     "ipc_per_step": ("ipc", {"inference_steps": 3, "weight_updates": "per_step"}),
+    # Local losses: the heads are rule parameters (optimised, all-reduced); fa's heads have their own B.
+    "l_fa": ("l_fa", {}),
+    "lg_fg_a": ("lg_fg_a", {"table_size": TABLE}),
+    "lg_fg_w": ("lg_fg_w", {"table_size": 0, "directions": 2}),
 }
 
 
@@ -140,6 +144,8 @@ def hand_written_run(method: str, overrides: dict, shards: int) -> dict:
             rule.double()  # rule state drawn at set-up (feedback matrices), as the module's 64-true casts it
             if r > 0 and hasattr(rule, "feedback"):  # one set of feedback weights for all shards, as DDP keeps one per rank in sync
                 rule.feedback = rules[0].feedback
+            if r > 0 and hasattr(rule, "local_heads"):  # likewise the local heads
+                rule.local_heads = rules[0].local_heads
         trained = [*model.parameters(), *rules[0].extra_parameters()]
         batch = BATCH * WORLD // shards
         streams = [endless(TensorBatches(x, y, batch, shuffle=True, seed=DATA_SEED, rank=r, world_size=shards, drop_last=True))
@@ -211,6 +217,10 @@ def test_scalars_mode_all_reduces_k_numbers_per_step_grads_mode_the_whole_gradie
         per_step = k if overrides.get("comm") == "scalars" else n_params
         if method == "kp":  # and its feedback weights, one matrix per block after the first
             per_step += sum(b.linear.weight.numel() for b in initial_model().blocks[1:])
+        if method.startswith(("l_", "lg_")):  # and the local heads
+            rule = make_rule(method, overrides)
+            rule.bind(initial_model(), seed=0)
+            per_step += sum(p.numel() for p in rule.extra_parameters())
         for run in ddp_runs[name]:
             assert run["bytes"] == STEPS * per_step * 8, name
 

@@ -359,3 +359,18 @@ def test_fg_w_on_groups_under_a_shared_layernorm_estimates_each_groups_own_gradi
     _, exact = run(bp, model, x, y)
     assert not torch.allclose(got["blocks.0.linear.weight"] * hidden, exact["blocks.0.linear.weight"])
     torch.testing.assert_close(got["blocks.1.linear.weight"] * hidden, exact["blocks.1.linear.weight"])  # the grouped layer: exact
+
+
+def test_heads_are_the_same_in_a_float32_and_a_float64_run():
+    """Drawn in float32 on the CPU whatever the default dtype, then cast (as feedback matrices are)."""
+    heads = []
+    for dtype in (torch.float32, torch.float64):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            rule = Backprop(local="greedy")
+            rule.bind(make_model().to(dtype), seed=0)
+            heads.append(rule.local_heads.heads[0].weight.detach().double())
+        finally:
+            torch.set_default_dtype(previous)
+    torch.testing.assert_close(heads[0], heads[1], rtol=0, atol=0)

@@ -151,7 +151,7 @@ class LocalHeads(nn.Module):
             bound = 1 / math.sqrt(features)
             with torch.no_grad():
                 for p in (head.weight, head.bias):
-                    p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
+                    p.copy_((torch.rand(p.shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound)
             self.heads.append(head)
             if feedback is not None:
                 from learnbench.rules.feedback.feedback_path import draw_feedback
