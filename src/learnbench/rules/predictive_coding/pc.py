@@ -215,21 +215,25 @@ class PredictiveCoding(LearningRule):
             traces = [predict(b, below) for b, below in zip(blocks, [x, *state.nodes])]
         output = traces[-1].output.clone() if state.t == 0 else None
         loss = loss_fn(output, y).mean() if output is not None else torch.zeros((), dtype=x.dtype, device=x.device)
+        # The moved nodes' predictions are needed here only on the last step (energy_last): the next call
+        # predicts anew from the moved weights.
+        last = state.t + 1 == self.steps
         e, _, nodes, traces = self.relax(blocks, x, y, loss_fn, traces, state.nodes, state.velocity,
-                                         read=range(len(blocks)), move=True)
+                                         read=range(len(blocks)), move=True, retrace=last)
         if state.t == 0:
             state.energy_first = e
         state = IncrementalState(state.t + 1, nodes, state.velocity, state.energy_first)
         metrics = {}
-        if state.t == self.steps:  # the batch's last step: the energy at x_T (weights W_{T-1}), logged once per batch
+        if last:  # the batch's last step: the energy at x_T (weights W_{T-1}), logged once per batch
             e_last, output_energy, _, _ = self.relax(blocks, x, y, loss_fn, traces, nodes, None, read=(), move=False)
             metrics = {"energy_first": state.energy_first, "energy_last": e_last, "output_loss": output_energy}
         return RuleOutput(loss=loss, output=output, metrics=metrics, state=state)
 
-    def relax(self, blocks, x, y, loss_fn, traces, nodes, velocity, read, move: bool):
+    def relax(self, blocks, x, y, loss_fn, traces, nodes, velocity, read, move: bool, retrace: bool = True):
         """One inference step at the given nodes and traces: the energy (batch mean), the top energy without
         beta, the weight gradients of the blocks in `read` (added to p.grad), and, with `move`, the nodes after
-        one (heavy-ball) descent step with their traces. Returns (E, E_top / beta, nodes, traces)."""
+        one (heavy-ball) descent step with their traces (recomputed if `retrace`). Returns (E, E_top / beta,
+        nodes, traces)."""
         errors = [node - trace.output for node, trace in zip(nodes, traces)]
         e_top, g_top = top_energy(traces[-1].output, y, loss_fn, self.output_loss)
         e_top, g_top = e_top * self.output_weight, g_top * self.output_weight
@@ -248,7 +252,7 @@ class PredictiveCoding(LearningRule):
             if velocity is not None:
                 grad = velocity[k].mul_(self.momentum).add_(grad)
             moved.append(nodes[k] - self.step_size * grad)
-        if self.variant != "fpa":  # FPA keeps the feed-forward predictions
+        if self.variant != "fpa" and retrace:  # FPA keeps the feed-forward predictions
             traces = [traces[0], *(predict(b, n) for b, n in zip(blocks[1:], moved))]
         return *summary, moved, traces
 
