@@ -454,6 +454,22 @@ def test_per_step_alignment_compares_the_summed_estimates_with_backprop_before_t
         assert math.isclose(logged["per_step"][key], logged["per_batch"][key], rel_tol=1e-9), key
 
 
+def test_with_max_steps_the_schedule_spans_the_batches_that_run(tmp_path):
+    """max_steps counts optimiser steps (T a batch under per_step), the scheduler steps once a batch: 6 steps of
+    T = 3 are 2 batches, so a 2-step cosine ends at min_lr_ratio x lr (its closed form at progress 1)."""
+    from learnbench.schedules import warmup_cosine
+
+    torch.manual_seed(0)
+    module = LearningRuleModule(MLP(2, 2, (8,), activation="tanh"),
+                                PredictiveCoding(variant="ipc", weight_updates="per_step", inference_steps=3),
+                                optimizer=partial(torch.optim.SGD, lr=0.1), scheduler=partial(warmup_cosine, min_lr_ratio=0.25))
+    trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=SpiralDataModule(batch_size=32))
+    assert trainer.global_step == 6
+    assert math.isclose(module.optimizers().param_groups[0]["lr"], 0.1 * 0.25, rel_tol=1e-12)
+
+
 def test_per_step_weight_updates_are_incremental_pc_only():
     with pytest.raises(ValueError, match="use it with variant=ipc"):
         PredictiveCoding(variant="standard", weight_updates="per_step")

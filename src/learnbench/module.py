@@ -114,6 +114,9 @@ class LearningRuleModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
+        if self.trainer.max_steps > 0 and self.rule.updates_per_batch > 1:
+            # The scheduler steps once per batch, and max_steps counts optimiser steps (T a batch for iPC per_step).
+            total = min(total, -(-self.trainer.max_steps // self.rule.updates_per_batch))
         per_epoch = max(1, total // max(1, self.trainer.max_epochs)) if self.trainer.max_epochs and self.trainer.max_epochs > 0 else total
         scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total, steps_per_epoch=per_epoch)
         # Stepped by hand every training step (manual optimisation): "interval" is documentation.
