@@ -28,27 +28,30 @@ step each layer's weight update is read.
   L-1 steps (its schedule is fixed by the depth); needs inference_lr=1, no momentum, T >= L-1.
 - `ipc`, incremental PC (Salvatori et al. 2024): the weight gradient is taken at every inference
   step (states 0 .. T-1). `weight_updates` says what is done with it:
-  - `per_step` (method=ipc's default, as pcx): the weights move after every inference step. The
-    rule does one inference step per `estimate_grads` call and carries the value nodes (and their
-    velocity) in `RuleOutput.state`; it sets `updates_per_batch = T`, so the training module calls it
-    T times per batch and steps the optimiser (all-reduce, clipping, AdamW's moments) after each call,
-    as it does for online recurrent updates. Each step's nodes and weight gradient are taken at the
-    same point (x_t, W_t), then both move: pcx (liukidar/pcx v0.6.1,
+  - `per_step` (method=ipc's default, as pcx; the constructor's is per_batch): the weights move after
+    every inference step. The rule does one inference step per `estimate_grads` call and carries the
+    value nodes (and their velocity) in `RuleOutput.state`; it sets `updates_per_batch = T`, so the
+    training module calls it T times per batch and steps the optimiser (all-reduce, clipping, AdamW's
+    moments) after each call, as it does for online recurrent updates. Each step's nodes and weight
+    gradient are taken at the same point (x_t, W_t), then both move: pcx (liukidar/pcx v0.6.1,
     examples/s4_1_discriminative_mode/MLP/mnist/iPC_SE.py, `train_on_batch`) takes one
     `value_and_grad` over the value nodes and the weights, then `optim_h.step` (SGD with momentum)
     and `optim_w.step` (AdamW), T times; nothing after the last node update. The block predictions
     are recomputed from the moved weights at every step, the first block's included.
     The learning-rate schedule steps once per batch: pcx's optax schedule counts weight updates but
     scales its horizons by T (warm-up 0.1 x batches x epochs x T, decay batches x epochs x T), so
-    its curve over training is ours, sampled at every update instead of every batch.
+    its curve over training is ours, sampled at every update instead of every batch. `align/*`
+    compares the sum of the T estimates with backprop at the batch's starting weights.
   - `per_batch`: the T gradients are summed into the batch's one optimiser step (the weights do not
     move during inference): iPC to first order in the weight learning rate with plain SGD (Adam
     sees one update, not T). With T = 1 the two are the same update.
 
 Models: any BlockChain (model=mlp, autoencoder with the reconstruction target clamped at the top,
 lenet, cnn); dense blocks take a hand-written path, convolutions, LayerNorm and pooling local
-autograd within one block (Z-IL = backprop on LeNet is tested; no conv learning run yet). Other
-models are refused at start, naming the models that work.
+autograd within one block (Z-IL = backprop and per_step iPC = its written-out loop on LeNet are
+tested; pc and ipc train LeNet on Fashion-MNIST, ipc slowly with T = 8 and a small inference step:
+the lower blocks' errors arrive only after several steps). Other models are refused at start,
+naming the models that work.
 
 The output's weight beta (`output_weight`, pcx's beta, the output precision of Whittington & Bogacz
 2017) multiplies E_top; the weight update is divided by it. As beta -> 0 the nodes move by O(beta),
