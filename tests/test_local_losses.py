@@ -374,3 +374,25 @@ def test_heads_are_the_same_in_a_float32_and_a_float64_run():
         finally:
             torch.set_default_dtype(previous)
     torch.testing.assert_close(heads[0], heads[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", comparable_rules("local"))
+def test_local_variants_step_on_a_convolutional_net_and_an_autoencoder(method):
+    """LeNet: a head per conv / dense block, on the feature maps averaged over space (Ren's avgpool_token);
+    the autoencoder: a linear head per hidden block predicting the target with the task's loss."""
+    from learnbench.catalog import method_config, rule_from_config
+    from learnbench.models import Autoencoder, LeNet
+
+    kwargs = {"table_size": 0} if "table_size" in method_config(method) else {}
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(3, 1, 28, 28, generator=g), torch.randint(0, 10, (3,), generator=g)
+    vectors = torch.rand(3, 12, generator=g)
+    mse = lambda o, t: 0.5 * (o - t).pow(2).sum(1)  # noqa: E731
+    for model, x, y, loss_fn in ((LeNet((1, 28, 28), 10), images, labels, cross_entropy), (Autoencoder(12, 12, [8], 4), vectors, vectors, mse)):
+        rule = rule_from_config(method, **kwargs)
+        rule.bind(model, seed=0)
+        rule.setup(model, 0, 0, torch.device("cpu"))
+        rule.begin_step(0)
+        out = rule.estimate_grads(model, x, y, loss_fn)
+        assert torch.isfinite(out.loss) and len(rule.local_heads.heads) == len(model.blocks) - 1
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in [*model.parameters(), *rule.parameters()])
