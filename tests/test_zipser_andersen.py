@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from conftest import TINY, compose_config, tiny
 from learnbench.catalog import comparable_rules
@@ -158,18 +159,24 @@ def test_bad_options_are_refused_with_the_key(option, message, tmp_path):
         train(cfg)
 
 
-def short_run(method: str, tmp_path, epochs: int = 1, batches: int = 10) -> dict:
+def short_run_config(method: str, tmp_path, epochs: int = 1, batches: int = 10):
     overrides = ["experiment=zipser_andersen", f"method={method}", "logger=csv", *tiny(batches, epochs),
                  "data.train_size=500", "data.val_size=100", "data.test_size=100"]
     if method in ("wp", "np", "fg_w", "fg_a"):
         overrides.append("method.table_size=1048576")  # drawing the default 16 M table is slow
-    return train(compose_config(overrides, tmp_path))
+    return compose_config(overrides, tmp_path)
+
+
+def short_run(method: str, tmp_path, epochs: int = 1, batches: int = 10) -> dict:
+    return train(short_run_config(method, tmp_path, epochs, batches))
 
 
 @pytest.mark.parametrize("method", comparable_rules("feedforward"))
 def test_every_rule_trains_on_the_task(method, tmp_path):
-    record = short_run(method, tmp_path)
+    cfg = short_run_config(method, tmp_path)
+    record = train(cfg)
     assert record["status"] == "ok", record["message"]
-    assert record["steps"] == 10  # ten optimiser steps were taken
+    # ten batches: ten optimiser steps, or T per batch for a rule that steps at every inference step (per_step iPC)
+    assert record["steps"] == 10 * instantiate(cfg.method).updates_per_batch
     final = record["metrics"]["final"]
     assert math.isfinite(final["test/loc_err_deg"]) and 0 <= final["test/loc_err_deg"] <= 2 * math.sqrt(2) * EXTENT_DEG
