@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import compose_config, tiny
+from test_recurrent import random_batch as recurrent_batch
 from learnbench.models import RNN
 from learnbench.rules import ForwardGradientActivity, NodePerturbation
 from learnbench.rules.base import trainable_parameters
@@ -35,15 +36,8 @@ def random_net(seed=0, **options) -> RNN:
 
 
 def random_batch(task: str, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(BATCH, STEPS, INPUTS, generator=g, dtype=torch.float64)
-    if task == "sequence_regression":
-        y = torch.randn(BATCH, STEPS, OUTPUTS, generator=g, dtype=torch.float64)
-    elif task == "sequence_soft_classification":
-        y = torch.softmax(torch.randn(BATCH, STEPS, OUTPUTS, generator=g, dtype=torch.float64), dim=-1)
-    else:
-        y = torch.randint(OUTPUTS, (BATCH,), generator=g)
-    return x, y
+    """tests/test_recurrent.py's sequence batch at this file's sizes."""
+    return recurrent_batch(task, seed, BATCH, STEPS, INPUTS, OUTPUTS)
 
 
 def autograd_bptt(model: RNN, x, y, task: str) -> torch.Tensor:
