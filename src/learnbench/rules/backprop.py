@@ -9,30 +9,24 @@ import torch
 from torch import Tensor, nn
 
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_parameters
-from learnbench.rules.local_losses import Local, LocalHeads, exact_local_grads, method_name, stages_of
+from learnbench.rules.local_losses import Local, LocalLossesMixin, exact_local_grads
 
 
-class Backprop(LearningRule):
+class Backprop(LocalLossesMixin, LearningRule):
     # On model=rnn it backpropagates through the whole sequence (method=bptt adds truncation and online updates).
     trains = ("feedforward", "recurrent")
     writes_grads_by_hand = False
+    local_base = "bp"
 
     def __init__(self, local: Local = "none"):
         """`local`: loss (l_bp) or greedy (lg_bp) adds local heads and losses (rules/local_losses.py)."""
         super().__init__()
         self.local = local
 
-    def check_model(self, model: nn.Module) -> None:
-        if self.local != "none":
-            stages_of(model, f"method={method_name('bp', self.local)}")
+    def local_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
+        return exact_local_grads(model, self.local_heads, x, y, loss_fn, self.local)
 
-    def init_state(self, model: nn.Module, generator: torch.Generator) -> None:
-        if self.local != "none":
-            self.local_heads = LocalHeads(model, generator, f"method={method_name('bp', self.local)}")
-
-    def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
-        if self.local != "none":
-            return exact_local_grads(model, self.local_heads, x, y, loss_fn, self.local)
+    def global_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         output = model(x)
         loss = loss_fn(output, y).mean()
         params = trainable_parameters(model)

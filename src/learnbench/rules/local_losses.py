@@ -181,6 +181,52 @@ class LocalHeads(nn.Module):
         return losses
 
 
+class LocalLossesMixin:
+    """The `local` option of a rule (bp, fa, fg_w, fg_a), put before the rule's base class:
+    `class Backprop(LocalLossesMixin, LearningRule)`. The rule's __init__ sets `self.local`; the rule
+    states its base name (`local_base`: the method name with local=none), its estimator with local
+    losses (`local_grads`) and any LocalHeads options (`local_head_options`: fa's feedback). With
+    local=none every hook is the base class's own: check_model, init_state, estimate_grads.
+
+    The heads are drawn after whatever the rule's own init_state draws first (fa: the blocks' B), so a
+    seed gives the same rule state as the plain rule; a rule that draws state calls super().init_state last."""
+
+    #: The method name without a local prefix: bp, fa, fg_w, fg_a.
+    local_base: str
+    local: Local
+
+    def local_rule_name(self) -> str:
+        """The rule as error messages name it: `method=lg_fg_a`."""
+        return f"method={method_name(self.local_base, self.local)}"
+
+    def local_head_options(self) -> dict:
+        """Extra LocalHeads arguments (fa: feedback=(init, scale))."""
+        return {}
+
+    def local_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn) -> RuleOutput:
+        """estimate_grads with local losses (self.local_heads built)."""
+        raise NotImplementedError
+
+    def global_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn) -> RuleOutput:
+        """estimate_grads with local=none: the base class's, unless the rule has its own (bp)."""
+        return super().estimate_grads(model, x, y, loss_fn)
+
+    def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
+        if self.local != "none":
+            stages_of(model, self.local_rule_name())
+
+    def init_state(self, model: nn.Module, generator: torch.Generator) -> None:
+        super().init_state(model, generator)
+        if self.local != "none":
+            self.local_heads = LocalHeads(model, generator, self.local_rule_name(), **self.local_head_options())
+
+    def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn) -> RuleOutput:
+        if self.local != "none":
+            return self.local_grads(model, x, y, loss_fn)
+        return self.global_grads(model, x, y, loss_fn)
+
+
 def cut_points(model: nn.Module, stages: list[Stage], local: str) -> set[int]:
     """Blocks whose input is detached: the readout always, every stage's first block when greedy."""
     cut = {len(model.blocks) - 1}

@@ -12,12 +12,13 @@ from torch import nn
 
 from learnbench.options import Positive
 from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackMatrices, FeedbackRule, draw_feedback, linear_with_feedback
-from learnbench.rules.local_losses import Local, LocalHeads, exact_local_grads, method_name, stages_of
+from learnbench.rules.local_losses import Local, LocalLossesMixin, exact_local_grads
 
 
-class FeedbackAlignment(FeedbackRule):
+class FeedbackAlignment(LocalLossesMixin, FeedbackRule):
     #: Kolen-Pollack trains B (nn.Parameters); FA keeps it fixed (buffers).
     learns_feedback = False
+    local_base = "fa"
 
     def __init__(self, init: FeedbackInit = "kaiming_uniform", scale: Positive = 1.0, local: Local = "none"):
         """`local`: loss (l_fa) or greedy (lg_fa) adds local heads and losses, the heads' error sent back
@@ -27,26 +28,20 @@ class FeedbackAlignment(FeedbackRule):
         self.local = local
         self.feedback = FeedbackMatrices()
 
-    def check_model(self, model: nn.Module) -> None:
-        super().check_model(model)
-        if self.local != "none":
-            stages_of(model, f"method={method_name('fa', self.local)}")
-
     def init_state(self, model: nn.Module, generator: torch.Generator) -> None:
         for i, block in enumerate(model.blocks):
             if i > 0:  # the first block sends no error below its input
                 b = draw_feedback(block.linear.weight.detach(), self.init, self.scale, generator)
                 self.feedback.add(i, b, learned=self.learns_feedback)
-        if self.local != "none":  # drawn after the blocks' B: the same B as plain fa for a seed
-            self.local_heads = LocalHeads(model, generator, f"method={method_name('fa', self.local)}", feedback=(self.init, self.scale))
+        super().init_state(model, generator)  # the local heads (and their B), drawn after the blocks' B: the same B as plain fa for a seed
+
+    def local_head_options(self) -> dict:
+        return {"feedback": (self.init, self.scale)}
 
     def feedback_for(self, i, block):
         return self.feedback[i]
 
-    def estimate_grads(self, model, x, y, loss_fn):
-        if self.local == "none":
-            return super().estimate_grads(model, x, y, loss_fn)
-
+    def local_grads(self, model, x, y, loss_fn):
         def linear_map(i, block, z):
             return block.linear(z) if i == 0 else linear_with_feedback(block, z, self.feedback_for(i, block))
 

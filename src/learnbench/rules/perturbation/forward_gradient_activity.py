@@ -22,12 +22,14 @@ import torch
 from learnbench.models.rnn import RNN
 from learnbench.rules.base import clipped
 from learnbench.rules.local import forward_trace, loss_jvp, relu_mask
-from learnbench.rules.local_losses import Local, LocalHeads, forward_gradient_activity_local, method_name, stages_of
+from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_activity_local
 from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, parameter_dtype
 from learnbench.rules.perturbation.recurrent_sites import rnn_walk
 
 
-class ForwardGradientActivity(ActivitySpaceRule):
+class ForwardGradientActivity(LocalLossesMixin, ActivitySpaceRule):
+    local_base = "fg_a"
+
     def __init__(self, mask_inactive: bool = True, local: Local = "none", **kwargs):
         """`local`: loss (l_fg_a) or greedy (lg_fg_a): tangents paired with their stage's (group's) local
         loss; readout and heads exact (rules/local_losses.py)."""
@@ -35,19 +37,8 @@ class ForwardGradientActivity(ActivitySpaceRule):
         self.mask_inactive = mask_inactive
         self.local = local
 
-    def check_model(self, model):
-        super().check_model(model)
-        if self.local != "none":
-            stages_of(model, f"method={method_name('fg_a', self.local)}")
-
-    def init_state(self, model, generator):
-        if self.local != "none":
-            self.local_heads = LocalHeads(model, generator, f"method={method_name('fg_a', self.local)}")
-
-    def estimate_grads(self, model, x, y, loss_fn):
-        if self.local != "none":
-            return forward_gradient_activity_local(self, model, self.local_heads, x, y, loss_fn)
-        return super().estimate_grads(model, x, y, loss_fn)
+    def local_grads(self, model, x, y, loss_fn):
+        return forward_gradient_activity_local(self, model, self.local_heads, x, y, loss_fn)
 
     def site_errors(self, model, x, y, loss_fn):
         K, B = self.directions, x.shape[0]

@@ -21,11 +21,13 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import BlockChain
 from learnbench.rules.local import forward_trace, loss_jvp, weight_tangent
-from learnbench.rules.local_losses import Local, LocalHeads, forward_gradient_weight_local, method_name, stages_of
+from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_weight_local
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
 
 
-class ForwardGradientWeight(ParameterSpaceRule):
+class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
+    local_base = "fg_w"
+
     def __init__(self, local: Local = "none", **kwargs):
         """`local`: loss (l_fg_w) or greedy (lg_fg_w): directions on the hidden blocks only, each paired with
         its stage's (group's) local loss; readout and heads exact (rules/local_losses.py)."""
@@ -35,18 +37,8 @@ class ForwardGradientWeight(ParameterSpaceRule):
             raise ValueError(f"method.comm=scalars is not offered with method.local={local}: the readout's and the heads' "
                              f"exact gradients differ per rank and need the gradient all-reduce (use comm=grads)")
 
-    def check_model(self, model):
-        if self.local != "none":
-            stages_of(model, f"method={method_name('fg_w', self.local)}")
-
-    def init_state(self, model, generator):
-        if self.local != "none":
-            self.local_heads = LocalHeads(model, generator, f"method={method_name('fg_w', self.local)}")
-
-    def estimate_grads(self, model, x, y, loss_fn):
-        if self.local != "none":
-            return forward_gradient_weight_local(self, model, self.local_heads, x, y, loss_fn)
-        return super().estimate_grads(model, x, y, loss_fn)
+    def local_grads(self, model, x, y, loss_fn):
+        return forward_gradient_weight_local(self, model, self.local_heads, x, y, loss_fn)
 
     @torch.no_grad()
     def directional_derivatives(self, model, params, tangents, x, y, loss_fn):
