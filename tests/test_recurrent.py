@@ -7,6 +7,7 @@ networks and sequences; the rules' own code never computes it.
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -178,13 +179,14 @@ def small_sequences(steps=8, sequences=4, batch_size=4, **kwargs):
                              batch_size=batch_size, eval_batch_size=2, data_seed=5, **kwargs)
 
 
-def fit_module(rule, lr: float, data, model=None, max_epochs=1, **trainer_options):
+def fit_module(rule, lr: float, data, model=None, max_epochs=1, scheduler=None, **trainer_options):
     import lightning as L
 
     from learnbench.module import LearningRuleModule
 
     model = model or random_net(21, inputs=1, outputs=2, n=5, tau=3.0).float()
-    module = LearningRuleModule(model, rule, optimizer=functools.partial(torch.optim.SGD, lr=lr), task=data.task, num_classes=2)
+    module = LearningRuleModule(model, rule, optimizer=functools.partial(torch.optim.SGD, lr=lr), scheduler=scheduler,
+                                task=data.task, num_classes=2)
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="64-true", max_epochs=max_epochs, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, **trainer_options)
@@ -430,3 +432,16 @@ def test_bad_time_options_are_refused_before_any_work(override, expected, tmp_pa
     with pytest.raises(ConfigError) as error:
         check_config(cfg)
     assert expected in str(error.value)
+
+
+def test_with_max_steps_the_schedule_spans_the_sequences_that_run():
+    """max_steps counts optimiser steps (with update_every=4 on 8-step sequences, 2 a batch), the scheduler steps
+    once a batch: 6 steps are 3 batches, so a 3-step cosine ends at min_lr_ratio x lr, its closed form at
+    progress 1 (before the fix the schedule was sized for 6 batches and stopped half way)."""
+    from learnbench.schedules import warmup_cosine
+
+    data = small_sequences(sequences=12)
+    module, trainer = fit_module(RFLO(update_every=4), 0.1, data, max_steps=6, max_epochs=-1,
+                                 scheduler=functools.partial(warmup_cosine, min_lr_ratio=0.25))
+    assert trainer.global_step == 6
+    assert math.isclose(module.optimizers().param_groups[0]["lr"], 0.1 * 0.25, rel_tol=1e-12)

@@ -114,13 +114,24 @@ class LearningRuleModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
-        if self.trainer.max_steps > 0 and self.rule.updates_per_batch > 1:
-            # The scheduler steps once per batch, and max_steps counts optimiser steps (T a batch for iPC per_step).
-            total = min(total, -(-self.trainer.max_steps // self.rule.updates_per_batch))
+        per_batch = self._optimizer_steps_per_batch()
+        if self.trainer.max_steps > 0 and per_batch > 1:
+            # The scheduler steps once per batch, and max_steps counts optimiser steps (T a batch for iPC per_step,
+            # one per online update of a sequence).
+            total = min(total, -(-self.trainer.max_steps // per_batch))
         per_epoch = max(1, total // max(1, self.trainer.max_epochs)) if self.trainer.max_epochs and self.trainer.max_epochs > 0 else total
         scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total, steps_per_epoch=per_epoch)
         # Stepped by hand every training step (manual optimisation): "interval" is documentation.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _optimizer_steps_per_batch(self) -> int:
+        """Optimiser steps a training batch takes: the rule's `updates_per_batch`, or for a recurrent rule on
+        sequences the number of online updates (`update_every: k`) in a training sequence."""
+        splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None)
+        if self.task.sequential and isinstance(self.rule, RecurrentRule) and splits is not None:
+            steps = splits.train[0].shape[1]
+            return sum(update for _, _, update in sequence_windows(steps, self.rule.truncation, self.rule.update_every))
+        return self.rule.updates_per_batch
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
