@@ -7,9 +7,14 @@ while the primal stays unbatched, so the primal pass is computed once.
 On a chain of blocks (learnbench.models.BlockChain) whose norms have no trainable parameters, the
 pass is the shared block walk (rules/local.py) with the weights' tangent added in each linear map:
 per layer the tangent V z + v_b + W dz ([K, B, ...], the directions' W dz in one matmul, nothing for
-the input's tangent, which is zero). torch.func.jvp (the general path, any model: the RNN, a norm
+the input's tangent, which is zero). torch.func.jvp (the general path, any other model: a norm
 with trainable parameters) materialises that zero tangent and multiplies it through the first
 layer: docs/speed.md has what the walk saves.
+
+On model=rnn the pass is recurrent_sites.rnn_walk with the weights' tangents V_rec, V_in, v_b,
+V_out, v_bout (those that learn) added at u_t and y_t; the hidden state's tangent runs forward
+beside the primal (dh_0 = 0). Through jvp the 100-step Python loop made a trial of Murray's task
+(experiment=murray_sine) about 15x slower; written out it costs what fg_a's walk does.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from torch.func import functional_call, jvp, vmap
 from torch.nn import functional as F
 
 from learnbench.models.blocks import BlockChain
+from learnbench.models.rnn import RNN
 from learnbench.rules.local import forward_trace, loss_jvp, weight_tangent
 from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_weight_local
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
+from learnbench.rules.perturbation.recurrent_sites import RNN_WEIGHTS, rnn_walk
 
 
 class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
@@ -44,6 +51,8 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
     def directional_derivatives(self, model, params, tangents, x, y, loss_fn):
         if isinstance(model, BlockChain) and not any(p.requires_grad for b in model.blocks for p in b.norm.parameters()):
             return self._chain_jvp(model, params, tangents, x, y, loss_fn)
+        if isinstance(model, RNN) and set(tangents) <= set(RNN_WEIGHTS):
+            return self._rnn_jvp(model, params, tangents, x, y, loss_fn)
 
         def loss_and_output(p):
             output = functional_call(model, p, (x,))
@@ -57,6 +66,13 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
             return loss, output, d.unsqueeze(0)
         loss, d, _ = vmap(along, out_dims=(None, 0, None))(tangents)
         return loss, None, d
+
+    def _rnn_jvp(self, model, params, tangents, x, y, loss_fn):
+        """The RNN's forward-mode pass written out (recurrent_sites.rnn_walk, K directions batched, the
+        primal once): torch.func.jvp pays its dual-tensor (and vmap) overhead on every op of the time loop."""
+        _, output, d_output = rnn_walk(model, x, weight_tangents=tangents, params=params)
+        losses, dlosses = loss_jvp(loss_fn, output, y, d_output)
+        return losses.mean(), output, dlosses.mean(-1)
 
     def _chain_jvp(self, model, params, tangents, x, y, loss_fn):
         names = {id(p): n for n, p in model.named_parameters()}
