@@ -16,6 +16,7 @@ autograd within the one block (a graph one block deep, freed at once).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,33 +25,43 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import Block
 from learnbench.rules.local import Trace
+from learnbench.tasks import CLASSIFICATION, Classification, per_example_loss
 
 
 def predict(block: Block, below: Tensor) -> Trace:
     """Block k's prediction mu_k of node_k from the node below (input z, linear h, pre-activation a, mu)."""
+    if is_plain_dense(block):  # the same ops without the Identity modules' calls (inference repeats this T times)
+        z = below.flatten(1)
+        h = F.linear(z, block.linear.weight, block.linear.bias)
+        return Trace(z, h, h, block.activation(h))
     z = block.prepare(below)
     h = block.linear(z)
     a = block.norm(h)
     return Trace(z, h, a, block.after_pre_activation(a))
 
 
-def activation_slope(activation: nn.Module, a: Tensor, out: Tensor) -> Tensor | float | None:
-    """f'(a) of an elementwise activation in closed form (from a and out = f(a)); None if not known."""
+#: Elementwise activations whose derivative activation_vjp writes out (GELU: the exact erf form only).
+DENSE_ACTIVATIONS = (nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.GELU)
+
+
+def activation_vjp(activation: nn.Module, a: Tensor, out: Tensor, cotangent: Tensor) -> Tensor:
+    """cotangent * f'(a) for an elementwise activation (a the pre-activation, out = f(a)), in one fused kernel:
+    ATen's own backward of each activation (what autograd runs), e.g. GELU's cotangent * (Phi(a) + a phi(a))."""
     if isinstance(activation, nn.Identity):
-        return 1.0
+        return cotangent
     if isinstance(activation, nn.ReLU):
-        return (a > 0).to(a.dtype)
+        return torch.ops.aten.threshold_backward(cotangent, a, 0)
     if isinstance(activation, nn.LeakyReLU):
-        return torch.where(a > 0, 1.0, activation.negative_slope).to(a.dtype)
+        return torch.ops.aten.leaky_relu_backward(cotangent, a, activation.negative_slope, False)
     if isinstance(activation, nn.Hardtanh):
-        return ((a > activation.min_val) & (a < activation.max_val)).to(a.dtype)
+        return torch.ops.aten.hardtanh_backward(cotangent, a, activation.min_val, activation.max_val)
     if isinstance(activation, nn.Tanh):
-        return 1 - out * out
+        return torch.ops.aten.tanh_backward(cotangent, out)
     if isinstance(activation, nn.Sigmoid):
-        return out * (1 - out)
+        return torch.ops.aten.sigmoid_backward(cotangent, out)
     if isinstance(activation, nn.GELU) and activation.approximate == "none":
-        return 0.5 * (1 + torch.erf(a / math.sqrt(2))) + a * torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
-    return None
+        return torch.ops.aten.gelu_backward(cotangent, a)
+    raise TypeError(f"no closed-form derivative for {type(activation).__name__}")
 
 
 def is_plain_dense(block: Block) -> bool:
@@ -59,7 +70,8 @@ def is_plain_dense(block: Block) -> bool:
         isinstance(block.linear, nn.Linear)
         and isinstance(block.norm, nn.Identity)
         and isinstance(block.pool, nn.Identity)
-        and activation_slope(block.activation, torch.zeros(1), torch.zeros(1)) is not None
+        and isinstance(block.activation, DENSE_ACTIVATIONS)
+        and (not isinstance(block.activation, nn.GELU) or block.activation.approximate == "none")
     )
 
 
@@ -67,8 +79,7 @@ def pull_back(block: Block, below: Tensor, trace: Trace, cotangent: Tensor, need
     """(dE/da, dE/d(node below)) for a cotangent dE/dmu at the block's output (None if not needed), with the
     Jacobian taken where the trace was computed (the current nodes, or the feed-forward pass under FPA)."""
     if is_plain_dense(block):
-        slope = activation_slope(block.activation, trace.pre_activation, trace.output)
-        delta = cotangent * slope if not isinstance(slope, float) else cotangent
+        delta = activation_vjp(block.activation, trace.pre_activation, trace.output, cotangent)
         below_grad = (delta @ block.linear.weight).view_as(below) if need_below else None
         return delta, below_grad
     with torch.enable_grad():  # autograd within this one block only, at the trace's point (FPA: feed-forward)
@@ -86,20 +97,51 @@ def top_energy(output: Tensor, y: Tensor, loss_fn, output_loss: str) -> tuple[Te
     `task`: the dataset's own per-example loss (cross-entropy on classification, pcx's PC-CE; the
     per-pixel mean squared error on reconstruction); `se`: ||output - target||^2 / 2 summed over
     the outputs, one-hot targets on classification (pcx's PC-SE)."""
-    if output_loss == "se":
-        target = F.one_hot(y, output.shape[1]).to(output.dtype) if not y.is_floating_point() else y.flatten(1)
-        if target.shape != output.shape:
-            raise ValueError(
-                f"method.output_loss=se compares the output {tuple(output.shape)} with the target itself, which has "
-                f"shape {tuple(y.shape)} here: use output_loss=task (the dataset's own loss)"
-            )
-        diff = output - target
-        return 0.5 * diff.pow(2).sum(1), diff
-    with torch.enable_grad():  # the loss's derivative at the output alone: no graph below it
-        leaf = output.detach().requires_grad_()
-        per_example = loss_fn(leaf, y)
-        (grad,) = torch.autograd.grad(per_example.sum(), leaf)
-    return per_example.detach(), grad
+    return TopEnergy(y, loss_fn, output_loss)(output)
+
+
+def is_cross_entropy(loss_fn) -> bool:
+    """Whether loss_fn is the classification task's per-example cross-entropy (the training module's
+    `task.loss`, or `partial(per_example_loss, "classification")`): its derivative is then written out."""
+    if getattr(loss_fn, "__func__", None) is Classification.loss:
+        return True
+    return (isinstance(loss_fn, functools.partial) and loss_fn.func is per_example_loss
+            and loss_fn.args == (CLASSIFICATION,) and not loss_fn.keywords)
+
+
+class TopEnergy:
+    """top_energy for one batch's target y, called at every inference step: the one-hot target is built once.
+    Cross-entropy's derivative is ATen's log-softmax backward of nll_loss's (-1 at the target), the ops autograd
+    runs, so it equals autograd's to the bit; other task losses are differentiated by autograd at the output."""
+
+    def __init__(self, y: Tensor, loss_fn, output_loss: str):
+        self.y, self.loss_fn, self.output_loss = y, loss_fn, output_loss
+        self.cross_entropy = output_loss == "task" and is_cross_entropy(loss_fn) and not y.is_floating_point()
+        self.target: Tensor | None = None  # se: the one-hot (or flattened) target; cross-entropy: minus the one-hot
+
+    def __call__(self, output: Tensor) -> tuple[Tensor, Tensor]:
+        y = self.y
+        if self.output_loss == "se":
+            if self.target is None:
+                self.target = F.one_hot(y, output.shape[1]).to(output.dtype) if not y.is_floating_point() else y.flatten(1)
+            if self.target.shape != output.shape:
+                raise ValueError(
+                    f"method.output_loss=se compares the output {tuple(output.shape)} with the target itself, which has "
+                    f"shape {tuple(y.shape)} here: use output_loss=task (the dataset's own loss)"
+                )
+            diff = output - self.target
+            return 0.5 * diff.pow(2).sum(1), diff
+        if self.cross_entropy and output.dim() == 2:
+            if self.target is None:
+                self.target = -F.one_hot(y, output.shape[1]).to(output.dtype)
+            log_p = torch.log_softmax(output, 1)
+            grad = torch.ops.aten._log_softmax_backward_data(self.target, log_p, 1, log_p.dtype)
+            return F.nll_loss(log_p, y, reduction="none"), grad
+        with torch.enable_grad():  # the loss's derivative at the output alone: no graph below it
+            leaf = output.detach().requires_grad_()
+            per_example = self.loss_fn(leaf, y)
+            (grad,) = torch.autograd.grad(per_example.sum(), leaf)
+        return per_example.detach(), grad
 
 
 # ------------------------------------------------------------------ the stability bound of inference

@@ -88,7 +88,7 @@ from torch import Tensor, nn
 from learnbench.options import HalfOpenFraction, Interval, Positive, PositiveInt
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput
 from learnbench.rules.local import Trace, chain_blocks, local_update
-from learnbench.rules.predictive_coding.energy import predict, pull_back, stable_step_bound, top_energy
+from learnbench.rules.predictive_coding.energy import TopEnergy, predict, pull_back, stable_step_bound
 
 Variant = Literal["standard", "fpa", "zil", "ipc"]
 WeightUpdates = Literal["per_batch", "per_step"]
@@ -178,19 +178,24 @@ class PredictiveCoding(LearningRule):
             )
 
     # ------------------------------------------------------------------ the training step
+    def begin_step(self, step: int) -> None:
+        """Nothing to re-seed: inference and the weight update are deterministic (no random draws)."""
+
     def estimate_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
         for p in model.parameters():
             p.grad = None
         if self.weight_updates == "per_step":
             return self.incremental_step(model, x, y, loss_fn, state)
-        result = self.infer(model, x, y, loss_fn, learn=True)
+        result = self.infer(model, x, y, loss_fn, learn=True, every_energy=False)
         metrics = {"energy_first": result.energies[0], "energy_last": result.energies[-1], "output_loss": result.output_energy}
         return RuleOutput(loss=result.loss.mean(), output=result.output, metrics=metrics)
 
     @torch.no_grad()
-    def infer(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, learn: bool = False) -> Inference:
-        """Run inference on one batch; with `learn`, write the variant's weight gradients on the way."""
-        blocks = list(model.blocks)
+    def infer(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, learn: bool = False,
+              every_energy: bool = True) -> Inference:
+        """Run inference on one batch; with `learn`, write the variant's weight gradients on the way. The energy
+        after every step, or (every_energy=False, what training logs) after the first and the last only."""
+        blocks, top = list(model.blocks), TopEnergy(y, loss_fn, self.output_loss)
         traces = feed_forward(blocks, x)
         nodes = [t.output for t in traces[:-1]]  # the feed-forward initialisation
         velocity = [torch.zeros_like(n) for n in nodes] if self.momentum else None
@@ -199,8 +204,12 @@ class PredictiveCoding(LearningRule):
         result = Inference(output=traces[-1].output.clone(), loss=loss_fn(traces[-1].output, y), nodes=nodes)
         for t in range(steps + 1):
             read = self.blocks_read_at(t, steps, len(blocks)) if learn else []
-            e, result.output_energy, nodes, traces = self.relax(blocks, x, y, loss_fn, traces, nodes, velocity, read, move=t < steps)
-            result.energies.append(e)
+            summarise = every_energy or t in (0, steps)
+            e, output_energy, nodes, traces = self.relax(blocks, x, top, traces, nodes, velocity, read, move=t < steps,
+                                                         summarise=summarise)
+            if summarise:
+                result.energies.append(e)
+                result.output_energy = output_energy
         result.nodes = nodes
         return result
 
@@ -208,7 +217,7 @@ class PredictiveCoding(LearningRule):
     def incremental_step(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, state: IncrementalState | None) -> RuleOutput:
         """ipc `per_step`: one inference step at (x_t, W_t), writing dE/dW there; the module then steps the
         weights. state=None starts the batch from the feed-forward pass; the nodes travel in `state`."""
-        blocks = list(model.blocks)
+        blocks, top = list(model.blocks), TopEnergy(y, loss_fn, self.output_loss)
         if state is None:
             traces = feed_forward(blocks, x)
             nodes = [t.output for t in traces[:-1]]
@@ -221,32 +230,35 @@ class PredictiveCoding(LearningRule):
         # The moved nodes' predictions are needed here only on the last step (energy_last): the next call
         # predicts anew from the moved weights.
         last = state.t + 1 == self.steps
-        e, _, nodes, traces = self.relax(blocks, x, y, loss_fn, traces, state.nodes, state.velocity,
-                                         read=range(len(blocks)), move=True, retrace=last)
+        e, _, nodes, traces = self.relax(blocks, x, top, traces, state.nodes, state.velocity,
+                                         read=range(len(blocks)), move=True, retrace=last, summarise=state.t == 0)
         if state.t == 0:
             state.energy_first = e
         state = IncrementalState(state.t + 1, nodes, state.velocity, state.energy_first)
         metrics = {}
         if last:  # the batch's last step: the energy at x_T (weights W_{T-1}), logged once per batch
-            e_last, output_energy, _, _ = self.relax(blocks, x, y, loss_fn, traces, nodes, None, read=(), move=False)
+            e_last, output_energy, _, _ = self.relax(blocks, x, top, traces, nodes, None, read=(), move=False)
             metrics = {"energy_first": state.energy_first, "energy_last": e_last, "output_loss": output_energy}
         return RuleOutput(loss=loss, output=output, metrics=metrics, state=state)
 
-    def relax(self, blocks, x, y, loss_fn, traces, nodes, velocity, read, move: bool, retrace: bool = True):
-        """One inference step at the given nodes and traces: the energy (batch mean), the top energy without
-        beta, the weight gradients of the blocks in `read` (added to p.grad), and, with `move`, the nodes after
-        one (heavy-ball) descent step with their traces (recomputed if `retrace`). Returns (E, E_top / beta,
-        nodes, traces)."""
+    def relax(self, blocks, x, top: TopEnergy, traces, nodes, velocity, read, move: bool, retrace: bool = True,
+              summarise: bool = True):
+        """One inference step at the given nodes and traces: the energy (batch mean) and the top energy without
+        beta (None unless `summarise`), the weight gradients of the blocks in `read` (added to p.grad), and, with
+        `move`, the nodes after one (heavy-ball) descent step with their traces (recomputed if `retrace`).
+        Returns (E, E_top / beta, nodes, traces)."""
+        beta = self.output_weight
         errors = [node - trace.output for node, trace in zip(nodes, traces)]
-        e_top, g_top = top_energy(traces[-1].output, y, loss_fn, self.output_loss)
-        e_top, g_top = e_top * self.output_weight, g_top * self.output_weight
+        e_top, g_top = top(traces[-1].output)
+        if beta != 1:
+            e_top, g_top = e_top * beta, g_top * beta
         cotangents, below = [-e for e in errors] + [g_top], [x, *nodes]
         # Block k's pull-back: its delta (for its update) and the error it sends to node k-1 (for inference).
         pulled = [pull_back(b, below[k], traces[k], cotangents[k], need_below=k > 0 and move)
                   if (k > 0 and move) or k in read else (None, None) for k, b in enumerate(blocks)]
         for k in read:  # dE/dW_k, the batch mean; divided by beta: on backprop's scale (pcx's `mul=1/beta`)
-            add_local_update(blocks[k], traces[k], pulled[k][0] / (len(x) * self.output_weight))
-        summary = energy(errors, e_top), e_top.mean() / self.output_weight
+            add_local_update(blocks[k], traces[k], pulled[k][0] / (len(x) * beta))
+        summary = (energy(errors, e_top), e_top.mean() / beta) if summarise else (None, None)
         if not move:
             return *summary, nodes, traces
         moved = []
@@ -290,10 +302,14 @@ def energy(errors: list[Tensor], e_top: Tensor) -> Tensor:
 
 def add_local_update(block, trace: Trace, delta: Tensor) -> None:
     """local_update's gradients added to what the block's parameters already hold (iPC sums its steps)."""
-    held = [p.grad for p in block.parameters()]
-    for p in block.parameters():
+    params = list(block.parameters())
+    held = [p.grad for p in params]
+    if all(g is None for g in held):  # the first (or only) read of this batch: nothing to add to
+        local_update(block, trace, delta)
+        return
+    for p in params:
         p.grad = None
     local_update(block, trace, delta)
-    for p, g in zip(block.parameters(), held):
+    for p, g in zip(params, held):
         if g is not None and p.grad is not None:
             p.grad += g
