@@ -10,7 +10,7 @@ Every derivative here is local to one block: the error eps_k = node_k - mu_k, it
 the block's pre-activation a_k (delta_k = dE/da_k, what the local weight update reads) and to
 the node below (dE/dnode_{k-1}). Nothing builds a graph across blocks or inference steps (design
 pitfall 11). Dense blocks without a norm or pooling take a hand-written path (the activation's
-slope in closed form, one matmul); convolutions, LayerNorm and pooling are differentiated by
+derivative by ATen's fused backward kernel, the one autograd runs; one matmul); convolutions, LayerNorm and pooling are differentiated by
 autograd within the one block (a graph one block deep, freed at once).
 """
 

@@ -100,8 +100,9 @@ class InferenceStabilityWarning(UserWarning):
 
 @dataclass
 class Inference:
-    """What one batch's inference leaves: the energy after each step (t = 0 .. steps), the top
-    energy at the last step, the feed-forward output and its per-example loss, the final nodes."""
+    """What one batch's inference leaves: the energy after each step (t = 0 .. steps; in training, where only
+    the first and the last are logged, those two), the top energy at the last step, the feed-forward output
+    and its per-example loss, the final nodes."""
 
     energies: list[Tensor] = field(default_factory=list)
     output_energy: Tensor | None = None
