@@ -47,6 +47,8 @@ Perturb = Callable[[int, Block, Tensor, "Tensor | None"], "tuple[Tensor, Tensor 
 LinearMap = Callable[[int, Block, Tensor], Tensor]
 # (block index, block, z, tangent of z or None) -> tangent of h
 LinearTangent = Callable[[int, Block, Tensor, "Tensor | None"], "Tensor | None"]
+# (block index, block, h, tangent of h or None) -> (a = norm(h), its tangent): replaces jvp_through(block.norm, ...)
+NormTangent = Callable[[int, Block, Tensor, "Tensor | None"], "tuple[Tensor, Tensor | None]"]
 
 
 def chain_blocks(model: nn.Module, rule: str = "this rule") -> list[Block]:
@@ -82,12 +84,14 @@ def forward_trace(
     perturb: Perturb | None = None,
     linear_map: LinearMap | None = None,
     linear_tangent: LinearTangent | None = None,
+    norm_tangent: NormTangent | None = None,
     detach_inputs: bool | Collection[int] = False,
 ) -> tuple[list[Trace], Tensor, Tensor | None]:
     """Run a chain model on x block by block: (a Trace per block, the output, the output's tangent or None).
 
     `perturb` may change a block's pre-activation and start or add to its tangent; it may also add
-    rows (several perturbed copies of the batch: later blocks see them all). `detach_inputs` cuts
+    rows (several perturbed copies of the batch: later blocks see them all). `norm_tangent` replaces
+    the norm's step (fg_w: the tangents of a LayerNorm's own parameters). `detach_inputs` cuts
     the autograd graph at every block's input (rules that send errors to each block directly), or
     at the inputs of the blocks it lists (local losses: a cut between stages and before the readout)."""
     traces, z, dz = [], x, None
@@ -101,7 +105,7 @@ def forward_trace(
             dz = dz.flatten(2) if isinstance(block.linear, nn.Linear) else dz.view(*dz.shape[:2], *z.shape[1:])
         h = block.linear(z) if linear_map is None else linear_map(i, block, z)
         dh = weight_tangent(block, dz) if linear_tangent is None else linear_tangent(i, block, z, dz)
-        a, da = jvp_through(block.norm, h, dh)
+        a, da = jvp_through(block.norm, h, dh) if norm_tangent is None else norm_tangent(i, block, h, dh)
         if perturb is not None:
             a, da = perturb(i, block, a, da)
         output, dz = jvp_through(block.activation, a, da)
