@@ -47,7 +47,10 @@ class NoiseSource(nn.Module):
         seed = self.table_seed if self.table_seed is not None else generator.initial_seed()
         return torch.Generator(device=generator.device).manual_seed(seed ^ 0x5EED7AB1E)
 
-    def sample(self, n: int, k: int, generator: torch.Generator, dtype: torch.dtype | None = None) -> Tensor:
+    def sample(self, n: int, k: int, generator: torch.Generator, dtype: torch.dtype | None = None, out: Tensor | None = None) -> Tensor:
+        """`out` ([k, n], optional): where K > 1 table slices are stacked (a buffer the caller keeps across
+        steps: K x 1.8M numbers are above glibc's mmap threshold, so a fresh stack is mapped and
+        page-faulted in on every step); the same numbers either way. Fresh draws ignore it."""
         device = generator.device
         if self.table_size == 0:
             return draw(self.kind, (k, n), generator, device, dtype)
@@ -60,4 +63,7 @@ class NoiseSource(nn.Module):
         offsets = torch.randint(0, self.table_size - n + 1, (k,), generator=generator, device=device).tolist()
         if k == 1:
             return self.table[offsets[0] : offsets[0] + n].unsqueeze(0)  # a view: no copy at all
-        return torch.stack([self.table[o : o + n] for o in offsets])
+        slices = [self.table[o : o + n] for o in offsets]
+        if out is None or out.shape != (k, n) or out.dtype != self.table.dtype or out.device != self.table.device:
+            return torch.stack(slices)
+        return torch.stack(slices, out=out)

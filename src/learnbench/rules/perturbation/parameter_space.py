@@ -66,7 +66,11 @@ class ParameterSpaceRule(LearningRule):
         named = {n: p for n, p in model.named_parameters() if p.requires_grad}
         params = {n: p.detach() for n, p in named.items()}
         sizes = [p.numel() for p in params.values()]
-        v = self.noise.sample(sum(sizes), self.directions, self.generator, next(iter(params.values())).dtype)  # [K, P]
+        like = next(iter(params.values()))
+        # [K, P]; K > 1 table slices are stacked into a buffer kept across steps (tangents are views of it,
+        # used within this step only)
+        out = self.work_buffer("directions", self.directions * sum(sizes), like).view(self.directions, -1) if self.directions > 1 and self.noise.table_size else None
+        v = self.noise.sample(sum(sizes), self.directions, self.generator, like.dtype, out=out)
         tangents = {n: t.view(self.directions, *p.shape) for (n, p), t in zip(params.items(), v.split(sizes, dim=1))}
         loss, output, d = self.directional_derivatives(model, params, tangents, x, y, loss_fn)
         if self.comm == "scalars":
