@@ -202,7 +202,7 @@ def test_fg_w_with_spanning_directions_is_exactly_the_bp_variant(float64, local,
     rule.bind(model, seed=0)
     for k, head in enumerate(rule.local_heads.heads):
         head.load_state_dict(bp.local_heads.heads[k].state_dict())
-    rule.noise.sample = lambda n, K, generator, dtype=None: torch.eye(n, dtype=dtype)
+    rule.noise.sample = lambda n, K, generator, dtype=None, out=None: torch.eye(n, dtype=dtype)  # the basis; `out` (a kept stack) unused
     _, got = run(rule, model, x, y)
     exact = {n for n in got if n.startswith(("rule.", f"blocks.{len(model.blocks) - 1}."))}
     for name in expected:
@@ -336,7 +336,7 @@ def test_fg_w_on_groups_under_a_shared_layernorm_estimates_each_groups_own_gradi
     hidden = sum(p.numel() for b in list(model.blocks)[:-1] for p in b.parameters())
     rule = ForwardGradientWeight(local="greedy", directions=hidden, table_size=0)
     rule.bind(model, seed=0)
-    rule.noise.sample = lambda n, K, generator, dtype=None: torch.eye(n, dtype=dtype)
+    rule.noise.sample = lambda n, K, generator, dtype=None, out=None: torch.eye(n, dtype=dtype)  # the basis; `out` (a kept stack) unused
     _, got = run(rule, model, x, y)
     head = rule.local_heads.heads[0]
     features = model.blocks[1](model.blocks[0](x)).flatten(1)  # [B, 8], groups of 4
