@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from torch.func import functional_call, jvp
 
 from learnbench.catalog import rule_from_config
@@ -15,24 +14,9 @@ from learnbench.models import MLP
 from learnbench.rules.noise import NoiseSource
 from learnbench.rules.perturbation import forward_gradient_weight as fgw_module
 from learnbench.rules.perturbation import weight_perturbation as wp_module
-from learnbench.tasks import per_example_loss
+from test_fast_paths import CE, NotAChain
 
 pytestmark = pytest.mark.usefixtures("float64")
-
-
-def CE(o, t):
-    return per_example_loss("classification", o, t)
-
-
-class NotAChain(nn.Module):
-    """The same network behind a forward of its own: the rules take their general torch.func paths."""
-
-    def __init__(self, chain):
-        super().__init__()
-        self.chain = chain
-
-    def forward(self, x):
-        return self.chain.blocks(x)
 
 
 MODELS = {
