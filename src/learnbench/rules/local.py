@@ -137,13 +137,16 @@ def jvp_through(module: Callable[[Tensor], Tensor], a: Tensor, t: Tensor | None)
     return out, along(t)
 
 
-def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor, d_weight: Tensor | None = None, d_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None, d_weight: Tensor | None = None, d_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(norm(h), its tangent) for tangents dh [K, rows, ...] written out (weights fixed): with
     xhat = (h - mean) * rstd, d xhat = rstd (dh_c - xhat mean(xhat dh_c)), dh_c = dh - mean(dh), times
     the weight. The same derivative as torch.func's jvp (equal to rounding), without its dual
     tensors and vmap on every step; mean and rstd are the forward's own (aten.native_layer_norm).
     Under no_grad only (jvp_through keeps torch.func's jvp where a graph is recorded). `d_weight`,
-    `d_bias` [K, *normalized_shape]: tangents of the norm's own parameters (fg_w), adding d_weight xhat + d_bias."""
+    `d_bias` [K, *normalized_shape]: tangents of the norm's own parameters (fg_w), adding d_weight xhat + d_bias;
+    with one of them, `dh` None is a zero input tangent (a block whose linear part has none)."""
+    if dh is None:
+        dh = h.new_zeros((d_weight if d_weight is not None else d_bias).shape[0], *h.shape)
     out, mean, rstd = torch.ops.aten.native_layer_norm(h, list(norm.normalized_shape), norm.weight, norm.bias, norm.eps)
     dims = tuple(range(-len(norm.normalized_shape), 0))
     xhat = (h - mean) * rstd
@@ -183,9 +186,6 @@ def dense_block_tangent(block: Block, trace: Trace, dz: Tensor | None, V: dict[s
         vb = V["linear.bias"].unsqueeze(1)
         dh = vb.expand(vb.shape[0], *trace.linear_out.shape) if dh is None else dh.add_(vb)
     if isinstance(block.norm, nn.LayerNorm) and ("norm.weight" in V or "norm.bias" in V or dh is not None):
-        if dh is None:
-            K = next(iter(V.values())).shape[0]
-            dh = trace.linear_out.new_zeros(K, *trace.linear_out.shape)
         dh = layer_norm_jvp(block.norm, trace.linear_out, dh, V.get("norm.weight"), V.get("norm.bias"))[1]
     if dh is None:
         return None

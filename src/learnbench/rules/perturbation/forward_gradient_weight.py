@@ -111,9 +111,7 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
             dw, db = (None if q is None else tangents.get(names[id(q)]) for q in (getattr(norm, "weight", None), getattr(norm, "bias", None)))
             if dw is None and db is None:
                 return jvp_through(norm, h, dh)
-            if dh is None:  # the block's linear part has no tangent (frozen weights, the input's tangent zero)
-                dh = h.new_zeros((dw if dw is not None else db).shape[0], *h.shape)
-            return layer_norm_jvp(norm, h, dh, dw, db)
+            return layer_norm_jvp(norm, h, dh, dw, db)  # dh None: the linear part has no tangent (frozen, zero input tangent)
 
         _, output, d_output = forward_trace(model, x, linear_map=linear_map, linear_tangent=linear_tangent, norm_tangent=norm_tangent)
         losses, dlosses = loss_jvp(loss_fn, output, y, d_output)
