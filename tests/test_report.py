@@ -216,6 +216,25 @@ def test_a_rerun_seed_counts_once(tmp_path, capsys):
     assert "appears twice" in capsys.readouterr().err
 
 
+def test_display_settings_do_not_split_a_group(tmp_path):
+    """Seeds run with and without `+trainer.enable_progress_bar=false` are one row; a trainer setting
+    that changes training (max_epochs) still splits it."""
+    for seed, trainer in enumerate([{}, {"enable_progress_bar": False, "log_every_n_steps": 5},
+                                    {"enable_model_summary": False}]):
+        out = write_run(tmp_path, str(seed), "bp", seed, acc=0.9 + seed / 100, loss=0.1)
+        record = json.loads((out / "results.json").read_text())
+        record["config"]["trainer"].update(trainer)
+        (out / "results.json").write_text(json.dumps(record))
+    (row,) = build_table(load_records([tmp_path]), ["test/acc"]).rows
+    assert row["n"] == 3 and row["stats"][0].mean == pytest.approx(statistics.mean([0.90, 0.91, 0.92]))
+    out = write_run(tmp_path, "3", "bp", 3, acc=0.5, loss=0.1)
+    record = json.loads((out / "results.json").read_text())
+    record["config"]["trainer"]["max_epochs"] = 7
+    (out / "results.json").write_text(json.dumps(record))
+    table = build_table(load_records([tmp_path]), ["test/acc"])
+    assert "trainer.max_epochs" in table.group_columns and sorted(r["n"] for r in table.rows) == [1, 3]
+
+
 def test_plots_write_png_and_pdf_curves_and_alignment(tmp_path):
     from learnbench.tools.plots import plot_learning_curves
 
@@ -233,6 +252,29 @@ def test_plots_write_png_and_pdf_curves_and_alignment(tmp_path):
     for path in written:
         head = path.read_bytes()[:8]
         assert path.stat().st_size > 1000 and head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF")
+
+
+def test_two_experiments_on_one_model_get_a_figure_each(tmp_path, monkeypatch):
+    """Ren's S/1/1 and M/1/16 are both model=mlp: each experiment's runs go into a figure of its own,
+    named after it, holding its own runs only; 11 methods get 11 colours."""
+    from learnbench.tools import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_figure", lambda lines, *a: drawn.setdefault(a[-1].name, lines) and [a[-1]])
+    methods = [f"m{i}" for i in range(11)]
+    for experiment in ("small", "medium"):
+        for i, method in enumerate(methods):
+            out = write_run(tmp_path, f"{experiment}{i}", method, 0, acc=0.9, loss=0.2,
+                            history=[{"epoch": 1, "step": 10, "time": 1.0, "val/acc": 0.5}])
+            record = json.loads((out / "results.json").read_text())
+            record["experiment"] = experiment
+            (out / "results.json").write_text(json.dumps(record))
+    plots.plot_learning_curves(load_records([tmp_path]), tmp_path / "figures")
+    assert set(drawn) == {"spiral_mlp_small_val-acc_vs_epoch", "spiral_mlp_small_val-acc_vs_time",
+                          "spiral_mlp_medium_val-acc_vs_epoch", "spiral_mlp_medium_val-acc_vs_time"}
+    for lines in drawn.values():
+        assert sorted(line[0].split(" ")[0] for line in lines) == sorted(f"{m}" for m in methods)
+        assert len({line[1] for line in lines}) == 11 and not any("experiment" in line[0] for line in lines)
 
 
 def alignment_history(cos: float, epochs: int = 6) -> list[dict]:

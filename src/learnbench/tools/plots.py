@@ -176,19 +176,22 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
     keys = grouping_keys(records)
     names = _short_names(keys)
     methods = sorted({r.get("method") for r in records}, key=lambda m: (m != "bp", str(m)))
-    palette = plt.get_cmap("tab10")
-    color_of = {m: palette(i % 10) for i, m in enumerate(methods)}
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")  # 11+ methods: no colour twice
+    color_of = {m: palette(i % palette.N) for i, m in enumerate(methods)}
     marker_of = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}
+    # One figure per data x model, and per experiment when several are mixed (Ren's S/1/1 and M/1/16
+    # are both model=mlp: one figure each, not 22 lines in one).
+    split = [k for k in ("data", "model", "experiment") if k in keys]
     blocks: dict[tuple, list[Group]] = {}
     for group in group_records(records, keys):
-        block = tuple(group.key[keys.index(k)] for k in ("data", "model"))
+        block = tuple(group.key[keys.index(k)] for k in split)
         blocks.setdefault(block, []).append(group)
 
     written = []
-    for (data, model), groups in blocks.items():
+    for block, groups in blocks.items():
         style_of: dict[tuple, int] = {}  # settings of one method: solid, dashed, ... in a fixed order
         shown = {k for i, k in enumerate(keys)
-                 if k not in ("method", "data", "model") and len({g.key[i] for g in groups}) > 1}
+                 if k not in ("method", *split) and len({g.key[i] for g in groups}) > 1}
         runs = [r for g in groups for r in g.ok]
         # A rule's own diagnostics (rule/angle_BW/<block>, rule/angle_delta/<block>, ...): one figure each.
         rule_keys = sorted({k for r in runs for entry in r.get("history", []) for k in entry if k.startswith("rule/")})
@@ -208,6 +211,7 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
                 lines.append((_label(group, keys, names, shown), color_of[method], style, marker_of[method], xs, values))
             if not lines:
                 continue
-            path = out_dir / f"{_slug(data)}_{_slug(model)}_{_slug(key)}_vs_{xlabel_key}"
-            written += _figure(lines, LABELS.get(key, key), LABELS[xlabel_key], f"{data} / {model}", band, path)
+            stem = "_".join(_slug(v) for v in block)
+            path = out_dir / f"{stem}_{_slug(key)}_vs_{xlabel_key}"
+            written += _figure(lines, LABELS.get(key, key), LABELS[xlabel_key], " / ".join(str(v) for v in block), band, path)
     return written

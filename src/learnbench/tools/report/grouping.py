@@ -13,7 +13,10 @@ ALWAYS_SHOWN = ("method", "data", "model")
 # Config keys (dotted, flattened) that never split groups: where things were written and how they
 # were logged. The seed itself (also as data.seed, which interpolates it) is left out in _ignored.
 IGNORED_PREFIXES = ("paths.", "hydra.", "logger.", "callbacks.", "trainer.default_root_dir", "choices.", "slurm.")
-IGNORED_KEYS = {"ckpt_path", "tags", "output_dir", "optimized_metric"}
+IGNORED_KEYS = {"ckpt_path", "tags", "output_dir", "optimized_metric",
+                # what the console and the logger show, not what is trained (`+trainer.enable_progress_bar=false`
+                # on some seeds must not split a row in two)
+                "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps"}
 # Config groups chosen on the command line that never split groups (how a run was logged or stored).
 IGNORED_GROUPS = {"logger", "callbacks", "paths", "hydra", "local"}
 
