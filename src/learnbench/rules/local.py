@@ -35,6 +35,7 @@ class Trace:
     linear_out: Tensor  # h = linear(z)
     pre_activation: Tensor  # a = norm(h), after any perturbation
     output: Tensor  # the block's output (after activation and pooling): the next block's input
+    output_tangent: Tensor | None = None  # its tangent [K, rows, ...] when the walk carries tangents (else None)
 
     def first_rows(self, n: int) -> "Trace":
         """The trace of the first n rows (the clean copy of the batch when perturbed copies follow)."""
@@ -93,13 +94,17 @@ def forward_trace(
     rows (several perturbed copies of the batch: later blocks see them all). `norm_tangent` replaces
     the norm's step (fg_w: the tangents of a LayerNorm's own parameters). `detach_inputs` cuts
     the autograd graph at every block's input (rules that send errors to each block directly), or
-    at the inputs of the blocks it lists (local losses: a cut between stages and before the readout)."""
+    at the inputs of the blocks it lists (local losses: a cut between stages and before the readout);
+    a cut stops the tangent too (a stop-gradient's derivative is zero: the block's input has none).
+
+    The model must be a BlockChain; that no trainable parameter lies outside its blocks is checked once,
+    at the rule's set-up (`chain_blocks` in check_model), not on every step (~50 us a call on S/1/1)."""
     traces, z, dz = [], x, None
-    blocks = chain_blocks(model)
+    blocks = list(model.blocks) if isinstance(model, BlockChain) else chain_blocks(model)
     cut = range(len(blocks)) if detach_inputs is True else (detach_inputs or ())
     for i, block in enumerate(blocks):
         if i in cut:
-            z = z.detach()
+            z, dz = z.detach(), None
         z = block.prepare(z)
         if dz is not None:
             dz = dz.flatten(2) if isinstance(block.linear, nn.Linear) else dz.view(*dz.shape[:2], *z.shape[1:])
@@ -110,7 +115,7 @@ def forward_trace(
             a, da = perturb(i, block, a, da)
         output, dz = jvp_through(block.activation, a, da)
         output, dz = jvp_through(block.pool, output, dz)
-        traces.append(Trace(z, h, a, output))
+        traces.append(Trace(z, h, a, output, dz))
         z = output
     return traces, z, dz
 

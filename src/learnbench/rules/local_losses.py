@@ -64,8 +64,7 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import Block
 from learnbench.rules.base import RuleOutput, clipped, trainable_parameters
-from learnbench.rules.local import (chain_blocks, dense_block_tangent, dense_tangent_applies, forward_trace, jvp_through,
-                                   local_update, loss_jvp, relu_mask)
+from learnbench.rules.local import chain_blocks, dense_block_tangent, dense_tangent_applies, forward_trace, local_update, relu_mask
 
 #: `method.local`: none, loss (L-), greedy (LG-).
 Local = Literal["none", "loss", "greedy"]
@@ -171,16 +170,6 @@ class LocalHeads(nn.Module):
 
         return _FeedbackLinear.apply(features, head.weight, head.bias, feedback, head)
 
-    def write_head_grads(self, features: list[Tensor], y: Tensor, loss_fn) -> list[Tensor]:
-        """Each head's exact local gradient on its detached features; returns the local losses."""
-        losses = []
-        with torch.enable_grad():
-            for head, f in zip(self.heads, features):
-                loss = loss_fn(head(f.detach()), y).mean()
-                head.weight.grad, head.bias.grad = torch.autograd.grad(loss, [head.weight, head.bias])
-                losses.append(loss.detach())
-        return losses
-
 
 class LocalLossesMixin:
     """The `local` option of a rule (bp, fa, fg_w, fg_a), put before the rule's base class:
@@ -255,17 +244,6 @@ def exact_local_grads(model, heads: LocalHeads, x, y, loss_fn, local: str, linea
 
 
 # ----------------------------------------------------------------------------- forward gradients
-def group_derivatives(head: nn.Linear, features: Tensor, d_features: Tensor, y: Tensor, loss_fn, groups: int) -> tuple[Tensor, Tensor]:
-    """(per-example losses [B], each group's directional derivative [G, K, B]): group g's loss sees
-    only group g's tangent (the other groups stop-gradiented; spatial_avg_linear_v2.py's jvp)."""
-    K, B = d_features.shape[:2]
-    logits = head(features)
-    weight = head.weight.view(head.weight.shape[0], groups, -1)
-    d_logits = torch.einsum("kbgd,cgd->gkbc", d_features.view(K, B, groups, -1), weight).reshape(groups * K, B, -1)
-    losses, d = loss_jvp(loss_fn, logits, y, d_logits)
-    return losses, d.view(groups, K, B)
-
-
 def paired_derivatives(stages: list[Stage], d: list[Tensor], local: str, clip: float | None) -> dict[int, Tensor]:
     """Block index -> the derivatives its tangents pair with, [G', K, ...] (G' = the stage's G when the
     block's units are grouped, else 1): its stage's (group's) loss, plus every later stage's with `loss`."""
@@ -296,6 +274,60 @@ def readout_grads(model: nn.Module, readout_input: Tensor, y: Tensor, loss_fn) -
     return loss.detach()
 
 
+def plain_readout(block: Block) -> bool:
+    """Whether the readout's output is its linear map's (no norm, activation or pooling after it), so its
+    exact gradient is the local update of dL/d(output)."""
+    return all(isinstance(m, nn.Identity) for m in (block.norm, block.activation, block.pool))
+
+
+def head_tangents(head: nn.Linear, d_features: Tensor, groups: int) -> Tensor:
+    """Each group's tangent of the head's logits [G, K, B, classes]: group g's features moved by their
+    tangent, the other groups held (spatial_avg_linear_v2.py's per-group jvp; G = 1: W df)."""
+    if groups == 1:
+        return F.linear(d_features, head.weight).unsqueeze(0)
+    K, B = d_features.shape[:2]
+    weight = head.weight.view(head.weight.shape[0], groups, -1)
+    return torch.einsum("kbgd,cgd->gkbc", d_features.view(K, B, groups, -1), weight)
+
+
+def exact_ends(model: nn.Module, heads: LocalHeads, traces: list, output: Tensor, features: list[Tensor],
+               d_features: list[Tensor], y: Tensor, loss_fn) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The readout's and the heads' exact gradients (written into their .grad) and each stage's (group's)
+    per-example directional derivatives [G, K, B], from one backward through the losses alone:
+    (global loss, local losses, derivatives).
+
+    The losses are per example, so the backward of their sum gives each example's dL_i/dlogits_i, and
+    d_i = dL_i/dlogits_i . dlogits_i is the loss's jvp (before: a forward-mode pass of the head losses);
+    a head's gradient is (dL_i/dlogits_i / B)^T features, the readout's the local update of
+    dL/d(output). Before, the heads' logits and the readout's output were recomputed under autograd,
+    one backward each, beside a forward-mode pass of the head losses: equal to rounding
+    (tests/test_local_losses_speed.py)."""
+    readout = list(model.blocks)[-1]
+    plain = plain_readout(readout)
+    logits = [F.linear(f, h.weight, h.bias) for h, f in zip(heads.heads, features)]
+    with torch.enable_grad():
+        leaves = [l.requires_grad_() for l in logits]
+        local = [loss_fn(l, y) for l in leaves]
+        objectives = [l.sum() for l in local]
+        if plain:
+            leaves.append(output.detach().requires_grad_())
+            loss = loss_fn(leaves[-1], y).mean()
+            objectives.append(loss)
+        grads = torch.autograd.grad(objectives, leaves)
+    if plain:
+        local_update(readout, traces[-1], grads[-1])
+        loss = loss.detach()
+    else:
+        loss = readout_grads(model, traces[-1].input, y, loss_fn)
+    B = y.shape[0]
+    d = []
+    for head, stage, f, df, g in zip(heads.heads, heads.stages, features, d_features, grads):
+        d.append((head_tangents(head, df, stage.groups) * g).sum(-1))
+        g = g / B
+        head.weight.grad, head.bias.grad = g.T @ f, g.sum(0)
+    return loss, [l.detach().mean() for l in local], d
+
+
 @torch.no_grad()
 def forward_gradient_activity_local(rule, model, heads: LocalHeads, x, y, loss_fn) -> RuleOutput:
     """fg_a with local losses (`update_forward_grad_activations`): tangents u_l on every hidden
@@ -309,36 +341,29 @@ def forward_gradient_activity_local(rule, model, heads: LocalHeads, x, y, loss_f
     shapes = pre_activation_shapes(model, x)[:readout]
     dtype = next(model.parameters()).dtype
     u = [n.view(K, B, *s) for n, s in zip(rule.sample_site_noise(K * B, shapes, dtype), shapes)]
-    starts, ends = cut_points(model, stages, local), {s.end for s in stages}
-    at_ends = {}
 
     def add_tangent(i, block, a, da):
         if i == readout:
             return a, None  # the readout's input is detached: no tangent reaches the global loss
-        if i in starts:
-            da = None
         mask = relu_mask(block, a) if rule.mask_inactive else None
         if mask is not None:
             u[i] = u[i] * mask
-        t = u[i] if da is None else da + u[i]
-        if i in ends:
-            at_ends[i] = (a, t)
-        return a, t
+        return a, u[i] if da is None else da + u[i]
 
-    traces, output, _ = forward_trace(model, x, perturb=add_tangent)
-    features, d = [], []
-    for k, stage in enumerate(stages):
-        block = blocks[stage.end]
-        out, d_out = jvp_through(block.pool, *jvp_through(block.activation, *at_ends[stage.end]))
-        f = head_features(out)
-        features.append(f)
-        d.append(group_derivatives(heads.heads[k], f, head_feature_tangent(d_out), y, loss_fn, stage.groups)[1])
+    # The cuts (stage inputs when greedy, the readout's input) stop the tangents inside the walk, and
+    # each stage end's output tangent comes back on its trace (nothing carried past a cut or recomputed).
+    traces, output, _ = forward_trace(model, x, perturb=add_tangent, detach_inputs=cut_points(model, stages, local))
+    ends = [traces[s.end] for s in stages]
+    features = [head_features(t.output) for t in ends]
+    loss, local_losses, d = exact_ends(model, heads, traces, output, features,
+                                       [head_feature_tangent(t.output_tangent) for t in ends], y, loss_fn)
     for l, pair in paired_derivatives(stages, d, local, rule.clip).items():
         G = pair.shape[0]
-        delta = (pair.permute(1, 2, 0).unsqueeze(-1) * u[l].reshape(K, B, G, -1)).sum(0) / (K * B)
+        if G == 1 and K == 1:  # the same numbers as below (a sum over one direction is a copy)
+            delta = (pair[0, 0].unsqueeze(-1) * u[l].reshape(B, -1)) / (K * B)
+        else:
+            delta = (pair.permute(1, 2, 0).unsqueeze(-1) * u[l].reshape(K, B, G, -1)).sum(0) / (K * B)
         local_update(blocks[l], traces[l], delta.view(B, *shapes[l]))
-    loss = readout_grads(model, traces[readout].input, y, loss_fn)
-    local_losses = heads.write_head_grads(features, y, loss_fn)
     return RuleOutput(loss=loss, output=output.detach(), metrics=local_metrics(stages, local_losses))
 
 
@@ -350,7 +375,6 @@ def forward_gradient_weight_local(rule, model, heads: LocalHeads, x, y, loss_fn)
     paired by output unit with its group; the readout and the heads get their exact local gradients."""
     K, local = rule.directions, rule.local
     blocks, stages = list(model.blocks), heads.stages
-    readout = len(blocks) - 1
     traces, output, _ = forward_trace(model, x)
     named = {l: {n: p for n, p in blocks[l].named_parameters() if p.requires_grad} for s in stages for l in s.blocks}
     flat = [(l, n, p) for l, ps in named.items() for n, p in ps.items()]
@@ -399,12 +423,14 @@ def forward_gradient_weight_local(rule, model, heads: LocalHeads, x, y, loss_fn)
     else:
         fs, dfs = run(stages, x)
     B = x.shape[0]
-    d = [group_derivatives(heads.heads[k], f, df, y, loss_fn, s.groups)[1].sum(-1) / B for k, (s, f, df) in enumerate(zip(stages, fs, dfs))]
+    loss, local_losses, d = exact_ends(model, heads, traces, output, fs, dfs, y, loss_fn)
+    d = [dk.sum(-1) / B for dk in d]
     for l, pair in paired_derivatives(stages, d, local, rule.clip).items():  # pair: [G', K]
         G = pair.shape[0]
         for n, p in named[l].items():
             V = tangents[(l, n)]
-            p.grad = (pair.T.reshape(K, G, 1) * V.reshape(K, G, -1)).sum(0).view_as(p) / K
-    loss = readout_grads(model, traces[readout].input, y, loss_fn)
-    local_losses = heads.write_head_grads(fs, y, loss_fn)
+            if K == 1:  # the same numbers as below (a sum over one direction is a copy, / 1 exact)
+                p.grad = (pair.reshape(G, 1) * V.reshape(G, -1)).view_as(p)
+            else:
+                p.grad = (pair.T.reshape(K, G, 1) * V.reshape(K, G, -1)).sum(0).view_as(p) / K
     return RuleOutput(loss=loss, output=output.detach(), metrics=local_metrics(stages, local_losses))

@@ -1,0 +1,226 @@
+"""The written-out paths of the local-loss forward gradients (lg_fg_a, l_fg_a, lg_fg_w, l_fg_w;
+rules/local_losses.py) against float64 oracles, on the rule's own random draws (recorded as it samples):
+
+- one backward through the losses alone (`exact_ends`) for the readout's and the heads' exact gradients
+  and each stage's (group's) per-example directional derivative dL_i/dlogits_i . dlogits_i, instead of
+  recomputing the heads and the readout under autograd beside a forward-mode pass of the head losses;
+- the walk's cuts stopping the tangents and the stage ends' output tangents read off the traces;
+- the K = 1 shortcuts of fg_a's delta and fg_w's gradient.
+
+The oracle: torch.func.jvp of every stage's (group's) per-example losses through a plain forward of the
+blocks (tangents added at the pre-activations, or on the parameters through functional_call; inputs
+detached where the variant cuts; a group's loss with the other groups' features detached), the pairing
+written out, and autograd for every update: a hidden block's is d/dtheta <a_l(theta), delta_l> on its
+detached input, the readout's and the heads' the gradients of their mean losses on detached inputs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call, jvp
+from torch.nn import functional as F
+
+from learnbench.rules import ForwardGradientActivity, ForwardGradientWeight
+from test_local_losses import batch, cross_entropy, make_model, run
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+SHAPES = {
+    "every": dict(),  # two stages of one block each
+    "last": dict(local_heads="last"),  # Ren's S/1/1: one stage of both hidden blocks
+    "grouped": dict(groups=[1, 2], local_heads="last"),  # M/1/16's shape: per-group losses and pairing
+    "no_norm": dict(layer_norm=False),
+}
+
+
+def shaped_model(shape):
+    model = make_model(**SHAPES[shape])
+    with torch.no_grad():  # norm parameters away from their 1 / 0 initialisation
+        for n, p in model.named_parameters():
+            if n.split(".")[-2] == "norm":
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if n.endswith("weight") else 0.0))
+    return model
+
+
+def head_losses(heads, stages, outputs, y):
+    """Per-example losses [B] of every (stage, group): group g's with the other groups' features detached."""
+    losses = []
+    for head, stage, out in zip(heads, stages, outputs):
+        f = out.flatten(1)
+        parts = f.chunk(stage.groups, dim=1)
+        for g in range(stage.groups):
+            live = torch.cat([p if j == g else p.detach() for j, p in enumerate(parts)], dim=1)
+            losses.append(cross_entropy(F.linear(live, head.weight, head.bias), y))
+    return losses
+
+
+def pairings(stages, d, local):
+    """Block -> [G', K, ...]: its stage's (group's) derivatives, plus every later stage's when local=loss."""
+    per_stage, at = [], 0
+    for stage in stages:
+        per_stage.append(torch.stack(d[at:at + stage.groups]))
+        at += stage.groups
+    pairs = {}
+    for k, stage in enumerate(stages):
+        later = sum(per_stage[j].sum(0, keepdim=True) for j in range(k + 1, len(stages))) if local == "loss" else 0
+        for l, grouped in zip(stage.blocks, stage.grouped):
+            own = per_stage[k] if grouped else per_stage[k].sum(0, keepdim=True)
+            pairs[l] = own + later
+    return pairs
+
+
+def exact_part(model, heads, stages, x, y):
+    """The readout's gradient of the mean global loss on its detached input, each head's of its mean loss."""
+    blocks = list(model.blocks)
+    expected, z, outputs = {}, x, {}
+    with torch.no_grad():
+        for i, block in enumerate(blocks[:-1]):
+            z = block(z)
+            outputs[i] = z
+    readout = blocks[-1]
+    names = [n for n, _ in readout.named_parameters()]
+    loss = cross_entropy(readout(z), y).mean()
+    for n, g in zip(names, torch.autograd.grad(loss, list(readout.parameters()))):
+        expected[f"blocks.{len(blocks) - 1}.{n}"] = g
+    for k, (head, stage) in enumerate(zip(heads, stages)):
+        loss = cross_entropy(F.linear(outputs[stage.end].flatten(1), head.weight, head.bias), y).mean()
+        gw, gb = torch.autograd.grad(loss, [head.weight, head.bias])
+        expected[f"rule.local_heads.heads.{k}.weight"], expected[f"rule.local_heads.heads.{k}.bias"] = gw, gb
+    return expected
+
+
+def local_update_oracle(block, z, delta):
+    """d/dtheta <a(theta), delta> for a = norm(linear(z)), z detached: the block's local update."""
+    a = block.norm(block.linear(block.prepare(z.detach())))
+    return dict(zip([n for n, _ in block.named_parameters()], torch.autograd.grad((a * delta.detach().view_as(a)).sum(), list(block.parameters()))))
+
+
+def fg_a_oracle(model, rule, x, y, u):
+    """lg_fg_a / l_fg_a on the tangents u [K, B, *shape_l] the rule drew (before its ReLU mask)."""
+    heads, stages = list(rule.local_heads.heads), rule.local_heads.stages
+    blocks = list(model.blocks)
+    K, B = u[0].shape[:2]
+    starts = {s.blocks[0] for s in stages[1:]} if rule.local == "greedy" else set()
+    ends = {s.end: k for k, s in enumerate(stages)}
+    with torch.no_grad():  # the clean pass: inputs and pre-activations (the ReLU masks)
+        inputs, pre, z = [], [], x
+        for block in blocks[:-1]:
+            inputs.append(z)
+            a = block.norm(block.linear(block.prepare(z)))
+            pre.append(a)
+            z = block.after_pre_activation(a)
+    masked = [t * (a > 0) for t, a in zip(u, pre)]
+
+    def losses(shifts):
+        z, outputs = x, [None] * len(stages)
+        for i, block in enumerate(blocks[:-1]):
+            if i in starts:
+                z = z.detach()
+            z = block.after_pre_activation(block.norm(block.linear(block.prepare(z))) + shifts[i])
+            if i in ends:
+                outputs[ends[i]] = z
+        return tuple(head_losses(heads, stages, outputs, y))
+
+    zeros = tuple(torch.zeros_like(a) for a in pre)
+    d = [torch.stack(ds) for ds in zip(*(jvp(losses, (zeros,), (tuple(t[k] for t in masked),))[1] for k in range(K)))]  # each [K, B]
+    expected = exact_part(model, heads, stages, x, y)
+    for l, pair in pairings(stages, d, rule.local).items():  # pair [G', K, B]
+        G = pair.shape[0]
+        units = masked[l].reshape(K, B, G, -1)
+        delta = (pair.permute(1, 2, 0).unsqueeze(-1) * units).sum(0).reshape(B, -1) / (K * B)
+        expected.update({f"blocks.{l}.{n}": g for n, g in local_update_oracle(blocks[l], inputs[l], delta).items()})
+    return expected
+
+
+def fg_w_oracle(model, rule, x, y, v):
+    """lg_fg_w / l_fg_w on the directions v [K, P] the rule drew over the hidden blocks' parameters."""
+    heads, stages = list(rule.local_heads.heads), rule.local_heads.stages
+    blocks = list(model.blocks)
+    K = v.shape[0]
+    starts = {s.blocks[0] for s in stages[1:]} if rule.local == "greedy" else set()
+    ends = {s.end: k for k, s in enumerate(stages)}
+    hidden = [(l, n, p) for l in range(len(blocks) - 1) for n, p in blocks[l].named_parameters()]
+    V = dict(zip([(l, n) for l, n, _ in hidden], [t.view(K, *p.shape) for (_, _, p), t in zip(hidden, v.split([p.numel() for *_, p in hidden], dim=1))]))
+    primal = {(l, n): p.detach() for l, n, p in hidden}
+
+    def losses(params):
+        z, outputs = x, [None] * len(stages)
+        for i, block in enumerate(blocks[:-1]):
+            if i in starts:
+                z = z.detach()
+            z = functional_call(block, {n: params[(l, n)] for l, n in params if l == i}, (z,))
+            if i in ends:
+                outputs[ends[i]] = z
+        return tuple(loss.mean() for loss in head_losses(heads, stages, outputs, y))
+
+    d = [torch.stack(ds) for ds in zip(*(jvp(losses, (primal,), ({key: t[k] for key, t in V.items()},))[1] for k in range(K)))]  # each [K]
+    expected = exact_part(model, heads, stages, x, y)
+    for l, pair in pairings(stages, d, rule.local).items():  # pair [G', K]
+        G = pair.shape[0]
+        for n, p in blocks[l].named_parameters():
+            expected[f"blocks.{l}.{n}"] = (pair.T.reshape(K, G, 1) * V[(l, n)].reshape(K, G, -1)).sum(0).view_as(p).detach() / K
+    return expected
+
+
+def recorded(obj, name):
+    """Wrap obj.<name> so that every draw it returns is kept (cloned) in the returned list."""
+    draws, original = [], getattr(obj, name)
+
+    def sample(*args, **kwargs):
+        out = original(*args, **kwargs)
+        draws.append([t.clone() for t in out] if isinstance(out, list) else out.clone())
+        return out
+
+    setattr(obj, name, sample)
+    return draws
+
+
+def assert_same(got, expected):
+    assert set(expected) <= set(got)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("local", ["greedy", "loss"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_fg_a_local_equals_the_jvp_and_autograd_oracle(shape, local, K):
+    model = shaped_model(shape)
+    x, y = batch()
+    rule = ForwardGradientActivity(local=local, directions=K, mask_inactive=True, table_size=0)
+    draws = recorded(rule, "sample_site_noise")
+    _, got = run(rule, model, x, y)
+    (flat,) = draws
+    u = [t.view(K, x.shape[0], *t.shape[1:]) for t in flat]
+    assert_same(got, fg_a_oracle(model, rule, x, y, u))
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("local", ["greedy", "loss"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_fg_w_local_equals_the_jvp_and_autograd_oracle(shape, local, K):
+    model = shaped_model(shape)
+    x, y = batch()
+    rule = ForwardGradientWeight(local=local, directions=K, table_size=0)
+    draws = recorded(rule.noise, "sample")
+    _, got = run(rule, model, x, y)
+    (v,) = draws
+    assert_same(got, fg_w_oracle(model, rule, x, y, v))
+
+
+def test_the_loss_values_are_the_plain_forwards():
+    """RuleOutput's loss and the local-loss metrics: the global loss at the readout, each head's mean loss."""
+    model = shaped_model("every")
+    x, y = batch()
+    rule = ForwardGradientActivity(local="greedy", directions=1, table_size=0)
+    out, _ = run(rule, model, x, y)
+    with torch.no_grad():
+        z, expected = x, {}
+        for i, block in enumerate(list(model.blocks)[:-1]):
+            z = block(z)
+            head = rule.local_heads.heads[i]
+            expected[f"local_loss/{i}"] = cross_entropy(F.linear(z, head.weight, head.bias), y).mean()
+        torch.testing.assert_close(out.loss, cross_entropy(model(x), y).mean())
+    for name, value in expected.items():
+        torch.testing.assert_close(out.metrics[name], value)
