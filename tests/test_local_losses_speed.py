@@ -224,3 +224,22 @@ def test_the_loss_values_are_the_plain_forwards():
         torch.testing.assert_close(out.loss, cross_entropy(model(x), y).mean())
     for name, value in expected.items():
         torch.testing.assert_close(out.metrics[name], value)
+
+
+def test_relu_tangent_and_mask_are_the_bool_mask_products():
+    """jvp_through(ReLU) and relu_mask in float ops: the very numbers of t * (a > 0) and (a > 0).to(dtype),
+    zeros of a included (where the ReLU's derivative is taken as 0)."""
+    from torch import nn
+
+    from learnbench.models.blocks import Block
+    from learnbench.rules.local import jvp_through, relu_mask
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 10, generator=g)
+    a[0, :4] = 0.0
+    t = torch.randn(3, 6, 10, generator=g)
+    out, dt = jvp_through(nn.ReLU(), a, t)
+    assert torch.equal(out, torch.relu(a)) and torch.equal(dt, t * (a > 0))
+    block = Block(nn.Linear(4, 10), "relu")
+    assert torch.equal(relu_mask(block, a), (a > 0).to(a.dtype))
+    assert relu_mask(Block(nn.Linear(4, 10), "tanh"), a) is None
