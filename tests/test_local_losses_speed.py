@@ -243,3 +243,46 @@ def test_relu_tangent_and_mask_are_the_bool_mask_products():
     block = Block(nn.Linear(4, 10), "relu")
     assert torch.equal(relu_mask(block, a), (a > 0).to(a.dtype))
     assert relu_mask(Block(nn.Linear(4, 10), "tanh"), a) is None
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("normalized", [(8,), (2, 4)])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("tangents", ["input", "input+params", "params", "bias"])
+def test_layer_norm_jvp_equals_torch_func_jvp(K, normalized, affine, tangents):
+    """layer_norm_jvp (one direction: through the fused backward, the Jacobian being symmetric; several:
+    written out; a zero input tangent: nothing multiplied through) against torch.func.jvp of F.layer_norm
+    in its input and its own parameters."""
+    from torch import nn
+
+    from learnbench.rules.local import layer_norm_jvp
+
+    if not affine and tangents != "input":
+        pytest.skip("no parameters to carry tangents")
+    g = torch.Generator().manual_seed(2)
+    norm = nn.LayerNorm(normalized, elementwise_affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(normalized, generator=g))
+            norm.bias.copy_(torch.randn(normalized, generator=g))
+    h = torch.randn(5, *normalized, generator=g) * 3 + 1
+    dh = torch.randn(K, *h.shape, generator=g) if tangents.startswith("input") else None
+    dw = torch.randn(K, *normalized, generator=g) if tangents in ("input+params", "params") else None
+    db = torch.randn(K, *normalized, generator=g) if tangents in ("input+params", "params", "bias") else None
+    with torch.no_grad():
+        out, got = layer_norm_jvp(norm, h, dh, dw, db)
+    if affine:
+        primals = (h, norm.weight.detach(), norm.bias.detach())
+
+        def f(h_, w_, b_):
+            return F.layer_norm(h_, normalized, w_, b_, norm.eps)
+    else:
+        primals = (h,)
+
+        def f(h_):
+            return F.layer_norm(h_, normalized, None, None, norm.eps)
+    for k in range(K):
+        along = tuple(t[k] if t is not None else torch.zeros_like(p) for t, p in zip((dh, dw, db), primals))
+        primal, expected = jvp(f, primals, along)
+        torch.testing.assert_close(out, primal, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got[k], expected, rtol=1e-10, atol=1e-12)

@@ -144,28 +144,41 @@ def jvp_through(module: Callable[[Tensor], Tensor], a: Tensor, t: Tensor | None)
     return out, along(t)
 
 
-def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None, d_weight: Tensor | None = None, d_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None, d_weight: Tensor | None = None, d_bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """(norm(h), its tangent) for tangents dh [K, rows, ...] written out (weights fixed): with
     xhat = (h - mean) * rstd, d xhat = rstd (dh_c - xhat mean(xhat dh_c)), dh_c = dh - mean(dh), times
     the weight. The same derivative as torch.func's jvp (equal to rounding), without its dual
     tensors and vmap on every step; mean and rstd are the forward's own (aten.native_layer_norm).
+    With one direction, d xhat comes from aten's fused LayerNorm backward: the Jacobian of xhat,
+    rstd (I - 11^T/N - xhat xhat^T/N), is symmetric, so its product with dh is the backward's input
+    gradient of dh (one kernel instead of ~10 element-wise ops: ~70 -> ~30 us on [100, 256]).
     Under no_grad only (jvp_through keeps torch.func's jvp where a graph is recorded). `d_weight`,
     `d_bias` [K, *normalized_shape]: tangents of the norm's own parameters (fg_w), adding d_weight xhat + d_bias;
-    with one of them, `dh` None is a zero input tangent (a block whose linear part has none)."""
-    if dh is None:
-        dh = h.new_zeros((d_weight if d_weight is not None else d_bias).shape[0], *h.shape)
-    out, mean, rstd = torch.ops.aten.native_layer_norm(h, list(norm.normalized_shape), norm.weight, norm.bias, norm.eps)
-    dims = tuple(range(-len(norm.normalized_shape), 0))
-    xhat = (h - mean) * rstd
-    dc = dh - dh.mean(dims, keepdim=True)
-    dx = (dc - xhat * (dc * xhat).mean(dims, keepdim=True)) * rstd
-    if norm.weight is not None:
-        dx = dx * norm.weight
-    lead = [1] * (h.dim() - len(norm.normalized_shape))
+    `dh` None is a zero input tangent (a block whose linear part has none): nothing is multiplied through
+    for it. With no tangent at all the tangent is None."""
+    shape = list(norm.normalized_shape)
+    out, mean, rstd = torch.ops.aten.native_layer_norm(h, shape, norm.weight, norm.bias, norm.eps)
+    dims = tuple(range(-len(shape), 0))
+    xhat = None
+    dx = None
+    if dh is not None:
+        if dh.shape[0] == 1:
+            dx = torch.ops.aten.native_layer_norm_backward(dh[0], h, shape, mean, rstd, None, None, [True, False, False])[0].unsqueeze(0)
+        else:
+            xhat = (h - mean) * rstd
+            dc = dh - dh.mean(dims, keepdim=True)
+            dx = (dc - xhat * (dc * xhat).mean(dims, keepdim=True)) * rstd
+        if norm.weight is not None:
+            dx = dx * norm.weight
+    lead = [1] * (h.dim() - len(shape))
     if d_weight is not None:
-        dx = dx + d_weight.view(d_weight.shape[0], *lead, *norm.normalized_shape) * xhat
+        if xhat is None:
+            xhat = (h - mean) * rstd
+        term = d_weight.view(d_weight.shape[0], *lead, *shape) * xhat
+        dx = term if dx is None else dx + term
     if d_bias is not None:
-        dx = dx + d_bias.view(d_bias.shape[0], *lead, *norm.normalized_shape)
+        term = d_bias.view(d_bias.shape[0], *lead, *shape)
+        dx = h.new_zeros(d_bias.shape[0], *h.shape) + term if dx is None else dx + term
     return out, dx
 
 
