@@ -286,3 +286,68 @@ def test_layer_norm_jvp_equals_torch_func_jvp(K, normalized, affine, tangents):
         primal, expected = jvp(f, primals, along)
         torch.testing.assert_close(out, primal, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(got[k], expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("spatial", [(1, 1), (2, 3)])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("tangents", ["input", "input+params", "params", "bias"])
+def test_group_norm_jvp_equals_torch_func_jvp(K, spatial, affine, tangents):
+    """group_norm_jvp (M/1/16's per-group norm on [B, C, 1, 1], and feature maps) against torch.func.jvp
+    of F.group_norm in its input and its own parameters."""
+    from torch import nn
+
+    from learnbench.rules.local import group_norm_jvp
+
+    if not affine and tangents != "input":
+        pytest.skip("no parameters to carry tangents")
+    G, C = 4, 8
+    g = torch.Generator().manual_seed(3)
+    norm = nn.GroupNorm(G, C, affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(C, generator=g))
+            norm.bias.copy_(torch.randn(C, generator=g))
+    h = torch.randn(5, C, *spatial, generator=g) * 3 + 1
+    dh = torch.randn(K, *h.shape, generator=g) if tangents.startswith("input") else None
+    dw = torch.randn(K, C, generator=g) if tangents in ("input+params", "params") else None
+    db = torch.randn(K, C, generator=g) if tangents in ("input+params", "params", "bias") else None
+    with torch.no_grad():
+        out, got = group_norm_jvp(norm, h, dh, dw, db)
+    if affine:
+        primals = (h, norm.weight.detach(), norm.bias.detach())
+
+        def f(h_, w_, b_):
+            return F.group_norm(h_, G, w_, b_, norm.eps)
+    else:
+        primals = (h,)
+
+        def f(h_):
+            return F.group_norm(h_, G, None, None, norm.eps)
+    for k in range(K):
+        along = tuple(t[k] if t is not None else torch.zeros_like(p) for t, p in zip((dh, dw, db), primals))
+        primal, expected = jvp(f, primals, along)
+        torch.testing.assert_close(out, primal, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got[k], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_fg_w_walks_m116s_grouped_layer_with_its_group_norm(monkeypatch):
+    """fg_w on M/1/16's shape (a grouped layer with a per-group GroupNorm) takes the chain walk, not
+    torch.func.jvp, and its directional derivatives are jvp's (K 1 and 3)."""
+    from learnbench.rules.perturbation import forward_gradient_weight as fgw_module
+
+    model = shaped_model("grouped")
+    x, y = batch()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(4)
+    for K in (1, 3):
+        tangents = {n: torch.randn(K, *p.shape, generator=g) for n, p in params.items()}
+
+        def loss(p):
+            return cross_entropy(functional_call(model, p, (x,)), y).mean()
+
+        expected = torch.stack([jvp(loss, (params,), ({n: t[k] for n, t in tangents.items()},))[1] for k in range(K)])
+        with monkeypatch.context() as m:
+            m.setattr(fgw_module, "jvp", None)  # the general path would fail
+            _, _, d = ForwardGradientWeight(directions=K, table_size=0).directional_derivatives(model, params, tangents, x, y, cross_entropy)
+        torch.testing.assert_close(d, expected, rtol=1e-10, atol=1e-12)

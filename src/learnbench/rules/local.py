@@ -125,8 +125,8 @@ def jvp_through(module: Callable[[Tensor], Tensor], a: Tensor, t: Tensor | None)
 
     `t` has leading direction dimensions over `a` ([K, B, ...] against [B, ...]): the primal is
     computed once and every direction's tangent from it."""
-    if t is not None and isinstance(module, nn.LayerNorm) and not torch.is_grad_enabled():
-        return layer_norm_jvp(module, a, t)
+    if t is not None and isinstance(module, NORMS_WRITTEN_OUT) and not torch.is_grad_enabled():
+        return norm_jvp(module, a, t)
     out = module(a)
     if t is None or _is_identity(module):
         return out, t
@@ -180,6 +180,54 @@ def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None, d_weight: T
         term = d_bias.view(d_bias.shape[0], *lead, *shape)
         dx = h.new_zeros(d_bias.shape[0], *h.shape) + term if dx is None else dx + term
     return out, dx
+
+
+def group_norm_jvp(norm: nn.GroupNorm, h: Tensor, dh: Tensor | None, d_weight: Tensor | None = None, d_bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """layer_norm_jvp for a GroupNorm (M/1/16's per-group LayerNorm): h [N, C, *spatial], tangents dh
+    [K, N, C, *spatial], `d_weight`, `d_bias` [K, C]. Each group is normalised over its C/G channels and
+    the spatial positions as a LayerNorm is over its shape, so its tangent is the same formula per group
+    (one direction through aten's fused GroupNorm backward, whose per-group Jacobian is symmetric), then
+    times the per-channel weight, plus d_weight xhat + d_bias. Under no_grad only."""
+    N, C, G = h.shape[0], h.shape[1], norm.num_groups
+    HxW = h[0, 0].numel()
+    out, mean, rstd = torch.ops.aten.native_group_norm(h, norm.weight, norm.bias, N, C, HxW, G, norm.eps)
+    per_channel = [C, *[1] * (h.dim() - 2)]  # a [C] vector against [..., N, C, *spatial]
+    xhat = None
+    dx = None
+
+    def normalised():  # xhat [N, G, C/G * HxW]
+        return (h.reshape(N, G, -1) - mean.unsqueeze(-1)) * rstd.unsqueeze(-1)
+
+    if dh is not None:
+        K = dh.shape[0]
+        if K == 1:
+            dx = torch.ops.aten.native_group_norm_backward(dh[0], h, mean, rstd, None, N, C, HxW, G, [True, False, False])[0].unsqueeze(0)
+        else:
+            xhat = normalised()
+            dg = dh.reshape(K, N, G, -1)
+            dc = dg - dg.mean(-1, keepdim=True)
+            dx = ((dc - xhat * (dc * xhat).mean(-1, keepdim=True)) * rstd.unsqueeze(-1)).view(dh.shape)
+        if norm.weight is not None:
+            dx = dx * norm.weight.view(per_channel)
+    if d_weight is not None:
+        if xhat is None:
+            xhat = normalised()
+        term = d_weight.view(d_weight.shape[0], 1, *per_channel) * xhat.view(h.shape)
+        dx = term if dx is None else dx + term
+    if d_bias is not None:
+        term = d_bias.view(d_bias.shape[0], 1, *per_channel)
+        dx = h.new_zeros(d_bias.shape[0], *h.shape) + term if dx is None else dx + term
+    return out, dx
+
+
+def norm_jvp(norm: nn.Module, h: Tensor, dh: Tensor | None, d_weight: Tensor | None = None, d_bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """layer_norm_jvp or group_norm_jvp, by the norm's type (NORMS_WRITTEN_OUT)."""
+    jvp = layer_norm_jvp if isinstance(norm, nn.LayerNorm) else group_norm_jvp
+    return jvp(norm, h, dh, d_weight, d_bias)
+
+
+#: The norms whose tangent (input and own parameters) is written out: norm_jvp.
+NORMS_WRITTEN_OUT = (nn.LayerNorm, nn.GroupNorm)
 
 
 #: The parameters a dense block's written-out weight tangent (dense_block_tangent) covers.

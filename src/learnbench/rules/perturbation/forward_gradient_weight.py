@@ -4,13 +4,13 @@ The exact directional derivative grad . v by forward-mode AD in one pass that ca
 and the tangent together; estimate g = (grad . v) v. With K directions the tangents are batched
 while the primal stays unbatched, so the primal pass is computed once.
 
-On a chain of blocks (learnbench.models.BlockChain) whose norms are LayerNorms or have no trainable
-parameters, the pass is the shared block walk (rules/local.py) with the weights' tangent added in
+On a chain of blocks (learnbench.models.BlockChain) whose norms are LayerNorms, GroupNorms or have no
+trainable parameters, the pass is the shared block walk (rules/local.py) with the weights' tangent added in
 each linear map: per layer the tangent V z + v_b + W dz ([K, B, ...], the directions' W dz in one
-matmul, nothing for the input's tangent, which is zero), and a LayerNorm's jvp written out with its
-own parameters' tangents (d_weight xhat + d_bias: layer_norm_jvp, Ren's S/1/1). torch.func.jvp (the
-general path, any other model, or a chain with another norm that learns: GroupNorm, BatchNorm)
-recomputes the primal, materialises that zero tangent and multiplies it through the first layer:
+matmul, nothing for the input's tangent, which is zero), and the norm's jvp written out with its
+own parameters' tangents (d_weight xhat + d_bias: norm_jvp; Ren's S/1/1 LayerNorms, M/1/16's per-group
+GroupNorm). torch.func.jvp (the general path, any other model, or a chain with another norm that learns:
+BatchNorm) recomputes the primal, materialises that zero tangent and multiplies it through the first layer:
 docs/speed.md has what the walk saves.
 
 On model=rnn the pass is recurrent_sites.rnn_walk with the weights' tangents V_rec, V_in, v_b,
@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import BlockChain
 from learnbench.models.rnn import RNN
-from learnbench.rules.local import forward_trace, jvp_through, layer_norm_jvp, loss_jvp, weight_tangent
+from learnbench.rules.local import NORMS_WRITTEN_OUT, forward_trace, jvp_through, loss_jvp, norm_jvp, weight_tangent
 from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_weight_local
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
 from learnbench.rules.perturbation.recurrent_sites import RNN_WEIGHTS, rnn_walk
@@ -106,12 +106,12 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
                 dh = vb.expand(vb.shape[0], z.shape[0], *vb.shape[2:]) if dh is None else dh.add_(vb)
             return dh
 
-        def norm_tangent(i, block, h, dh):  # a LayerNorm's own parameters: + d_weight xhat + d_bias (layer_norm_jvp)
+        def norm_tangent(i, block, h, dh):  # a LayerNorm's or GroupNorm's own parameters: + d_weight xhat + d_bias (norm_jvp)
             norm = block.norm
             dw, db = (None if q is None else tangents.get(names[id(q)]) for q in (getattr(norm, "weight", None), getattr(norm, "bias", None)))
             if dw is None and db is None:
                 return jvp_through(norm, h, dh)
-            return layer_norm_jvp(norm, h, dh, dw, db)  # dh None: the linear part has no tangent (frozen, zero input tangent)
+            return norm_jvp(norm, h, dh, dw, db)  # dh None: the linear part has no tangent (frozen, zero input tangent)
 
         _, output, d_output = forward_trace(model, x, linear_map=linear_map, linear_tangent=linear_tangent, norm_tangent=norm_tangent)
         losses, dlosses = loss_jvp(loss_fn, output, y, d_output)
@@ -119,6 +119,6 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
 
 
 def _walk_covers(norm: nn.Module) -> bool:
-    """The chain walk carries tangents of a LayerNorm's parameters (layer_norm_jvp); any other norm with
-    trainable parameters (GroupNorm of a grouped MLP, BatchNorm) takes torch.func's general jvp."""
-    return isinstance(norm, nn.LayerNorm) or not any(p.requires_grad for p in norm.parameters())
+    """The chain walk carries tangents of a LayerNorm's or GroupNorm's parameters (norm_jvp: Ren's S/1/1
+    and M/1/16); any other norm with trainable parameters (BatchNorm) takes torch.func's general jvp."""
+    return isinstance(norm, NORMS_WRITTEN_OUT) or not any(p.requires_grad for p in norm.parameters())
