@@ -30,15 +30,41 @@ class ActivitySpaceRule(LearningRule):
     # model=rnn: noise / tangents per unit and time step, one estimate per whole sequence (recurrent_sites.py).
     trains = ("feedforward", "recurrent")
 
-    def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None):
+    def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None,
+                 exact_readout: bool = False):
+        """`exact_readout`: the readout (last block) takes its exact gradient, the output error times its
+        input, and carries no noise or tangent of its own, so the estimate's scalar is the hidden sites'
+        alone (Ren et al.'s code does this for every perturbation rule: `global_classif_grad` on the last
+        layer). Noise is still drawn for the readout and then dropped, so the hidden sites see the very
+        draws of a run without the option."""
         super().__init__()
         self.directions = directions
         self.noise = NoiseSource(noise, table_size)
         self.clip = clip
+        self.exact_readout = exact_readout
 
     def check_model(self, model: nn.Module) -> None:
-        if not isinstance(model, RNN):
-            chain_blocks(model, type(self).__name__)
+        if isinstance(model, RNN):
+            if self.exact_readout:
+                raise ValueError(f"{type(self).__name__}: method.exact_readout=true needs a chain model (mlp, cnn, "
+                                 "autoencoder); on model=rnn the readout y_t is a site at every time step. "
+                                 "Set method.exact_readout=false.")
+            return
+        chain_blocks(model, type(self).__name__)
+
+    def drop_readout_noise(self, noise: list[Tensor]) -> list[Tensor]:
+        """With `exact_readout`, the readout's noise replaced by zeros (a new tensor: the noise may be a
+        view of the shared noise table, which must not be written)."""
+        return [*noise[:-1], torch.zeros_like(noise[-1])] if self.exact_readout else noise
+
+    def exact_readout_delta(self, model: nn.Module, trace: Trace, y: Tensor, loss_fn: LossFn) -> Tensor:
+        """d(batch-mean loss)/d(readout pre-activation) by autograd on the last block's own output map
+        (activation and pool): the readout's exact local error, what its update needs."""
+        block = chain_blocks(model)[-1]
+        with torch.enable_grad():
+            a = trace.pre_activation.detach().requires_grad_()
+            (delta,) = torch.autograd.grad(loss_fn(block.pool(block.activation(a)), y).mean(), a)
+        return delta
 
     def site_shapes(self, model: nn.Module, x: Tensor) -> list[tuple[int, ...]]:
         """Per-example shape of every perturbation site: each block's pre-activation, or the RNN's u and y."""

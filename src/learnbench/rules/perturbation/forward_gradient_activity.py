@@ -43,7 +43,8 @@ class ForwardGradientActivity(LocalLossesMixin, ActivitySpaceRule):
     def site_errors(self, model, x, y, loss_fn):
         K, B = self.directions, x.shape[0]
         shapes = self.site_shapes(model, x)
-        u = [n.view(K, B, *s) for n, s in zip(self.sample_site_noise(K * B, shapes, parameter_dtype(model)), shapes)]
+        noise = self.drop_readout_noise(self.sample_site_noise(K * B, shapes, parameter_dtype(model)))
+        u = [n.view(K, B, *s) for n, s in zip(noise, shapes)]
         if isinstance(model, RNN):
             trace, output, d_output = rnn_walk(model, x, tangents=u)
             traces = [trace]
@@ -59,4 +60,6 @@ class ForwardGradientActivity(LocalLossesMixin, ActivitySpaceRule):
         losses, d = loss_jvp(loss_fn, output, y, d_output)  # [B], [K, B]
         d = clipped(d, self.clip)
         deltas = [(d.view(K, B, *[1] * len(s)) * n).sum(0) / (K * B) for n, s in zip(u, shapes)]
+        if self.exact_readout:
+            deltas[-1] = self.exact_readout_delta(model, traces[-1], y, loss_fn)
         return deltas, traces, losses.mean(), output

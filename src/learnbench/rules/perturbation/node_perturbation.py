@@ -36,11 +36,14 @@ class NodePerturbation(ActivitySpaceRule):
         super().__init__(**kwargs)
         self.sigma, self.baseline, self.antithetic = sigma, baseline, antithetic
         self.running = RunningBaseline(running_decay)
+        if self.exact_readout and baseline == "none" and not antithetic:
+            raise ValueError("np: method.exact_readout=true needs the clean pass (the readout's exact error is taken "
+                             "there): use method.baseline=clean or running, or method.antithetic=true.")
 
     def site_errors(self, model, x, y, loss_fn):
         B, K = x.shape[0], self.directions
         shapes = self.site_shapes(model, x)
-        v = self.sample_site_noise(K * B, shapes, parameter_dtype(model))
+        v = self.drop_readout_noise(self.sample_site_noise(K * B, shapes, parameter_dtype(model)))
         clean = self.antithetic or self.baseline != "none"
         noisy = [torch.cat([n, -n]) if self.antithetic else n for n in v]
         # What each site adds to its pre-activation, row by row: 0 on the clean copy, sigma v on the noisy ones.
@@ -61,4 +64,6 @@ class NodePerturbation(ActivitySpaceRule):
             dL, output = losses, None
         scale = clipped(dL / self.sigma, self.clip) / (K * B)
         deltas = [scale.view(-1, *[1] * (n.dim() - 1)) * n for n in v]
+        if self.exact_readout:
+            deltas[-1] = self.exact_readout_delta(model, traces[-1], y, loss_fn)
         return deltas, traces, (clean_losses if clean else losses).mean(), output
