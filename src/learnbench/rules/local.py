@@ -168,9 +168,15 @@ def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None, d_weight: T
             xhat = (h - mean) * rstd
             dc = dh - dh.mean(dims, keepdim=True)
             dx = (dc - xhat * (dc * xhat).mean(dims, keepdim=True)) * rstd
-        if norm.weight is not None:
-            dx = dx * norm.weight
     lead = [1] * (h.dim() - len(shape))
+    if dx is not None and norm.weight is not None and d_weight is not None and d_bias is not None:
+        # fg_w on a LayerNorm block: dx w + d_weight xhat + d_bias in two fused products (four ops otherwise)
+        if xhat is None:
+            xhat = (h - mean) * rstd
+        params = torch.addcmul(d_bias.view(d_bias.shape[0], *lead, *shape), d_weight.view(d_weight.shape[0], *lead, *shape), xhat)
+        return out, torch.addcmul(params, dx, norm.weight)
+    if dx is not None and norm.weight is not None:
+        dx = dx * norm.weight
     if d_weight is not None:
         if xhat is None:
             xhat = (h - mean) * rstd

@@ -296,7 +296,8 @@ def exact_ends(model: nn.Module, heads: LocalHeads, traces: list, output: Tensor
     per-example directional derivatives [G, K, B], from one backward through the losses alone:
     (global loss, local losses, derivatives).
 
-    The losses are per example, so the backward of their sum gives each example's dL_i/dlogits_i, and
+    The losses are per example, so the backward of their sum gives each example's dL_i/dlogits_i (all
+    heads' and the readout's logits stacked along the rows: one loss call, one backward), and
     d_i = dL_i/dlogits_i . dlogits_i is the loss's jvp (before: a forward-mode pass of the head losses);
     a head's gradient is (dL_i/dlogits_i / B)^T features, the readout's the local update of
     dL/d(output). Before, the heads' logits and the readout's output were recomputed under autograd,
@@ -305,27 +306,27 @@ def exact_ends(model: nn.Module, heads: LocalHeads, traces: list, output: Tensor
     readout = list(model.blocks)[-1]
     plain = plain_readout(readout)
     logits = [F.linear(f, h.weight, h.bias) for h, f in zip(heads.heads, features)]
-    with torch.enable_grad():
-        leaves = [l.requires_grad_() for l in logits]
-        local = [loss_fn(l, y) for l in leaves]
-        objectives = [l.sum() for l in local]
-        if plain:
-            leaves.append(output.detach().requires_grad_())
-            loss = loss_fn(leaves[-1], y).mean()
-            objectives.append(loss)
-        grads = torch.autograd.grad(objectives, leaves)
+    B, S = y.shape[0], len(logits)
     if plain:
-        local_update(readout, traces[-1], grads[-1])
-        loss = loss.detach()
+        logits.append(output)
+    # Every loss in one call on the logits stacked along the rows (the losses are per example, so rows
+    # do not mix): one loss node and one backward for the heads and the readout together.
+    stacked = torch.cat(logits).requires_grad_()
+    with torch.enable_grad():
+        losses = loss_fn(stacked, y.repeat(len(logits), *[1] * (y.dim() - 1)))
+        (grad,) = torch.autograd.grad(losses.sum(), stacked)
+    losses, grads = losses.detach().view(len(logits), B), grad.view(len(logits), B, *grad.shape[1:])
+    if plain:
+        local_update(readout, traces[-1], grads[S] / B)
+        loss = losses[S].mean()
     else:
         loss = readout_grads(model, traces[-1].input, y, loss_fn)
-    B = y.shape[0]
     d = []
     for head, stage, f, df, g in zip(heads.heads, heads.stages, features, d_features, grads):
         d.append((head_tangents(head, df, stage.groups) * g).sum(-1))
         g = g / B
         head.weight.grad, head.bias.grad = g.T @ f, g.sum(0)
-    return loss, [l.detach().mean() for l in local], d
+    return loss, [losses[k].mean() for k in range(S)], d
 
 
 @torch.no_grad()
@@ -425,8 +426,17 @@ def forward_gradient_weight_local(rule, model, heads: LocalHeads, x, y, loss_fn)
     B = x.shape[0]
     loss, local_losses, d = exact_ends(model, heads, traces, output, fs, dfs, y, loss_fn)
     d = [dk.sum(-1) / B for dk in d]
+    spans, start = {}, 0  # block -> where its parameters' directions sit in v
+    for l, ps in named.items():
+        spans[l] = (start, [p.numel() for p in ps.values()])
+        start += sum(spans[l][1])
     for l, pair in paired_derivatives(stages, d, local, rule.clip).items():  # pair: [G', K]
         G = pair.shape[0]
+        if K == 1 and G == 1:  # the block's whole gradient d v in one product (the same numbers as below)
+            at, block_sizes = spans[l]
+            for p, g in zip(named[l].values(), (v[0, at:at + sum(block_sizes)] * pair.reshape(())).split(block_sizes)):
+                p.grad = g.view_as(p)
+            continue
         for n, p in named[l].items():
             V = tangents[(l, n)]
             if K == 1:  # the same numbers as below (a sum over one direction is a copy, / 1 exact)
