@@ -16,13 +16,16 @@ detached input, the readout's and the heads' the gradients of their mean losses 
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from torch.func import functional_call, jvp
 from torch.nn import functional as F
 
 from learnbench.rules import ForwardGradientActivity, ForwardGradientWeight
-from test_local_losses import batch, cross_entropy, make_model, run
+from learnbench.tasks import CLASSIFICATION, Classification, Reconstruction, per_example_loss
+from test_local_losses import batch, cross_entropy, grads, make_model, run
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -176,35 +179,54 @@ def recorded(obj, name):
     return draws
 
 
+#: The loss a rule is handed: a plain function (autograd and forward mode inside the rule), or the
+#: classification task's, whose gradient and jvp the rule writes out (local.cross_entropy_gradient).
+LOSSES = {"function": cross_entropy, "task": Classification().loss, "task_partial": partial(per_example_loss, CLASSIFICATION)}
+
+
+def run_with(rule, model, x, y, loss):
+    if loss == "function":
+        return run(rule, model, x, y)
+    rule.bind(model, seed=0)
+    rule.setup(model, 0, 0, torch.device("cpu"))
+    rule.begin_step(0)
+    for p in [*model.parameters(), *rule.parameters()]:
+        p.grad = None
+    out = rule.estimate_grads(model, x, y, LOSSES[loss])
+    return out, grads(model, rule)
+
+
 def assert_same(got, expected):
     assert set(expected) <= set(got)
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=1e-10, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("loss", list(LOSSES))
 @pytest.mark.parametrize("K", [1, 3])
 @pytest.mark.parametrize("local", ["greedy", "loss"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_fg_a_local_equals_the_jvp_and_autograd_oracle(shape, local, K):
+def test_fg_a_local_equals_the_jvp_and_autograd_oracle(shape, local, K, loss):
     model = shaped_model(shape)
     x, y = batch()
     rule = ForwardGradientActivity(local=local, directions=K, mask_inactive=True, table_size=0)
     draws = recorded(rule, "sample_site_noise")
-    _, got = run(rule, model, x, y)
+    _, got = run_with(rule, model, x, y, loss)
     (flat,) = draws
     u = [t.view(K, x.shape[0], *t.shape[1:]) for t in flat]
     assert_same(got, fg_a_oracle(model, rule, x, y, u))
 
 
+@pytest.mark.parametrize("loss", list(LOSSES))
 @pytest.mark.parametrize("K", [1, 3])
 @pytest.mark.parametrize("local", ["greedy", "loss"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_fg_w_local_equals_the_jvp_and_autograd_oracle(shape, local, K):
+def test_fg_w_local_equals_the_jvp_and_autograd_oracle(shape, local, K, loss):
     model = shaped_model(shape)
     x, y = batch()
     rule = ForwardGradientWeight(local=local, directions=K, table_size=0)
     draws = recorded(rule.noise, "sample")
-    _, got = run(rule, model, x, y)
+    _, got = run_with(rule, model, x, y, loss)
     (v,) = draws
     assert_same(got, fg_w_oracle(model, rule, x, y, v))
 
@@ -351,3 +373,50 @@ def test_fg_w_walks_m116s_grouped_layer_with_its_group_norm(monkeypatch):
             m.setattr(fgw_module, "jvp", None)  # the general path would fail
             _, _, d = ForwardGradientWeight(directions=K, table_size=0).directional_derivatives(model, params, tangents, x, y, cross_entropy)
         torch.testing.assert_close(d, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_only_the_classification_tasks_cross_entropy_is_written_out():
+    from learnbench.rules.local import is_cross_entropy
+
+    logits, y = torch.randn(4, 3), torch.tensor([0, 2, 1, 2])
+    assert is_cross_entropy(Classification().loss, logits, y)
+    assert is_cross_entropy(partial(per_example_loss, CLASSIFICATION), logits, y)
+    assert not is_cross_entropy(cross_entropy, logits, y)  # an unknown function: autograd / forward mode
+    assert not is_cross_entropy(Reconstruction().loss, logits, torch.randn(4, 3))
+    assert not is_cross_entropy(Classification().loss, logits, torch.rand(4, 3))  # class probabilities
+
+    class Smoothed(Classification):
+        def loss(self, output, target):
+            return F.cross_entropy(output, target, reduction="none", label_smoothing=0.1)
+
+    assert not is_cross_entropy(Smoothed().loss, logits, y)
+
+
+def test_cross_entropy_gradient_is_autograds():
+    from learnbench.rules.local import cross_entropy_gradient
+
+    g = torch.Generator().manual_seed(5)
+    logits, y = torch.randn(6, 4, generator=g) * 3, torch.randint(0, 4, (6,), generator=g)
+    leaf = logits.clone().requires_grad_()
+    expected = F.cross_entropy(leaf, y, reduction="none")
+    (expected_grad,) = torch.autograd.grad(expected.sum(), leaf)
+    losses, grad = cross_entropy_gradient(logits, y)
+    torch.testing.assert_close(losses, expected.detach(), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_loss_jvp_of_the_task_cross_entropy_is_torch_func_jvp(K):
+    """fg_a's and fg_w's last step (loss_jvp) with the classification task's loss: written out, against
+    torch.func.jvp of F.cross_entropy."""
+    from learnbench.rules.local import loss_jvp
+
+    g = torch.Generator().manual_seed(6)
+    output, y = torch.randn(6, 4, generator=g), torch.randint(0, 4, (6,), generator=g)
+    d_output = torch.randn(K, 6, 4, generator=g)
+    for loss in (Classification().loss, partial(per_example_loss, CLASSIFICATION)):
+        losses, d = loss_jvp(loss, output, y, d_output)
+        for k in range(K):
+            primal, expected = jvp(lambda o: F.cross_entropy(o, y, reduction="none"), (output,), (d_output[k],))
+            torch.testing.assert_close(losses, primal, rtol=1e-14, atol=1e-14)
+            torch.testing.assert_close(d[k], expected, rtol=1e-12, atol=1e-14)

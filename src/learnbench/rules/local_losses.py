@@ -64,7 +64,8 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import Block
 from learnbench.rules.base import RuleOutput, clipped, trainable_parameters
-from learnbench.rules.local import chain_blocks, dense_block_tangent, dense_tangent_applies, forward_trace, local_update, relu_mask
+from learnbench.rules.local import (chain_blocks, cross_entropy_gradient, dense_block_tangent, dense_tangent_applies, forward_trace,
+                                   is_cross_entropy, local_update, relu_mask)
 
 #: `method.local`: none, loss (L-), greedy (LG-).
 Local = Literal["none", "loss", "greedy"]
@@ -311,10 +312,14 @@ def exact_ends(model: nn.Module, heads: LocalHeads, traces: list, output: Tensor
         logits.append(output)
     # Every loss in one call on the logits stacked along the rows (the losses are per example, so rows
     # do not mix): one loss node and one backward for the heads and the readout together.
-    stacked = torch.cat(logits).requires_grad_()
-    with torch.enable_grad():
-        losses = loss_fn(stacked, y.repeat(len(logits), *[1] * (y.dim() - 1)))
-        (grad,) = torch.autograd.grad(losses.sum(), stacked)
+    stacked, targets = torch.cat(logits), torch.cat([y] * len(logits))
+    if is_cross_entropy(loss_fn, stacked, targets):  # the classification task's: written out, no autograd
+        losses, grad = cross_entropy_gradient(stacked, targets)
+    else:
+        stacked.requires_grad_()
+        with torch.enable_grad():
+            losses = loss_fn(stacked, targets)
+            (grad,) = torch.autograd.grad(losses.sum(), stacked)
     losses, grads = losses.detach().view(len(logits), B), grad.view(len(logits), B, *grad.shape[1:])
     if plain:
         local_update(readout, traces[-1], grads[S] / B)
