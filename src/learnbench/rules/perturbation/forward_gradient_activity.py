@@ -32,7 +32,7 @@ class ForwardGradientActivity(LocalLossesMixin, ActivitySpaceRule):
 
     def __init__(self, mask_inactive: bool = True, local: Local = "none", **kwargs):
         """`local`: loss (l_fg_a) or greedy (lg_fg_a): tangents paired with their stage's (group's) local
-        loss; readout and heads exact (rules/local_losses.py)."""
+        loss; readout and heads exact (rules/local_losses.py), so `exact_readout` changes nothing there."""
         super().__init__(**kwargs)
         self.mask_inactive = mask_inactive
         self.local = local
