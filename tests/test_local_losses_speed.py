@@ -420,3 +420,23 @@ def test_loss_jvp_of_the_task_cross_entropy_is_torch_func_jvp(K):
             primal, expected = jvp(lambda o: F.cross_entropy(o, y, reduction="none"), (output,), (d_output[k],))
             torch.testing.assert_close(losses, primal, rtol=1e-14, atol=1e-14)
             torch.testing.assert_close(d[k], expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("which", ["dz", "V", "vb", "dz+V", "dz+vb", "V+vb", "dz+V+vb"])
+def test_dense_linear_tangent_is_the_jvp_of_a_linear_layer(K, which):
+    """W dz + V z + v_b (one direction: fused products) against torch.func.jvp of F.linear."""
+    from learnbench.rules.local import dense_linear_tangent
+
+    g = torch.Generator().manual_seed(7)
+    W, b, z = torch.randn(5, 4, generator=g), torch.randn(5, generator=g), torch.randn(6, 4, generator=g)
+    dz = torch.randn(K, 6, 4, generator=g) if "dz" in which else None
+    V = torch.randn(K, 5, 4, generator=g) if "V" in which.split("+") else None
+    vb = torch.randn(K, 5, generator=g) if "vb" in which else None
+    with torch.no_grad():
+        got = dense_linear_tangent(W, z, dz, V, vb)
+    for k in range(K):
+        along = tuple(t[k] if t is not None else torch.zeros_like(p) for t, p in zip((dz, V, vb), (z, W, b)))
+        _, expected = jvp(lambda z_, W_, b_: F.linear(z_, W_, b_), (z, W, b), along)
+        torch.testing.assert_close(got[k], expected, rtol=1e-12, atol=1e-13)
+    assert dense_linear_tangent(W, z, None, None, None) is None

@@ -387,7 +387,6 @@ def forward_gradient_weight_local(rule, model, heads: LocalHeads, x, y, loss_fn)
     sizes = [p.numel() for _, _, p in flat]
     v = rule.noise.sample(sum(sizes), K, rule.generator, next(model.parameters()).dtype)  # [K, P]
     tangents = {(l, n): t.view(K, *p.shape) for (l, n, p), t in zip(flat, v.split(sizes, dim=1))}
-    primals = {(l, n): p.detach() for l, n, p in flat}
 
     def run(stage_list, z):
         if all(dense_tangent_applies(blocks[l], named[l]) for s in stage_list for l in s.blocks):
@@ -411,7 +410,7 @@ def forward_gradient_weight_local(rule, model, heads: LocalHeads, x, y, loss_fn)
             return tuple(out)
 
         keys = [(l, n) for s in stage_list for l in s.blocks for n in named[l]]
-        p0 = {key: primals[key] for key in keys}
+        p0 = {(l, n): named[l][n].detach() for l, n in keys}
 
         def along(t):
             return jvp(features, (p0,), (t,))

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import BlockChain
 from learnbench.models.rnn import RNN
-from learnbench.rules.local import NORMS_WRITTEN_OUT, forward_trace, jvp_through, loss_jvp, norm_jvp, weight_tangent
+from learnbench.rules.local import NORMS_WRITTEN_OUT, dense_linear_tangent, forward_trace, jvp_through, loss_jvp, norm_jvp, weight_tangent
 from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_weight_local
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
 from learnbench.rules.perturbation.recurrent_sites import RNN_WEIGHTS, rnn_walk
@@ -89,12 +89,12 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
 
         def linear_tangent(i, block, z, dz):  # W dz + V z + v_b
             linear = block.linear
-            dh = weight_tangent(block, dz)
             V, vb = tangents.get(names[id(linear.weight)]), None if linear.bias is None else tangents.get(names[id(linear.bias)])
+            if isinstance(linear, nn.Linear):
+                return dense_linear_tangent(linear.weight, z, dz, V, vb)
+            dh = weight_tangent(block, dz)
             if V is not None:
-                if isinstance(linear, nn.Linear):
-                    Vz = torch.matmul(z, V.mT)
-                elif linear.groups > 1:  # grouped: stacking would mix the directions into the groups
+                if linear.groups > 1:  # grouped: stacking would mix the directions into the groups
                     Vz = torch.stack([F.conv2d(z, Vk, None, linear.stride, linear.padding, linear.dilation, linear.groups) for Vk in V])
                 else:  # one convolution with the K directions' kernels stacked as output channels
                     K = V.shape[0]
