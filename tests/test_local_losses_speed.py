@@ -440,3 +440,31 @@ def test_dense_linear_tangent_is_the_jvp_of_a_linear_layer(K, which):
         _, expected = jvp(lambda z_, W_, b_: F.linear(z_, W_, b_), (z, W, b), along)
         torch.testing.assert_close(got[k], expected, rtol=1e-12, atol=1e-13)
     assert dense_linear_tangent(W, z, None, None, None) is None
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("local", ["greedy", "loss"])
+@pytest.mark.parametrize("name", ["grouped", "cnn"])
+def test_lg_fg_w_walk_equals_its_torch_func_path(name, local, K, monkeypatch):
+    """lg_fg_w / l_fg_w on M/1/16's grouped layer with its GroupNorm and on a CNN (convolutions, pooling)
+    now take the written-out block tangents; the same estimate (the rule's own draws) as its torch.func
+    path, which the walk replaced there."""
+    from learnbench.models import CNN
+    from learnbench.rules import local_losses
+
+    def problem():
+        if name == "grouped":
+            return shaped_model("grouped"), *batch()
+        torch.manual_seed(0)
+        return CNN((2, 8, 8), 3, channels=(3, 4), kernel_sizes=(3, 3), hidden_sizes=(5,)), torch.randn(5, 2, 8, 8), torch.randint(0, 3, (5,))
+
+    estimates = []
+    for walk in (True, False):
+        model, x, y = problem()
+        with monkeypatch.context() as m:
+            if walk:
+                m.setattr(local_losses, "vmap", None)  # the torch.func path would fail
+            else:
+                m.setattr(local_losses, "block_tangent_applies", lambda block, names: False)
+            estimates.append(run(ForwardGradientWeight(local=local, directions=K, table_size=0), model, x, y)[1])
+    assert_same(*estimates)

@@ -237,16 +237,16 @@ def norm_jvp(norm: nn.Module, h: Tensor, dh: Tensor | None, d_weight: Tensor | N
 NORMS_WRITTEN_OUT = (nn.LayerNorm, nn.GroupNorm)
 
 
-#: The parameters a dense block's written-out weight tangent (dense_block_tangent) covers.
-DENSE_TANGENT_PARAMS = frozenset({"linear.weight", "linear.bias", "norm.weight", "norm.bias"})
+#: The parameters a block's written-out weight tangent (block_tangent) covers.
+TANGENT_PARAMS = frozenset({"linear.weight", "linear.bias", "norm.weight", "norm.bias"})
 
 
-def dense_tangent_applies(block: Block, names) -> bool:
-    """Whether dense_block_tangent covers this block with tangents on the parameters `names`."""
-    return isinstance(block.linear, nn.Linear) and isinstance(block.norm, (nn.Identity, nn.LayerNorm)) and set(names) <= DENSE_TANGENT_PARAMS
+def block_tangent_applies(block: Block, names) -> bool:
+    """Whether block_tangent covers this block with tangents on the parameters `names`: a Linear or
+    Conv2d (M/1/16's grouped 1x1 convolution), no norm or a LayerNorm / GroupNorm."""
+    return isinstance(block.norm, (nn.Identity, *NORMS_WRITTEN_OUT)) and set(names) <= TANGENT_PARAMS
 
 
-@torch.no_grad()
 def dense_linear_tangent(weight: Tensor, z: Tensor, dz: Tensor | None, V: Tensor | None, vb: Tensor | None) -> Tensor | None:
     """The tangent [K, B, out] of h = z W^T + b (nn.Linear) for the input's tangent dz [K, B, in] and the
     parameters' V [K, out, in], vb [K, out] (each None: zero): W dz + V z + v_b. With one direction
@@ -272,6 +272,30 @@ def dense_linear_tangent(weight: Tensor, z: Tensor, dz: Tensor | None, V: Tensor
     return dh
 
 
+def linear_tangent(linear: nn.Module, z: Tensor, dz: Tensor | None, V: Tensor | None, vb: Tensor | None) -> Tensor | None:
+    """The tangent of a block's linear map (nn.Linear: dense_linear_tangent; nn.Conv2d: the same sum with
+    convolutions) for the input's tangent dz [K, B, ...] and the parameters' V [K, *weight], vb [K, out]."""
+    if isinstance(linear, nn.Linear):
+        return dense_linear_tangent(linear.weight, z, dz, V, vb)
+    conv = (linear.stride, linear.padding, linear.dilation, linear.groups)
+    dh = None
+    if dz is not None:
+        out = F.conv2d(dz.flatten(0, 1), linear.weight, None, *conv)
+        dh = out.view(dz.shape[0], -1, *out.shape[1:])
+    if V is not None:
+        if linear.groups > 1:  # grouped: stacking would mix the directions into the groups
+            Vz = torch.stack([F.conv2d(z, Vk, None, *conv) for Vk in V])
+        else:  # one convolution with the K directions' kernels stacked as output channels
+            K = V.shape[0]
+            out = F.conv2d(z, V.flatten(0, 1), None, *conv)
+            Vz = out.view(out.shape[0], K, -1, *out.shape[2:]).transpose(0, 1)
+        dh = Vz if dh is None else dh.add_(Vz)
+    if vb is not None:
+        vb = vb.view(vb.shape[0], 1, -1, *[1] * (z.dim() - 2))
+        dh = vb.expand(vb.shape[0], z.shape[0], *vb.shape[2:]) if dh is None else dh.add_(vb)
+    return dh
+
+
 def activation_tangent(block: Block, a: Tensor, da: Tensor) -> Tensor:
     """The tangent of the block's output (activation, pooling) at its pre-activation a for da: a ReLU
     without a pooling is threshold_backward on a alone (the output is not recomputed)."""
@@ -281,14 +305,17 @@ def activation_tangent(block: Block, a: Tensor, da: Tensor) -> Tensor:
     return jvp_through(block.pool, out, d_out)[1]
 
 
-def dense_block_tangent(block: Block, trace: Trace, dz: Tensor | None, V: dict[str, Tensor]) -> Tensor | None:
-    """The tangent of a dense block's output [K, B, ...] along parameter tangents V (name -> [K, *shape])
-    and the input's tangent dz (None: zero), on the block's primal trace: per layer W dz + V z + v_b, the
-    LayerNorm's jvp plus its parameters' tangents, the activation's (forward-mode AD written out: no
-    zero input tangent multiplied through, the primal not recomputed)."""
-    dh = dense_linear_tangent(block.linear.weight, trace.input, None if dz is None else dz.flatten(2), V.get("linear.weight"), V.get("linear.bias"))
-    if isinstance(block.norm, nn.LayerNorm) and ("norm.weight" in V or "norm.bias" in V or dh is not None):
-        dh = layer_norm_jvp(block.norm, trace.linear_out, dh, V.get("norm.weight"), V.get("norm.bias"))[1]
+def block_tangent(block: Block, trace: Trace, dz: Tensor | None, V: dict[str, Tensor]) -> Tensor | None:
+    """The tangent of a block's output [K, B, ...] along parameter tangents V (name -> [K, *shape]) and
+    the input's tangent dz (None: zero), on the block's primal trace: W dz + V z + v_b (linear_tangent),
+    the norm's jvp plus its parameters' tangents (norm_jvp), the activation's (forward-mode AD written
+    out: no zero input tangent multiplied through, the primal not recomputed)."""
+    z = trace.input
+    if dz is not None:
+        dz = dz.flatten(2) if isinstance(block.linear, nn.Linear) else dz.view(*dz.shape[:2], *z.shape[1:])
+    dh = linear_tangent(block.linear, z, dz, V.get("linear.weight"), V.get("linear.bias"))
+    if isinstance(block.norm, NORMS_WRITTEN_OUT) and ("norm.weight" in V or "norm.bias" in V or dh is not None):
+        dh = norm_jvp(block.norm, trace.linear_out, dh, V.get("norm.weight"), V.get("norm.bias"))[1]
     if dh is None:
         return None
     return activation_tangent(block, trace.pre_activation, dh)

@@ -64,7 +64,7 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import Block
 from learnbench.rules.base import RuleOutput, clipped, trainable_parameters
-from learnbench.rules.local import (chain_blocks, cross_entropy_gradient, dense_block_tangent, dense_tangent_applies, forward_trace,
+from learnbench.rules.local import (block_tangent, block_tangent_applies, chain_blocks, cross_entropy_gradient, forward_trace,
                                    is_cross_entropy, local_update, relu_mask)
 
 #: `method.local`: none, loss (L-), greedy (LG-).
@@ -389,14 +389,15 @@ def forward_gradient_weight_local(rule, model, heads: LocalHeads, x, y, loss_fn)
     tangents = {(l, n): t.view(K, *p.shape) for (l, n, p), t in zip(flat, v.split(sizes, dim=1))}
 
     def run(stage_list, z):
-        if all(dense_tangent_applies(blocks[l], named[l]) for s in stage_list for l in s.blocks):
-            # Dense blocks (Ren's MLPs): the tangents written out on the primal trace (rules/local.py)
-            # instead of torch.func's jvp, which recomputed the primal and multiplied a zero input
-            # tangent through every stage's first layer (lg_fg_w on S/1/1: ~3.5x bp's step before).
+        if all(block_tangent_applies(blocks[l], named[l]) for s in stage_list for l in s.blocks):
+            # Ren's MLPs (dense blocks with LayerNorm; M/1/16's grouped layer with its GroupNorm): the
+            # tangents written out on the primal trace (rules/local.py) instead of torch.func's jvp, which
+            # recomputed the primal and multiplied a zero input tangent through every stage's first layer
+            # (lg_fg_w on S/1/1: ~3.5x bp's step before).
             fs, dfs, dz = [], [], None
             for stage in stage_list:
                 for l in stage.blocks:
-                    dz = dense_block_tangent(blocks[l], traces[l], dz, {n: tangents[(l, n)] for n in named[l]})
+                    dz = block_tangent(blocks[l], traces[l], dz, {n: tangents[(l, n)] for n in named[l]})
                 fs.append(head_features(traces[stage.end].output))
                 dfs.append(head_feature_tangent(dz))
             return fs, dfs

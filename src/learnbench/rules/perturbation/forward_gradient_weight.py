@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import BlockChain
 from learnbench.models.rnn import RNN
-from learnbench.rules.local import NORMS_WRITTEN_OUT, dense_linear_tangent, forward_trace, jvp_through, loss_jvp, norm_jvp, weight_tangent
+from learnbench.rules.local import NORMS_WRITTEN_OUT, forward_trace, jvp_through, linear_tangent, loss_jvp, norm_jvp
 from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_weight_local
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
 from learnbench.rules.perturbation.recurrent_sites import RNN_WEIGHTS, rnn_walk
@@ -87,24 +87,10 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
                 return F.linear(z, weight, bias)
             return F.conv2d(z, weight, bias, linear.stride, linear.padding, linear.dilation, linear.groups)
 
-        def linear_tangent(i, block, z, dz):  # W dz + V z + v_b
+        def block_linear_tangent(i, block, z, dz):  # W dz + V z + v_b
             linear = block.linear
             V, vb = tangents.get(names[id(linear.weight)]), None if linear.bias is None else tangents.get(names[id(linear.bias)])
-            if isinstance(linear, nn.Linear):
-                return dense_linear_tangent(linear.weight, z, dz, V, vb)
-            dh = weight_tangent(block, dz)
-            if V is not None:
-                if linear.groups > 1:  # grouped: stacking would mix the directions into the groups
-                    Vz = torch.stack([F.conv2d(z, Vk, None, linear.stride, linear.padding, linear.dilation, linear.groups) for Vk in V])
-                else:  # one convolution with the K directions' kernels stacked as output channels
-                    K = V.shape[0]
-                    out = F.conv2d(z, V.flatten(0, 1), None, linear.stride, linear.padding, linear.dilation, linear.groups)
-                    Vz = out.view(out.shape[0], K, -1, *out.shape[2:]).transpose(0, 1)
-                dh = Vz if dh is None else dh.add_(Vz)
-            if vb is not None:
-                vb = vb.view(vb.shape[0], 1, -1, *[1] * (z.dim() - 2))
-                dh = vb.expand(vb.shape[0], z.shape[0], *vb.shape[2:]) if dh is None else dh.add_(vb)
-            return dh
+            return linear_tangent(linear, z, dz, V, vb)
 
         def norm_tangent(i, block, h, dh):  # a LayerNorm's or GroupNorm's own parameters: + d_weight xhat + d_bias (norm_jvp)
             norm = block.norm
@@ -113,7 +99,7 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
                 return jvp_through(norm, h, dh)
             return norm_jvp(norm, h, dh, dw, db)  # dh None: the linear part has no tangent (frozen, zero input tangent)
 
-        _, output, d_output = forward_trace(model, x, linear_map=linear_map, linear_tangent=linear_tangent, norm_tangent=norm_tangent)
+        _, output, d_output = forward_trace(model, x, linear_map=linear_map, linear_tangent=block_linear_tangent, norm_tangent=norm_tangent)
         losses, dlosses = loss_jvp(loss_fn, output, y, d_output)
         return losses.mean(), output, dlosses.mean(-1)
 
