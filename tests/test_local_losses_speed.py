@@ -468,3 +468,24 @@ def test_lg_fg_w_walk_equals_its_torch_func_path(name, local, K, monkeypatch):
                 m.setattr(local_losses, "block_tangent_applies", lambda block, names: False)
             estimates.append(run(ForwardGradientWeight(local=local, directions=K, table_size=0), model, x, y)[1])
     assert_same(*estimates)
+
+
+def test_the_walks_layer_norm_keeps_its_stats_and_the_very_forward():
+    """Without a graph the walk runs LayerNorm through aten's forward and keeps its mean and rstd on the
+    trace (the local update's backward and lg_fg_w's tangents reuse them): the output is model(x) bit
+    for bit, and the stats are a recomputed forward's."""
+    from learnbench.rules.local import forward_trace
+
+    model = shaped_model("every")
+    x, _ = batch()
+    with torch.no_grad():
+        traces, output, _ = forward_trace(model, x)
+        assert torch.equal(output, model(x))
+        for block, trace in zip(list(model.blocks)[:-1], traces):
+            norm = block.norm
+            _, mean, rstd = torch.ops.aten.native_layer_norm(trace.linear_out, list(norm.normalized_shape), norm.weight, norm.bias, norm.eps)
+            assert torch.equal(trace.norm_stats[0], mean) and torch.equal(trace.norm_stats[1], rstd)
+            clean = trace.first_rows(2)
+            assert torch.equal(clean.norm_stats[0], mean[:2])
+    traces, _, _ = forward_trace(model, x)  # with a graph: the module's forward, no stats
+    assert all(t.norm_stats is None for t in traces)

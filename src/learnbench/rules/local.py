@@ -37,10 +37,14 @@ class Trace:
     pre_activation: Tensor  # a = norm(h), after any perturbation
     output: Tensor  # the block's output (after activation and pooling): the next block's input
     output_tangent: Tensor | None = None  # its tangent [K, rows, ...] when the walk carries tangents (else None)
+    # (mean, rstd) of a LayerNorm step over linear_out, when the walk ran it without a graph: the local
+    # update's backward and a later tangent reuse them instead of recomputing the forward
+    norm_stats: tuple[Tensor, Tensor] | None = None
 
     def first_rows(self, n: int) -> "Trace":
         """The trace of the first n rows (the clean copy of the batch when perturbed copies follow)."""
-        return Trace(*(t[:n] for t in (self.input, self.linear_out, self.pre_activation, self.output)))
+        stats = None if self.norm_stats is None else tuple(s[:n] for s in self.norm_stats)
+        return Trace(*(t[:n] for t in (self.input, self.linear_out, self.pre_activation, self.output)), None, stats)
 
 
 # (block index, block, pre-activation a, its tangent or None) -> (a, tangent)
@@ -111,12 +115,21 @@ def forward_trace(
             dz = dz.flatten(2) if isinstance(block.linear, nn.Linear) else dz.view(*dz.shape[:2], *z.shape[1:])
         h = block.linear(z) if linear_map is None else linear_map(i, block, z)
         dh = weight_tangent(block, dz) if linear_tangent is None else linear_tangent(i, block, z, dz)
-        a, da = jvp_through(block.norm, h, dh) if norm_tangent is None else norm_tangent(i, block, h, dh)
+        stats = None
+        if norm_tangent is not None:
+            a, da = norm_tangent(i, block, h, dh)
+        elif isinstance(block.norm, nn.LayerNorm) and not torch.is_grad_enabled():
+            # aten's LayerNorm forward (what the module runs) keeping its mean and rstd for the trace
+            norm = block.norm
+            a, *stats = torch.ops.aten.native_layer_norm(h, list(norm.normalized_shape), norm.weight, norm.bias, norm.eps)
+            da = None if dh is None else layer_norm_tangent(norm, h, *stats, dh)
+        else:
+            a, da = jvp_through(block.norm, h, dh)
         if perturb is not None:
             a, da = perturb(i, block, a, da)
         output, dz = jvp_through(block.activation, a, da)
         output, dz = jvp_through(block.pool, output, dz)
-        traces.append(Trace(z, h, a, output, dz))
+        traces.append(Trace(z, h, a, output, dz, None if stats is None else tuple(stats)))
         z = output
     return traces, z, dz
 
@@ -157,8 +170,14 @@ def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None, d_weight: T
     `d_bias` [K, *normalized_shape]: tangents of the norm's own parameters (fg_w), adding d_weight xhat + d_bias;
     `dh` None is a zero input tangent (a block whose linear part has none): nothing is multiplied through
     for it. With no tangent at all the tangent is None."""
+    out, mean, rstd = torch.ops.aten.native_layer_norm(h, list(norm.normalized_shape), norm.weight, norm.bias, norm.eps)
+    return out, layer_norm_tangent(norm, h, mean, rstd, dh, d_weight, d_bias)
+
+
+def layer_norm_tangent(norm: nn.LayerNorm, h: Tensor, mean: Tensor, rstd: Tensor, dh: Tensor | None, d_weight: Tensor | None = None,
+                       d_bias: Tensor | None = None) -> Tensor | None:
+    """layer_norm_jvp's tangent on the forward's own mean and rstd (aten.native_layer_norm's, kept on a Trace)."""
     shape = list(norm.normalized_shape)
-    out, mean, rstd = torch.ops.aten.native_layer_norm(h, shape, norm.weight, norm.bias, norm.eps)
     dims = tuple(range(-len(shape), 0))
     xhat = None
     dx = None
@@ -175,7 +194,7 @@ def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None, d_weight: T
         if xhat is None:
             xhat = (h - mean) * rstd
         params = torch.addcmul(d_bias.view(d_bias.shape[0], *lead, *shape), d_weight.view(d_weight.shape[0], *lead, *shape), xhat)
-        return out, torch.addcmul(params, dx, norm.weight)
+        return torch.addcmul(params, dx, norm.weight)
     if dx is not None and norm.weight is not None:
         dx = dx * norm.weight
     if d_weight is not None:
@@ -186,7 +205,7 @@ def layer_norm_jvp(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None, d_weight: T
     if d_bias is not None:
         term = d_bias.view(d_bias.shape[0], *lead, *shape)
         dx = h.new_zeros(d_bias.shape[0], *h.shape) + term if dx is None else dx + term
-    return out, dx
+    return dx
 
 
 def group_norm_jvp(norm: nn.GroupNorm, h: Tensor, dh: Tensor | None, d_weight: Tensor | None = None, d_bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -315,19 +334,23 @@ def block_tangent(block: Block, trace: Trace, dz: Tensor | None, V: dict[str, Te
         dz = dz.flatten(2) if isinstance(block.linear, nn.Linear) else dz.view(*dz.shape[:2], *z.shape[1:])
     dh = linear_tangent(block.linear, z, dz, V.get("linear.weight"), V.get("linear.bias"))
     if isinstance(block.norm, NORMS_WRITTEN_OUT) and ("norm.weight" in V or "norm.bias" in V or dh is not None):
-        dh = norm_jvp(block.norm, trace.linear_out, dh, V.get("norm.weight"), V.get("norm.bias"))[1]
+        if trace.norm_stats is not None:  # the walk's LayerNorm stats: no forward recomputed
+            dh = layer_norm_tangent(block.norm, trace.linear_out, *trace.norm_stats, dh, V.get("norm.weight"), V.get("norm.bias"))
+        else:
+            dh = norm_jvp(block.norm, trace.linear_out, dh, V.get("norm.weight"), V.get("norm.bias"))[1]
     if dh is None:
         return None
     return activation_tangent(block, trace.pre_activation, dh)
 
 
-def layer_norm_backward(norm: nn.LayerNorm, h: Tensor, delta: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def layer_norm_backward(norm: nn.LayerNorm, h: Tensor, delta: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(dL/dh, dL/dweight, dL/dbias) of a = norm(h) for dL/da = delta: the kernel autograd's backward
-    calls, on the stats of a forward recomputed without a graph (the same numbers, bit for bit)."""
+    calls, on the stats (mean, rstd) of the walk's forward when given (Trace.norm_stats), else of a forward
+    recomputed without a graph (the same numbers, bit for bit)."""
     weight, bias, shape = norm.weight, norm.bias, list(norm.normalized_shape)
     mask = [True, weight is not None and weight.requires_grad, bias is not None and bias.requires_grad]
     with torch.no_grad():
-        _, mean, rstd = torch.ops.aten.native_layer_norm(h, shape, weight, bias, norm.eps)
+        mean, rstd = stats if stats is not None else torch.ops.aten.native_layer_norm(h, shape, weight, bias, norm.eps)[1:]
         return torch.ops.aten.native_layer_norm_backward(delta, h, shape, mean, rstd, weight, bias, mask)
 
 
@@ -405,7 +428,7 @@ def local_update(block: Block, trace: Trace, delta: Tensor) -> None:
     z, h = trace.input, trace.linear_out
     delta = fold_rows(delta, h.shape[0])
     if isinstance(block.norm, nn.LayerNorm):
-        delta, dweight, dbias = layer_norm_backward(block.norm, h.detach(), delta)
+        delta, dweight, dbias = layer_norm_backward(block.norm, h.detach(), delta, trace.norm_stats)
         if dweight is not None:
             block.norm.weight.grad = dweight
         if dbias is not None:
