@@ -120,3 +120,70 @@ def test_bad_combinations_are_refused_with_what_to_change():
         with pytest.raises(ValueError, match="exact_readout=false"):
             rule_from_config(method, exact_readout=True).check_model(rnn)
     rule_from_config("fg_a", exact_readout=True).check_model(MLP(3, 2, (4,)))
+
+
+# ---- the weight-space rules (fg_w, wp): the readout's parameters take no direction and their exact gradient
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("overrides", [{}, {"directions": 3}], ids=["K1", "K3"])
+def test_fg_w_exact_readout_equals_its_definition_computed_by_autograd(name, overrides):
+    """g = (1/K) sum_k (grad_hidden . v_k,hidden) v_k on the hidden parameters, with the rule's own
+    directions (drawn again from the same step's generator); the readout's gradient is backprop's."""
+    model, x, y = problem(name)
+    rule = make("fg_w", {**overrides, "exact_readout": True})
+    got, _ = estimate(model, rule, x, y)
+    bp = torch.cat([g.reshape(-1) for g in backprop_grads(model, x, y)])
+    out = readout_slice(model)
+    rule.begin_step(3)
+    v = rule.noise.sample(bp.numel(), rule.directions, rule.generator, x.dtype).clone()
+    v[:, out] = 0
+    expected = (v @ bp / rule.directions) @ v
+    expected[out] = bp[out]
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method, overrides", [("fg_w", {}), ("wp", {}), ("wp", {"antithetic": True}), ("wp", {"directions": 4})])
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_weight_space_readout_gradient_is_backprops(method, overrides, name):
+    model, x, y = problem(name)
+    got, _ = estimate(model, make(method, {**overrides, "exact_readout": True}), x, y)
+    bp = torch.cat([g.reshape(-1) for g in backprop_grads(model, x, y)])
+    out = readout_slice(model)
+    torch.testing.assert_close(got[out], bp[out], rtol=1e-10, atol=1e-12)
+    assert (got[: out.start] - bp[: out.start]).norm() > 1e-3 * bp[: out.start].norm()
+
+
+def test_wp_with_exact_readout_approaches_fg_w_with_exact_readout():
+    """WP's finite difference -> FG-W's jvp as sigma -> 0, both without the readout's direction."""
+    model, x, y = problem("mlp")
+    fg_w, _ = estimate(model, make("fg_w", {"exact_readout": True}), x, y)
+    gaps = [((estimate(model, make("wp", {"sigma": s, "exact_readout": True}), x, y)[0] - fg_w).norm() / fg_w.norm()).item()
+            for s in (1e-3, 1e-5)]
+    assert gaps[1] < 1e-3 and gaps[1] < gaps[0] / 20, gaps
+
+
+@pytest.mark.parametrize("method", ["fg_w", "wp"])
+def test_weight_space_noise_table_is_not_written(method):
+    model, x, y = problem("mlp")
+    rule = rule_from_config(method, table_size=4096, exact_readout=True)
+    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
+    for step in range(6):
+        if step == 1:
+            table = rule.noise.table.clone()
+        rule.begin_step(step)
+        rule.estimate_grads(model, x, y, CE)
+    assert table.numel() == 4096 and torch.equal(rule.noise.table, table)
+
+
+def test_weight_space_bad_combinations_are_refused_with_what_to_change():
+    for method in ("fg_w", "wp"):
+        with pytest.raises(Exception, match="comm=grads"):
+            rule_from_config(method, exact_readout=True, comm="scalars")
+        with pytest.raises(ValueError, match="exact_readout=true"):
+            rule_from_config(method, exact_readout=True).check_model(RNN(2, 1, hidden_size=4))
+        bn = MLP(3, 2, (4,))
+        bn.blocks[0].norm = nn.BatchNorm1d(4)
+        with pytest.raises(ValueError, match="BatchNorm"):
+            rule_from_config(method, exact_readout=True).check_model(bn)
+        rule_from_config(method, exact_readout=True).check_model(MLP(3, 2, (4,)))

@@ -31,6 +31,7 @@ from typing import Literal
 
 from learnbench.options import Positive, PositiveInt
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, clipped
+from learnbench.rules.local import chain_blocks
 from learnbench.rules.noise import NoiseKind, NoiseSource
 
 Comm = Literal["grads", "scalars"]
@@ -40,12 +41,22 @@ class ParameterSpaceRule(LearningRule):
     # Directions over the model's parameters work on any model: on model=rnn a whole sequence per estimate.
     trains = ("feedforward", "recurrent")
 
-    def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None, comm: Comm = "grads"):
+    def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None, comm: Comm = "grads",
+                 exact_readout: bool = False):
+        """`exact_readout`: the readout's (last block's) parameters take their exact gradient and no direction
+        of their own, so d is the hidden parameters' derivative alone (Ren et al.'s code: noise on the hidden
+        layers, `global_classif_grad` on the last one). The directions are drawn whole and the readout's
+        part zeroed, so the hidden parameters see the very draws of a run without the option. Chain models
+        only; it costs one extra forward pass of the hidden blocks a step (for the readout's input)."""
         super().__init__()
         self.directions = directions
         self.noise = NoiseSource(noise, table_size)
         self.clip = clip
         self.comm = comm
+        self.exact_readout = exact_readout
+        if exact_readout and comm == "scalars":
+            raise ValueError("method.exact_readout=true needs method.comm=grads: the readout's exact gradient differs per "
+                             "rank and must be all-reduced, which comm=scalars does not do")
         # scalars: shared directions (one seed on every rank), and this rule synchronises d itself.
         self.noise_differs_per_rank = comm == "grads"
         self.grads_synchronised = comm == "scalars"
@@ -57,6 +68,39 @@ class ParameterSpaceRule(LearningRule):
         if buf is None or buf.numel() != n or buf.dtype != like.dtype or buf.device != like.device:
             buf = buffers[key] = torch.empty(n, dtype=like.dtype, device=like.device)
         return buf
+
+    def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
+        if self.exact_readout:
+            blocks = chain_blocks(model, f"{type(self).__name__} with method.exact_readout=true (set it to false)")
+            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for b in blocks[:-1] for m in b.modules()):
+                raise ValueError("method.exact_readout=true with BatchNorm: the readout's input needs an extra forward "
+                                 "pass, which would update the running statistics twice a step; set it to false")
+
+    def readout_slices(self, model: nn.Module, named: dict[str, Tensor]) -> list[slice]:
+        """Where the readout's parameters sit in the flat direction vector (the order of `named`)."""
+        readout = {id(p) for p in chain_blocks(model)[-1].parameters()}
+        slices, start = [], 0
+        for p in named.values():
+            if id(p) in readout:
+                slices.append(slice(start, start + p.numel()))
+            start += p.numel()
+        return slices
+
+    @staticmethod
+    def set_exact_readout_grads(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> None:
+        """The readout's exact gradient, written into its .grad: the hidden blocks run forward once more
+        (no graph) for the readout's input, then autograd through the readout alone."""
+        blocks = chain_blocks(model)
+        with torch.no_grad():
+            z = x
+            for block in blocks[:-1]:
+                z = block(z)
+        readout = [p for p in blocks[-1].parameters() if p.requires_grad]
+        with torch.enable_grad():
+            grads = torch.autograd.grad(batch_loss(loss_fn, blocks[-1](z), y), readout)
+        for p, g in zip(readout, grads):
+            p.grad.copy_(g)  # into the flat gradient buffer that p.grad views
 
     def directional_derivatives(self, model, params: dict[str, Tensor], tangents: dict[str, Tensor], x, y, loss_fn) -> tuple[Tensor, Tensor | None, Tensor]:
         """Return (clean batch loss, clean output or None, d of shape [K])."""
@@ -71,6 +115,10 @@ class ParameterSpaceRule(LearningRule):
         # used within this step only)
         out = self.work_buffer("directions", self.directions * sum(sizes), like).view(self.directions, -1) if self.directions > 1 and self.noise.table_size else None
         v = self.noise.sample(sum(sizes), self.directions, self.generator, like.dtype, out=out)
+        if self.exact_readout:  # a copy: v may be a view of the shared noise table
+            v = v.clone()
+            for part in self.readout_slices(model, named):
+                v[:, part] = 0
         tangents = {n: t.view(self.directions, *p.shape) for (n, p), t in zip(params.items(), v.split(sizes, dim=1))}
         loss, output, d = self.directional_derivatives(model, params, tangents, x, y, loss_fn)
         if self.comm == "scalars":
@@ -86,6 +134,8 @@ class ParameterSpaceRule(LearningRule):
             torch.mm((d / self.directions).unsqueeze(0), v, out=flat_grad.unsqueeze(0))
         for p, g in zip(named.values(), flat_grad.split(sizes)):
             p.grad = g.view_as(p)
+        if self.exact_readout:
+            self.set_exact_readout_grads(model, x, y, loss_fn)
         return RuleOutput(loss=loss.detach(), output=None if output is None else output.detach())
 
 
