@@ -489,3 +489,30 @@ def test_the_walks_layer_norm_keeps_its_stats_and_the_very_forward():
             assert torch.equal(clean.norm_stats[0], mean[:2])
     traces, _, _ = forward_trace(model, x)  # with a graph: the module's forward, no stats
     assert all(t.norm_stats is None for t in traces)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("spatial", [(1, 1), (2, 3)])
+def test_local_update_through_a_group_norm_is_autograds(affine, spatial):
+    """local_update on a block with a GroupNorm (M/1/16's grouped layer) through aten's GroupNorm backward
+    kernels: the gradients autograd gives for d/dtheta <a(theta), delta> on the detached input."""
+    from torch import nn
+
+    from learnbench.models.blocks import Block
+    from learnbench.rules.local import Trace, local_update
+
+    g = torch.Generator().manual_seed(8)
+    block = Block(nn.Conv2d(8, 8, 1, groups=4), "relu", nn.GroupNorm(4, 8, affine=affine))
+    if affine:
+        with torch.no_grad():
+            block.norm.weight.copy_(torch.randn(8, generator=g))
+            block.norm.bias.copy_(torch.randn(8, generator=g))
+    z = torch.randn(5, 8, *spatial, generator=g)
+    delta = torch.randn(5, 8, *spatial, generator=g)
+    expected = local_update_oracle(block, z, delta)
+    with torch.no_grad():
+        h = block.linear(z)
+        a = block.norm(h)
+        local_update(block, Trace(z, h, a, torch.relu(a)), delta)
+    for name, p in block.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-12, atol=1e-13, msg=name)

@@ -354,6 +354,18 @@ def layer_norm_backward(norm: nn.LayerNorm, h: Tensor, delta: Tensor, stats: tup
         return torch.ops.aten.native_layer_norm_backward(delta, h, shape, mean, rstd, weight, bias, mask)
 
 
+def group_norm_backward(norm: nn.GroupNorm, h: Tensor, delta: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """layer_norm_backward for a GroupNorm (M/1/16's per-group norm): the kernels autograd's GroupNorm
+    backward calls, on the stats of a forward recomputed without a graph (no autograd graph built)."""
+    weight, bias, G = norm.weight, norm.bias, norm.num_groups
+    N, C = h.shape[0], h.shape[1]
+    HxW = h[0, 0].numel()
+    mask = [True, weight is not None and weight.requires_grad, bias is not None and bias.requires_grad]
+    with torch.no_grad():
+        _, mean, rstd = torch.ops.aten.native_group_norm(h, weight, bias, N, C, HxW, G, norm.eps)
+        return torch.ops.aten.native_group_norm_backward(delta.contiguous(), h, mean, rstd, weight, N, C, HxW, G, mask)
+
+
 def _is_identity(module) -> bool:
     if isinstance(module, nn.Sequential):
         return all(_is_identity(m) for m in module)
@@ -429,6 +441,12 @@ def local_update(block: Block, trace: Trace, delta: Tensor) -> None:
     delta = fold_rows(delta, h.shape[0])
     if isinstance(block.norm, nn.LayerNorm):
         delta, dweight, dbias = layer_norm_backward(block.norm, h.detach(), delta, trace.norm_stats)
+        if dweight is not None:
+            block.norm.weight.grad = dweight
+        if dbias is not None:
+            block.norm.bias.grad = dbias
+    elif isinstance(block.norm, nn.GroupNorm):
+        delta, dweight, dbias = group_norm_backward(block.norm, h.detach(), delta)
         if dweight is not None:
             block.norm.weight.grad = dweight
         if dbias is not None:
