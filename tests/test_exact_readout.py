@@ -187,3 +187,27 @@ def test_weight_space_bad_combinations_are_refused_with_what_to_change():
         with pytest.raises(ValueError, match="BatchNorm"):
             rule_from_config(method, exact_readout=True).check_model(bn)
         rule_from_config(method, exact_readout=True).check_model(MLP(3, 2, (4,)))
+
+
+@pytest.mark.parametrize("method", ["fg_a", "np", "fg_w"])
+def test_with_the_tasks_own_cross_entropy_the_readout_is_still_backprops(method):
+    """The training module's loss (the classification task's cross entropy) takes the written-out softmax -
+    onehot path for the readout's error; the gradient is backprop's all the same."""
+    from functools import partial
+
+    from learnbench.tasks import CLASSIFICATION, per_example_loss
+
+    task_loss = partial(per_example_loss, CLASSIFICATION)
+    model, x, y = problem("mlp")
+    rule = make(method, {"exact_readout": True})
+    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
+    rule.begin_step(3)
+    for p in model.parameters():
+        p.grad = None
+    rule.estimate_grads(model, x, y, task_loss)
+    got = [p.grad.clone() for p in model.blocks[-1].parameters()]
+    for p in model.parameters():
+        p.grad = None
+    task_loss(model(x), y).mean().backward()
+    for g, p in zip(got, model.blocks[-1].parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)

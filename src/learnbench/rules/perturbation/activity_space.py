@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from learnbench.models.rnn import RNN
 from learnbench.options import PositiveInt, Positive
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput
-from learnbench.rules.local import Trace, chain_blocks, forward_trace, local_update
+from learnbench.rules.local import Trace, chain_blocks, cross_entropy_gradient, forward_trace, is_cross_entropy, local_update
 from learnbench.rules.noise import NoiseKind, NoiseSource
 from learnbench.rules.perturbation.recurrent_sites import RNNTrace, rnn_local_update, rnn_site_shapes, rnn_walk
 
@@ -60,9 +60,12 @@ class ActivitySpaceRule(LearningRule):
     def exact_readout_delta(self, model: nn.Module, trace: Trace, y: Tensor, loss_fn: LossFn) -> Tensor:
         """d(batch-mean loss)/d(readout pre-activation) by autograd on the last block's own output map
         (activation and pool): the readout's exact local error, what its update needs."""
-        block = chain_blocks(model)[-1]
+        block = model.blocks[-1]
+        a = trace.pre_activation
+        if isinstance(block.activation, nn.Identity) and isinstance(block.pool, nn.Identity) and is_cross_entropy(loss_fn, a, y):
+            return cross_entropy_gradient(a, y)[1].div_(a.shape[0])  # softmax - onehot, written out
         with torch.enable_grad():
-            a = trace.pre_activation.detach().requires_grad_()
+            a = a.detach().requires_grad_()
             (delta,) = torch.autograd.grad(loss_fn(block.pool(block.activation(a)), y).mean(), a)
         return delta
 

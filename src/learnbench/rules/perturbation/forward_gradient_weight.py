@@ -99,7 +99,9 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
                 return jvp_through(norm, h, dh)
             return norm_jvp(norm, h, dh, dw, db)  # dh None: the linear part has no tangent (frozen, zero input tangent)
 
-        _, output, d_output = forward_trace(model, x, linear_map=linear_map, linear_tangent=block_linear_tangent, norm_tangent=norm_tangent)
+        traces, output, d_output = forward_trace(model, x, linear_map=linear_map, linear_tangent=block_linear_tangent, norm_tangent=norm_tangent)
+        if self.exact_readout:
+            self._readout_input = traces[-1].input  # the readout's exact gradient reads it (no second forward)
         losses, dlosses = loss_jvp(loss_fn, output, y, d_output)
         return losses.mean(), output, dlosses.mean(-1)
 

@@ -87,19 +87,24 @@ class ParameterSpaceRule(LearningRule):
             start += p.numel()
         return slices
 
-    @staticmethod
-    def set_exact_readout_grads(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> None:
-        """The readout's exact gradient, written into its .grad: the hidden blocks run forward once more
-        (no graph) for the readout's input, then autograd through the readout alone."""
-        blocks = chain_blocks(model)
-        with torch.no_grad():
-            z = x
-            for block in blocks[:-1]:
-                z = block(z)
-        readout = [p for p in blocks[-1].parameters() if p.requires_grad]
+    def set_exact_readout_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> None:
+        """The readout's exact gradient, written into its .grad: autograd through the readout alone, from
+        its input as the step's walk left it (`_readout_input`: fg_w's chain walk) or, on the other paths,
+        from one more forward pass of the hidden blocks (no graph)."""
+        blocks = list(model.blocks)
+        readout = blocks[-1]
+        z = self.__dict__.pop("_readout_input", None)
+        if z is None:
+            with torch.no_grad():
+                z = x
+                for block in blocks[:-1]:
+                    z = block(z)
+                z = readout.prepare(z)
+        params = [p for p in readout.parameters() if p.requires_grad]
         with torch.enable_grad():
-            grads = torch.autograd.grad(batch_loss(loss_fn, blocks[-1](z), y), readout)
-        for p, g in zip(readout, grads):
+            output = readout.pool(readout.activation(readout.norm(readout.linear(z))))
+            grads = torch.autograd.grad(batch_loss(loss_fn, output, y), params)
+        for p, g in zip(params, grads):
             p.grad.copy_(g)  # into the flat gradient buffer that p.grad views
 
     def directional_derivatives(self, model, params: dict[str, Tensor], tangents: dict[str, Tensor], x, y, loss_fn) -> tuple[Tensor, Tensor | None, Tensor]:
