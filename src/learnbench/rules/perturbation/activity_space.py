@@ -58,8 +58,9 @@ class ActivitySpaceRule(LearningRule):
         return [*noise[:-1], torch.zeros_like(noise[-1])] if self.exact_readout else noise
 
     def exact_readout_delta(self, model: nn.Module, trace: Trace, y: Tensor, loss_fn: LossFn) -> Tensor:
-        """d(batch-mean loss)/d(readout pre-activation) by autograd on the last block's own output map
-        (activation and pool): the readout's exact local error, what its update needs."""
+        """d(batch-mean loss)/d(readout pre-activation): the readout's exact local error, what its update
+        needs; softmax - onehot written out for the task's cross entropy on a plain readout, else autograd
+        on the last block's own output map (activation and pool)."""
         block = model.blocks[-1]
         a = trace.pre_activation
         if isinstance(block.activation, nn.Identity) and isinstance(block.pool, nn.Identity) and is_cross_entropy(loss_fn, a, y):

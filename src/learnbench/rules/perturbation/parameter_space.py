@@ -47,7 +47,8 @@ class ParameterSpaceRule(LearningRule):
         of their own, so d is the hidden parameters' derivative alone (Ren et al.'s code: noise on the hidden
         layers, `global_classif_grad` on the last one). The directions are drawn whole and the readout's
         part zeroed, so the hidden parameters see the very draws of a run without the option. Chain models
-        only; it costs one extra forward pass of the hidden blocks a step (for the readout's input)."""
+        only; where the rule's walk does not keep the readout's input (wp, the general jvp path) it costs
+        one more forward pass of the hidden blocks a step."""
         super().__init__()
         self.directions = directions
         self.noise = NoiseSource(noise, table_size)
@@ -79,7 +80,7 @@ class ParameterSpaceRule(LearningRule):
 
     def readout_slices(self, model: nn.Module, named: dict[str, Tensor]) -> list[slice]:
         """Where the readout's parameters sit in the flat direction vector (the order of `named`)."""
-        readout = {id(p) for p in chain_blocks(model)[-1].parameters()}
+        readout = {id(p) for p in model.blocks[-1].parameters()}  # a chain: check_model made sure
         slices, start = [], 0
         for p in named.values():
             if id(p) in readout:
