@@ -62,6 +62,27 @@ def float64():
     torch.set_default_dtype(previous)
 
 
+# ----------------------------------------------------------------------------- slow / fast cases
+def few_fast(cases, key=None, prefer=None, ids=None) -> list:
+    """`cases` (argument tuples of a parametrized test) as pytest.params, every one marked `slow` except a
+    covering few: picked greedily so that every value in every position of key(case) (default: the case
+    itself; for a product of option lists, every option of every list) is in at least one fast case, and among
+    equal picks the one with the highest prefer(case). `make test` runs the few, `make test-slow` the rest;
+    a new option (a yaml file in conf/) is covered by both without editing the tests. `ids`: explicit test ids."""
+    cases = [case if isinstance(case, tuple) else (case,) for case in cases]
+    keys = [set(enumerate(key(*case) if key else case)) for case in cases]
+    rank = [prefer(*case) if prefer else 0 for case in cases]
+    left, fast = set().union(*keys), set()
+    while left:
+        pick = max(range(len(cases)), key=lambda i: (len(left & keys[i]), rank[i], -i))
+        fast.add(pick)
+        left -= keys[pick]
+    return [
+        pytest.param(*case, marks=() if i in fast else pytest.mark.slow, id=ids[i] if ids else None)
+        for i, case in enumerate(cases)
+    ]
+
+
 # ----------------------------------------------------------------------------- Hydra compose
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """The app's config as `python -m learnbench.train <overrides>` would see it, HydraConfig set."""

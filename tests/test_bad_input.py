@@ -8,6 +8,7 @@ IDX files written here (a header that announces more data than the file holds, a
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 import struct
@@ -15,7 +16,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import CSV_ONLY, TINY, TORCHVISION_FOLDER, compose_config, describe, results_under, run_cli, truncated_mnist, write_idx, write_vision_dataset
+from conftest import CSV_ONLY, TINY, TORCHVISION_FOLDER, compose_config, describe, few_fast, results_under, run_cli, truncated_mnist, write_idx, write_vision_dataset
 from learnbench.config_validation import ConfigError as ValidationError
 from learnbench.config_validation import describe as describe_type
 from learnbench.config_validation import validate_config
@@ -170,14 +171,25 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("method", options("method"))
-@pytest.mark.parametrize("experiment", options("experiment"))
+# Fast: a few pairs that hold every preset and every rule; the rest slow.
+@pytest.mark.parametrize(("experiment", "method"), few_fast(itertools.product(options("experiment"), options("method"))))
 def test_every_experiment_preset_passes_the_validator(experiment, method, tmp_path):
     check_config(compose_config([f"experiment={experiment}", f"method={method}"], tmp_path))
 
 
-@pytest.mark.parametrize("extra", [[], ["scheduler=cosine"], ["scheduler=exponential"], ["scheduler=warmup_linear"], ["trainer=ddp_sim"], ["debug=fast"]])
-@pytest.mark.parametrize("data", options("data"))
+EXTRAS = [[], ["scheduler=cosine"], ["scheduler=exponential"], ["scheduler=warmup_linear"], ["trainer=ddp_sim"], ["debug=fast"]]
+DATA_EXTRAS = [(data, j) for data in options("data") for j in range(len(EXTRAS))]
+
+
+# Fast: a few pairs that hold every data set and every extra group option; the rest slow.
+@pytest.mark.parametrize(
+    ("data", "extra"),
+    few_fast(
+        [(data, EXTRAS[j]) for data, j in DATA_EXTRAS],
+        key=lambda data, extra: (data, EXTRAS.index(extra)),
+        ids=[f"{data}-extra{j}" for data, j in DATA_EXTRAS],
+    ),
+)
 def test_every_data_set_and_group_option_passes_the_validator(data, extra, tmp_path):
     check_config(compose_config([f"data={data}", *extra], tmp_path))
 
@@ -277,6 +289,7 @@ def test_the_shared_official_files_pass(name):
 
 
 # ============================================================================= through the CLI
+@pytest.mark.slow
 def test_the_cli_prints_the_message_and_records_it(tmp_path):
     log_dir = tmp_path / "logs"
     proc = run_cli("data=spiral", "optimizer.lr=abc", *TINY, *CSV_ONLY, f"paths.log_dir={log_dir}", cwd=tmp_path)

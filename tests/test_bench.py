@@ -21,7 +21,7 @@ QUICK = ["--rounds", "1", "--warmup", "0", "--json"]
 HERE = ["--processes", "one", "--malloc", "default"]
 
 
-@pytest.mark.parametrize("model", ["mlp", "lenet"])
+@pytest.mark.parametrize("model", ["mlp", pytest.param("lenet", marks=pytest.mark.slow)])
 def test_every_rule_is_timed_beside_bp(model, capsys):
     result = bench.main(["--model", model, "--hidden", "8", "--batch", "2", "--directions", "2", *HERE, *QUICK])
     rules = comparable_rules("feedforward")
@@ -38,6 +38,7 @@ def test_every_rule_is_timed_beside_bp(model, capsys):
     assert result["setting"]["model"] == expected and result["setting"]["batch"] == 2
 
 
+@pytest.mark.slow
 def test_rows_in_their_own_processes(capsys):
     """The default: each row in a process of its own (forkserver), the parent taking them in turn."""
     result = bench.main(["--hidden", "8", "--batch", "2", "--rules", "wp", "--directions", "2", "--no-variants", *QUICK])

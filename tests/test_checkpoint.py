@@ -49,7 +49,11 @@ def fit(tmp_path, method: str, epochs: int, ckpt_path=None, save_to=None):
     return state, trainer.global_step, module.rule.updates_per_batch
 
 
-@pytest.mark.parametrize("method", METHODS)
+# Fast: one rule of each family (backprop, perturbation, learned feedback, local losses, recurrent); the rest slow.
+FAST = {"bp", "np", "kp", "l_fa", "rflo"}
+
+
+@pytest.mark.parametrize("method", [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
 def test_resumed_run_follows_the_uninterrupted_trajectory(method, tmp_path):
     straight, steps, updates_per_batch = fit(tmp_path / "straight", method, epochs=2)
     checkpoint = tmp_path / "epoch1.ckpt"

@@ -87,6 +87,7 @@ def default_run(tmp_path_factory):
     return root, proc
 
 
+@pytest.mark.slow
 def test_the_default_run_prints_none_of_the_known_noise(default_run):
     root, proc = default_run
     text = output(proc)
@@ -98,6 +99,7 @@ def test_the_default_run_prints_none_of_the_known_noise(default_run):
     assert list((Path(record["output_dir"]) / "wandb").glob("offline-run-*")), "W&B still logged the run"
 
 
+@pytest.mark.slow
 def test_a_genuine_warning_still_shows(default_run):
     _, proc = default_run
     text = output(proc)
@@ -151,6 +153,7 @@ torch.jit.script(double)  # the user's own call: its deprecation warning must sh
 """
 
 
+@pytest.mark.slow
 def test_torch_jit_deprecations_from_torch_itself_are_quiet_the_users_are_not(tmp_path):
     """fg_w / fg_a make dual tensors; torch then scripts its jvp decompositions (18 FutureWarnings)."""
     script = tmp_path / "user_script.py"
@@ -163,6 +166,7 @@ def test_torch_jit_deprecations_from_torch_itself_are_quiet_the_users_are_not(tm
 
 
 # ----------------------------------------------------------------------------- errors the user fixes
+@pytest.mark.slow
 def test_a_config_error_is_one_message_and_exit_2(tmp_path):
     log_dir = tmp_path / "logs"
     proc = run_cli("optimizer.lr=abc", *TINY, *CSV_ONLY, f"paths.log_dir={log_dir}", cwd=tmp_path)
@@ -175,6 +179,7 @@ def test_a_config_error_is_one_message_and_exit_2(tmp_path):
     assert record["status"] == "failed" and record["message"] == f"ConfigError: {expected}"
 
 
+@pytest.mark.slow
 def test_a_damaged_data_file_is_one_message_and_exit_2(tmp_path):
     root = tmp_path / "datasets"
     path = truncated_mnist(root, seed=9)
@@ -189,6 +194,7 @@ def test_a_damaged_data_file_is_one_message_and_exit_2(tmp_path):
     assert record["status"] == "failed" and record["message"].startswith("DamagedDataFileError: ")
 
 
+@pytest.mark.slow
 def test_a_multirun_goes_on_after_a_config_error(tmp_path):
     """Only the bad job fails: the next one runs; Hydra ends the sweep with the failure's message
     (no traceback) and a non-zero status."""

@@ -85,6 +85,7 @@ def single_process_reference(tmp_path_factory) -> dict:
     return load_ranks(directory, 1)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("allreduce", [True, False], ids=["allreduce", "no_allreduce"])
 def test_ddp_ranks_stay_identical_only_with_the_all_reduce(allreduce, single_process_reference, tmp_path):
     model = initial_model()
@@ -134,6 +135,7 @@ def check_ddp_record(record: dict, reference: dict) -> None:
     assert ddp["train/loss"] == pytest.approx(single["train/loss"], rel=1e-5), (ddp, single)
 
 
+@pytest.mark.slow
 def test_ddp_sim_multirun_every_job_finishes(tmp_path):
     """Lightning re-launches rank 1 from the command line: inside a multirun ddp_launch must rebuild
     it for this job only, and the next job must not inherit the previous job's process group."""

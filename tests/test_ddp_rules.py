@@ -179,6 +179,7 @@ def hand_written_run(method: str, overrides: dict, shards: int) -> dict:
 
 
 # ------------------------------------------------------------------ tests
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_ranks_identical_and_equal_to_the_oracle(name, ddp_runs):
     method, overrides = CASES[name]
@@ -209,6 +210,7 @@ def test_ranks_identical_and_equal_to_the_oracle(name, ddp_runs):
             assert gap > 1e-3, f"the clip did not bite ({gap}): the test cannot tell where it acts"
 
 
+@pytest.mark.slow
 def test_scalars_mode_all_reduces_k_numbers_per_step_grads_mode_the_whole_gradient(ddp_runs):
     """The bytes the module counted: K float64s per step for comm=scalars, P float64s for comm=grads."""
     n_params = sum(p.numel() for p in initial_model().parameters())

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import CSV_ONLY, describe, multirun_jobs, results_under, run_cli, tiny
 
+pytestmark = pytest.mark.slow  # CLI runs in subprocesses (about 45 s): `make test-slow`
+
 
 def assert_diverged(record: dict) -> None:
     assert record["status"] == "diverged", record

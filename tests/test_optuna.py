@@ -14,6 +14,8 @@ from conftest import CSV_ONLY, describe, results_under, run_cli, tiny
 
 optuna = pytest.importorskip("optuna")
 
+pytestmark = pytest.mark.slow  # two Optuna sweeps through the CLI (about 30 s): `make test-slow`
+
 
 def storage_or_skip(url: str):
     """optuna 2.x cannot use SQLAlchemy 2 (its RDB storage fails on an internal assertion)."""

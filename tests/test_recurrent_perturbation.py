@@ -106,8 +106,8 @@ def test_fg_a_over_the_full_basis_equals_bptt(task, options):
 @pytest.mark.parametrize(
     "make_rule",
     [
-        lambda: ForwardGradientActivity(directions=20, table_size=0),
-        lambda: ForwardGradientActivity(directions=20, noise="rademacher", table_size=1 << 20),
+        pytest.param(lambda: ForwardGradientActivity(directions=20, table_size=0), marks=pytest.mark.slow),
+        pytest.param(lambda: ForwardGradientActivity(directions=20, noise="rademacher", table_size=1 << 20), marks=pytest.mark.slow),
         lambda: NodePerturbation(sigma=1e-4, directions=20, table_size=0),
         lambda: NodePerturbation(sigma=1e-3, directions=10, antithetic=True, table_size=0),
     ],

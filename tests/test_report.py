@@ -385,6 +385,7 @@ def test_wandb_api_online():
 
 
 # --------------------------------------------------------------------------------- a real multirun
+@pytest.mark.slow
 def test_report_over_a_real_multirun(tmp_path):
     """Four tiny jobs through Hydra (bp and wp x seeds 0, 1), then `make table` over them: one row
     per method, two seeds each, both finished."""

@@ -14,6 +14,7 @@ from conftest import CSV_ONLY, describe, run_cli, start_cli, tiny
 from learnbench.resume import checkpoint_to_resume, finished_record
 
 
+@pytest.mark.slow
 def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_diverged_ones(tmp_path):
     log_dir = tmp_path / "logs"
     command = ["-m", "sweep=spiral_rules", "method=bp", "seed=0", "optimizer.lr=0.1,1e6", *tiny(), *CSV_ONLY, f"paths.log_dir={log_dir}"]
@@ -96,6 +97,7 @@ def comparable(record: dict) -> dict:
     return {"status": record["status"], "metrics": record["metrics"], "history": history, "steps": record["steps"], "epochs": record["epochs"]}
 
 
+@pytest.mark.slow
 def test_a_run_stopped_part_way_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(tmp_path):
     """Oracle: the same command run without interruption. Noise re-seeded per step, the data order tied
     to the epoch, momentum, a cosine schedule and diagnostics sums all have to come back exactly."""

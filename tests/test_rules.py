@@ -139,7 +139,7 @@ def mean_of_estimates(rule, model, x, y, n, loss_fn=CE):
     return samples.mean(0), samples
 
 
-@pytest.mark.parametrize("K", [1, 4])
+@pytest.mark.parametrize("K", [1, pytest.param(4, marks=pytest.mark.slow)])
 def test_fg_w_unbiased_with_the_theoretical_variance(K):
     """E[g] = grad and E|g|^2 = |grad|^2 (1 + (P + 1) / K) for K averaged Gaussian directions.
 
@@ -160,14 +160,14 @@ def test_fg_w_unbiased_with_the_theoretical_variance(K):
 @pytest.mark.parametrize(
     "make_rule",
     [
-        lambda: WeightPerturbation(sigma=1e-5, directions=2, table_size=0),
-        lambda: WeightPerturbation(sigma=1e-4, antithetic=True, noise="rademacher", table_size=0),
-        lambda: NodePerturbation(sigma=1e-5, table_size=0),
-        lambda: NodePerturbation(sigma=1e-5, directions=3, antithetic=True, table_size=0),
-        lambda: ForwardGradientActivity(table_size=0),
-        lambda: ForwardGradientActivity(directions=2, mask_inactive=False, table_size=0),
-        lambda: ForwardGradientWeight(noise="rademacher", table_size=0),
-        lambda: ForwardGradientWeight(table_size=1 << 16),  # directions from a noise table
+        pytest.param(lambda: WeightPerturbation(sigma=1e-5, directions=2, table_size=0), marks=pytest.mark.slow),
+        pytest.param(lambda: WeightPerturbation(sigma=1e-4, antithetic=True, noise="rademacher", table_size=0), marks=pytest.mark.slow),
+        lambda: NodePerturbation(sigma=1e-5, table_size=0),  # fast: the cheapest of the 3000-draw checks
+        pytest.param(lambda: NodePerturbation(sigma=1e-5, directions=3, antithetic=True, table_size=0), marks=pytest.mark.slow),
+        pytest.param(lambda: ForwardGradientActivity(table_size=0), marks=pytest.mark.slow),
+        pytest.param(lambda: ForwardGradientActivity(directions=2, mask_inactive=False, table_size=0), marks=pytest.mark.slow),
+        pytest.param(lambda: ForwardGradientWeight(noise="rademacher", table_size=0), marks=pytest.mark.slow),
+        pytest.param(lambda: ForwardGradientWeight(table_size=1 << 16), marks=pytest.mark.slow),  # directions from a noise table
     ],
     ids=["wp-K2", "wp-antithetic-rademacher", "np", "np-K3-antithetic", "fg_a", "fg_a-K2", "fg_w-rademacher", "fg_w-table"],
 )
@@ -191,6 +191,7 @@ def test_estimators_are_unbiased(make_rule):
     assert abs(along.mean() - grad.norm()) < 4 * along.std() / math.sqrt(N), (along.mean(), grad.norm())
 
 
+@pytest.mark.slow
 def test_np_covariance_form_without_baseline_is_unbiased():
     """baseline=none: E[(L/sigma) v] = E[((L - L0)/sigma) v], since E[v] = 0. High variance, same mean."""
     model, x, y = problem(sizes=(5, 4))

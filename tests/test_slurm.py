@@ -25,6 +25,8 @@ from learnbench.paths import CONFIG_DIR
 
 CI_DIR = CONFIG_DIR.parent / ".ci"
 
+pytestmark = pytest.mark.slow  # real SLURM jobs (about a minute each): `make test-slow`
+
 
 def node_idle() -> bool:
     """sinfo retries for ~9 s when the controller is down: probe with a short timeout."""
@@ -107,7 +109,6 @@ def test_spiral_sweep_through_slurm(slurm, tmp_path):
         assert float(row["test/acc mean"]) == pytest.approx(statistics.mean(accs), rel=1e-9)
 
 
-@pytest.mark.slow
 def test_ddp_job_through_slurm_runs_one_rank_per_task(slurm, tmp_path):
     """slurm_ddp: one job, tasks_per_node = trainer.devices; SLURM starts the ranks and Lightning
     takes them from SLURM's environment (here 2 CPU ranks with trainer=ddp_sim, ~25 s)."""

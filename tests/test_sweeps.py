@@ -47,6 +47,12 @@ OPTUNA_SWEEPS = [name for name in HYDRA_SWEEPS if uses_optuna(name)]
 WANDB_SWEEPS = sorted(p.stem for p in WANDB_DIR.glob("*.yaml"))
 
 
+def all_but_the_smallest_slow(names: list[str]) -> list:
+    """Expanding and composing a whole sweep takes 7-17 s: murray_sine_rules (the smallest grid) runs in
+    `make test`, every other sweep is marked slow (`make test-slow`)."""
+    return [name if name == "murray_sine_rules" else pytest.param(name, marks=pytest.mark.slow) for name in names]
+
+
 def test_the_standard_sweeps_exist():
     assert {"spiral_rules", "mnist_rules", "fashion_mnist_rules", "lr_grid_spiral"} <= set(GRID_SWEEPS)
     assert "optuna_lr_sigma" in OPTUNA_SWEEPS
@@ -132,7 +138,7 @@ def check_values(job: dict, combination: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- Hydra sweeps
-@pytest.mark.parametrize("name", GRID_SWEEPS)
+@pytest.mark.parametrize("name", all_but_the_smallest_slow(GRID_SWEEPS))
 def test_hydra_sweep_expands_to_its_spec_and_every_job_composes(name):
     grid = hydra_grid(name)
     expected = product(grid)
@@ -179,7 +185,7 @@ def test_the_committed_wandb_specs_are_generated_from_the_hydra_sweeps():
     assert main(["--check"]) == 0
 
 
-@pytest.mark.parametrize("name", WANDB_SWEEPS)
+@pytest.mark.parametrize("name", all_but_the_smallest_slow(WANDB_SWEEPS))
 def test_wandb_sweep_expands_to_its_spec_and_matches_the_hydra_sweep(name):
     raw = spec(WANDB_DIR / f"{name}.yaml")
     # The metric is the experiment's optimized_metric (conf/train.yaml's val/acc unless the preset sets one).

@@ -100,6 +100,7 @@ def test_backprop_on_the_default_spiral_reaches_95_percent(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_multirun_makes_one_job_dir_per_job(wandb_multirun):
     log_dir, proc = wandb_multirun
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -116,6 +117,7 @@ def test_multirun_makes_one_job_dir_per_job(wandb_multirun):
     assert (jobs[0].parent / "multirun.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_simultaneous_single_runs_get_their_own_dirs(concurrent_single_runs):
     outputs = concurrent_single_runs["outputs"]
     for name, (code, out) in outputs.items():
