@@ -21,13 +21,13 @@ install: $(BIN)/python  ## make .venv and install learnbench (editable) with its
 train:  ## train backprop on the 2-arm spiral (CPU, under a minute); overrides via ARGS="..."
 	$(RUN) -m learnbench.train $(ARGS)
 
-test:  ## the test suite (a few minutes; slow tests excluded)
+test:  ## the fast tests (a few minutes; touches every module): unit tests, oracles, a covering few of each config matrix
 	$(RUN) -m pytest -q $(ARGS)
 
-test-slow:  ## only the slow tests (DDP through SLURM, the comm benchmark smoke test, a ddp_sim CLI run)
+test-slow:  ## only the slow tests: CLI/multirun/DDP/SLURM/Optuna/resume runs, many-draw statistics, the rest of the config matrices
 	$(RUN) -m pytest -q -m slow $(ARGS)
 
-test-all:  ## every test
+test-all:  ## every test (test + test-slow in one run; what CI runs)
 	$(RUN) -m pytest -q -m "slow or not slow" $(ARGS)
 
 bench:  ## step time of every rule over backprop; DDP bytes/step with ARGS="comm" (ARGS="comm --help" for its options)
