@@ -103,7 +103,7 @@ def _label(group: Group, keys: list[str], names: dict[str, str], shown: set[str]
     """'wp, lr=0.1 (n=3, 1 diverged/failed)': the method and the settings that differ in this figure."""
     parts = [str(v) for k, v in zip(keys, group.key) if k == "method"]
     parts += [f"{names[k]}={v:g}" if isinstance(v, float) else f"{names[k]}={v}"
-              for k, v in zip(keys, group.key) if k in shown]
+              for k, v in zip(keys, group.key) if k in shown and v is not None]  # None: a key this run's config lacks
     dropped = len(group.runs) - len(group.ok)
     counts = f"n={len(group.ok)}" + (f", {dropped} diverged/failed" if dropped else "")
     return f"{', '.join(parts) or 'runs'} ({counts})"
