@@ -12,7 +12,7 @@ from torch import nn
 from learnbench.catalog import rule_from_config
 from learnbench.models import MLP
 from learnbench.models.rnn import RNN
-from test_fast_paths import CE, estimate, make, problem
+from test_fast_paths import CE, estimate, make, pre_activation_gradients, problem
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -41,15 +41,7 @@ def test_fg_a_exact_readout_equals_its_definition_computed_by_autograd(name, ove
     got, _ = estimate(model, rule, x, y)
     K, B = rule.directions, len(x)
     rule.begin_step(3)  # the same tangents again
-    offsets, pre, inputs, z = [], [], [], x
-    for block in model.blocks:
-        z = block.prepare(z)
-        a = block.norm(block.linear(z))
-        offsets.append(torch.zeros_like(a, requires_grad=True))
-        inputs.append(z)
-        pre.append(a.detach())
-        z = block.pool(block.activation(a + offsets[-1]))
-    per_example = torch.autograd.grad(CE(z, y).sum(), offsets)
+    per_example, pre, inputs = pre_activation_gradients(model, x, y)
     shapes = [tuple(a.shape[1:]) for a in pre]
     u = [n.view(K, B, *s) * (a > 0) if isinstance(b.activation, nn.ReLU) else n.view(K, B, *s)
          for n, s, a, b in zip(rule.sample_site_noise(K * B, shapes, x.dtype), shapes, pre, model.blocks)]
@@ -62,7 +54,8 @@ def test_fg_a_exact_readout_equals_its_definition_computed_by_autograd(name, ove
 
 
 @pytest.mark.parametrize("method, overrides", [("fg_a", {}), ("np", {}), ("np", {"antithetic": True, "baseline": "none"}),
-                                               ("np", {"baseline": "running"}), ("fg_a", {"directions": 4})])
+                                               ("np", {"baseline": "running"}), ("fg_a", {"directions": 4}),
+                                               ("fg_w", {}), ("wp", {}), ("wp", {"antithetic": True}), ("wp", {"directions": 4})])
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_the_readout_gradient_is_backprops_and_the_hidden_ones_are_not(method, overrides, name):
     model, x, y = problem(name)
@@ -74,12 +67,14 @@ def test_the_readout_gradient_is_backprops_and_the_hidden_ones_are_not(method, o
     assert (got[hidden] - bp[hidden]).norm() > 1e-3 * bp[hidden].norm()  # still an estimate there
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
-def test_np_with_exact_readout_approaches_fg_a_with_exact_readout(name):
-    """NP's (dL / sigma) v -> FG-A's (grad . v) v as sigma -> 0, with the readout's noise dropped on both."""
+@pytest.mark.parametrize("difference, exact, overrides, name", [
+    ("np", "fg_a", {"mask_inactive": False}, "mlp"), ("np", "fg_a", {"mask_inactive": False}, "cnn"), ("wp", "fg_w", {}, "mlp")])
+def test_the_finite_difference_approaches_the_forward_gradient_with_exact_readout(difference, exact, overrides, name):
+    """NP's (dL / sigma) v -> FG-A's (grad . v) v and WP's -> FG-W's as sigma -> 0, the readout's noise
+    dropped on both sides."""
     model, x, y = problem(name)
-    fg_a, _ = estimate(model, make("fg_a", {"mask_inactive": False, "exact_readout": True}), x, y)
-    gaps = [((estimate(model, make("np", {"sigma": s, "exact_readout": True}), x, y)[0] - fg_a).norm() / fg_a.norm()).item()
+    fg, _ = estimate(model, make(exact, {**overrides, "exact_readout": True}), x, y)
+    gaps = [((estimate(model, make(difference, {"sigma": s, "exact_readout": True}), x, y)[0] - fg).norm() / fg.norm()).item()
             for s in (1e-3, 1e-5)]
     assert gaps[1] < 1e-3 and gaps[1] < gaps[0] / 20, gaps
 
@@ -98,7 +93,7 @@ def test_the_hidden_draws_are_those_of_the_rule_without_the_option():
     assert b[2].abs().sum() == 0 and a[2].abs().sum() > 0
 
 
-@pytest.mark.parametrize("method", ["fg_a", "np"])
+@pytest.mark.parametrize("method", ["fg_a", "np", "fg_w", "wp"])
 def test_the_shared_noise_table_is_not_written(method):
     """The readout's noise may be a view of the noise table: it is replaced, never zeroed in place."""
     model, x, y = problem("mlp")
@@ -141,39 +136,6 @@ def test_fg_w_exact_readout_equals_its_definition_computed_by_autograd(name, ove
     expected = (v @ bp / rule.directions) @ v
     expected[out] = bp[out]
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("method, overrides", [("fg_w", {}), ("wp", {}), ("wp", {"antithetic": True}), ("wp", {"directions": 4})])
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
-def test_weight_space_readout_gradient_is_backprops(method, overrides, name):
-    model, x, y = problem(name)
-    got, _ = estimate(model, make(method, {**overrides, "exact_readout": True}), x, y)
-    bp = torch.cat([g.reshape(-1) for g in backprop_grads(model, x, y)])
-    out = readout_slice(model)
-    torch.testing.assert_close(got[out], bp[out], rtol=1e-10, atol=1e-12)
-    assert (got[: out.start] - bp[: out.start]).norm() > 1e-3 * bp[: out.start].norm()
-
-
-def test_wp_with_exact_readout_approaches_fg_w_with_exact_readout():
-    """WP's finite difference -> FG-W's jvp as sigma -> 0, both without the readout's direction."""
-    model, x, y = problem("mlp")
-    fg_w, _ = estimate(model, make("fg_w", {"exact_readout": True}), x, y)
-    gaps = [((estimate(model, make("wp", {"sigma": s, "exact_readout": True}), x, y)[0] - fg_w).norm() / fg_w.norm()).item()
-            for s in (1e-3, 1e-5)]
-    assert gaps[1] < 1e-3 and gaps[1] < gaps[0] / 20, gaps
-
-
-@pytest.mark.parametrize("method", ["fg_w", "wp"])
-def test_weight_space_noise_table_is_not_written(method):
-    model, x, y = problem("mlp")
-    rule = rule_from_config(method, table_size=4096, exact_readout=True)
-    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
-    for step in range(6):
-        if step == 1:
-            table = rule.noise.table.clone()
-        rule.begin_step(step)
-        rule.estimate_grads(model, x, y, CE)
-    assert table.numel() == 4096 and torch.equal(rule.noise.table, table)
 
 
 def test_weight_space_bad_combinations_are_refused_with_what_to_change():

@@ -51,6 +51,21 @@ def problem(name):
     return CNN((2, 8, 8), 3, channels=(3, 4), kernel_sizes=(3, 3), hidden_sizes=(5,)), torch.randn(6, 2, 8, 8), torch.randint(0, 3, (6,))
 
 
+def pre_activation_gradients(model, x, y):
+    """The autograd oracle of the activity rules: (per-example dL_i/da_l for every block's pre-activation,
+    the pre-activations, each block's input), from a zero offset on every pre-activation with the blocks'
+    parts called by hand; examples are independent, so row i of the batch-sum's gradient is dL_i/da."""
+    offsets, pre, inputs, z = [], [], [], x
+    for block in model.blocks:
+        z = block.prepare(z)
+        a = block.norm(block.linear(z))
+        offsets.append(torch.zeros_like(a, requires_grad=True))
+        inputs.append(z)
+        pre.append(a.detach())
+        z = block.pool(block.activation(a + offsets[-1]))
+    return torch.autograd.grad(CE(z, y).sum(), offsets), pre, inputs
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 @pytest.mark.parametrize("overrides", [{}, {"directions": 3}], ids=["K1", "K3"])
 def test_fg_w_walk_equals_the_general_torch_func_path(name, overrides):
@@ -74,15 +89,7 @@ def test_fg_a_equals_its_definition_computed_by_autograd(name, overrides):
     got, _ = estimate(model, rule, x, y)
     K, B = rule.directions, len(x)
     rule.begin_step(3)  # the same tangents again
-    offsets, pre, inputs, z = [], [], [], x
-    for block in model.blocks:
-        z = block.prepare(z)
-        a = block.norm(block.linear(z))
-        offsets.append(torch.zeros_like(a, requires_grad=True))
-        inputs.append(z)
-        pre.append(a.detach())
-        z = block.pool(block.activation(a + offsets[-1]))
-    per_example = torch.autograd.grad(CE(z, y).sum(), offsets)  # examples are independent: row i is dL_i/da
+    per_example, pre, inputs = pre_activation_gradients(model, x, y)
     shapes = [tuple(a.shape[1:]) for a in pre]
     u = [n.view(K, B, *s) for n, s in zip(rule.sample_site_noise(K * B, shapes, x.dtype), shapes)]
     if rule.mask_inactive:
