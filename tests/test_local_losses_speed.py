@@ -293,18 +293,22 @@ def test_layer_norm_jvp_equals_torch_func_jvp(K, normalized, affine, tangents):
     db = torch.randn(K, *normalized, generator=g) if tangents in ("input+params", "params", "bias") else None
     with torch.no_grad():
         out, got = layer_norm_jvp(norm, h, dh, dw, db)
-    if affine:
-        primals = (h, norm.weight.detach(), norm.bias.detach())
+    assert_jvp_of_norm(lambda h_, w_, b_: F.layer_norm(h_, normalized, w_, b_, norm.eps), norm, h, (dh, dw, db), out, got)
 
-        def f(h_, w_, b_):
-            return F.layer_norm(h_, normalized, w_, b_, norm.eps)
+
+def assert_jvp_of_norm(functional, norm, h, tangents, out, got):
+    """The oracle of the written-out norm jvps: torch.func.jvp of `functional(h, weight, bias)` in the input
+    and, when the norm is affine, its own parameters, direction by direction (a missing tangent is zero)."""
+    if norm.weight is not None:
+        primals = (h, norm.weight.detach(), norm.bias.detach())
+        f = functional
     else:
         primals = (h,)
 
         def f(h_):
-            return F.layer_norm(h_, normalized, None, None, norm.eps)
-    for k in range(K):
-        along = tuple(t[k] if t is not None else torch.zeros_like(p) for t, p in zip((dh, dw, db), primals))
+            return functional(h_, None, None)
+    for k in range(got.shape[0]):
+        along = tuple(t[k] if t is not None else torch.zeros_like(p) for t, p in zip(tangents, primals))
         primal, expected = jvp(f, primals, along)
         torch.testing.assert_close(out, primal, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(got[k], expected, rtol=1e-10, atol=1e-12)
@@ -336,21 +340,7 @@ def test_group_norm_jvp_equals_torch_func_jvp(K, spatial, affine, tangents):
     db = torch.randn(K, C, generator=g) if tangents in ("input+params", "params", "bias") else None
     with torch.no_grad():
         out, got = group_norm_jvp(norm, h, dh, dw, db)
-    if affine:
-        primals = (h, norm.weight.detach(), norm.bias.detach())
-
-        def f(h_, w_, b_):
-            return F.group_norm(h_, G, w_, b_, norm.eps)
-    else:
-        primals = (h,)
-
-        def f(h_):
-            return F.group_norm(h_, G, None, None, norm.eps)
-    for k in range(K):
-        along = tuple(t[k] if t is not None else torch.zeros_like(p) for t, p in zip((dh, dw, db), primals))
-        primal, expected = jvp(f, primals, along)
-        torch.testing.assert_close(out, primal, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(got[k], expected, rtol=1e-10, atol=1e-12)
+    assert_jvp_of_norm(lambda h_, w_, b_: F.group_norm(h_, G, w_, b_, norm.eps), norm, h, (dh, dw, db), out, got)
 
 
 def test_fg_w_walks_m116s_grouped_layer_with_its_group_norm(monkeypatch):
