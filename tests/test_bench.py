@@ -8,6 +8,7 @@ each in a process of its own."""
 from __future__ import annotations
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from learnbench.catalog import comparable_rules
@@ -75,3 +76,22 @@ def test_rule_epochs_time_whole_training_epochs_beside_bp(tmp_path, capsys):
     assert result["setting"]["model"] == "MLP 784-8-8-10, LayerNorm" and result["setting"]["batch"] == 50
     with pytest.raises(SystemExit, match="--data-dir"):
         bench.main(["--rule-epochs", "fg_a", "--json"])
+
+
+def test_local_heads_last_builds_the_ren_s11_preset_model():
+    """--hidden 256 256 --layer-norm --local-heads last: the model experiment=ren_s11_mnist composes (Hydra,
+    the same parameters by name and shape, and one local head after the last hidden block), so the lg_ rows
+    time the preset's rule; the MLP's default puts a head after every hidden block."""
+    from hydra.utils import instantiate
+
+    from conftest import compose_config
+
+    args = bench.build_parser().parse_args(["--hidden", "256", "256", "--layer-norm", "--local-heads", "last", "--batch", "2"])
+    model = bench.model_and_batch(args, torch.device("cpu"))[0]
+    cfg = compose_config(["experiment=ren_s11_mnist", "method=lg_fg_a"])
+    preset = instantiate(cfg.model, input_shape=(1, 28, 28), output_dim=10)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in preset.state_dict().items()}
+    assert model.local_heads == preset.local_heads == "last"
+    assert bench.model_name(args.model, args.hidden, args.layer_norm, args.local_heads) == "MLP 784-256-256-10, LayerNorm, local heads last"
+    default = bench.build_parser().parse_args(["--hidden", "256", "256", "--layer-norm", "--batch", "2"])
+    assert bench.model_and_batch(default, torch.device("cpu"))[0].local_heads == "every"

@@ -165,7 +165,7 @@ def ratio_interval(times: list[float], bp: list[float], resamples: int = 1000, l
 def model_and_batch(args, device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The benchmark's model and one random batch, the same for every rule (seed 0)."""
     torch.manual_seed(0)
-    model = make_model(args.model, args.hidden, args.layer_norm).to(device)
+    model = make_model(args.model, args.hidden, args.layer_norm, args.local_heads).to(device)
     return (model, *random_batch(args.batch, device, input_shape=model_input_shape(args.model)))
 
 
@@ -382,7 +382,7 @@ def epoch_ratio(args, device) -> dict:
     }
 
 
-def suite_epoch(rule, hidden: list[int], layer_norm: bool, dm, device) -> tuple[float, float]:
+def suite_epoch(rule, hidden: list[int], layer_norm: bool, dm, device, local_heads: str = "every") -> tuple[float, float]:
     """One MNIST training epoch of `rule` through the suite's Lightning loop (no validation, no logger):
     (the training epoch's seconds, the whole fit's seconds with data loading and the trainer's setup)."""
     import lightning as L
@@ -399,7 +399,7 @@ def suite_epoch(rule, hidden: list[int], layer_norm: bool, dm, device) -> tuple[
             self.seconds = time.perf_counter() - self.start
 
     torch.manual_seed(0)
-    module = LearningRuleModule(make_mlp(hidden, layer_norm), rule, partial(torch.optim.SGD, lr=0.01), num_classes=10)
+    module = LearningRuleModule(make_mlp(hidden, layer_norm, local_heads), rule, partial(torch.optim.SGD, lr=0.01), num_classes=10)
     timer = EpochTimer()
     trainer = L.Trainer(
         accelerator=device.type, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
@@ -425,7 +425,7 @@ def rule_epochs(args, device) -> dict:
     best = {n: float("inf") for n in names}
     for _ in range(args.epoch_repeats):
         for name in names:
-            best[name] = min(best[name], suite_epoch(make_rule(name), args.epoch_hidden, args.layer_norm, dm, device)[0])
+            best[name] = min(best[name], suite_epoch(make_rule(name), args.epoch_hidden, args.layer_norm, dm, device, args.local_heads)[0])
     return {n: {"epoch_s": t, "over_bp": t / best["bp"]} for n, t in best.items()}
 
 
@@ -452,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epoch-repeats", type=int, default=2)
     parser.add_argument("--epoch-only", action="store_true", help="only the MNIST epoch comparison (needs --data-dir)")
     parser.add_argument("--layer-norm", action="store_true", help="LayerNorm in the MLP's hidden blocks (Ren et al.'s S/1/1); also for --rule-epochs")
+    parser.add_argument("--local-heads", choices=["every", "last"], default="every",
+                        help="where the local-loss rows (l_*, lg_*) put their heads: after every hidden block (the MLP's "
+                             "default) or one after the last (Ren et al.'s S/1/1 preset, experiment=ren_s11_mnist); also for --rule-epochs")
     parser.add_argument("--rule-epochs", nargs="+", default=None, metavar="METHOD",
                         help="instead: each METHOD's whole MNIST training epoch over BP's (needs --data-dir; "
                              "S/1/1: --epoch-hidden 256 256 --layer-norm --epoch-batch 100)")
@@ -505,7 +508,7 @@ def step_times(args: argparse.Namespace) -> dict:
         return emit(rule_epochs_result(args, device), args.json, print_rule_epochs)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = {
-        "setting": {"model": model_name(args.model, args.hidden, args.layer_norm), "batch": args.batch, "device": str(device),
+        "setting": {"model": model_name(args.model, args.hidden, args.layer_norm, args.local_heads), "batch": args.batch, "device": str(device),
                     "threads": torch.get_num_threads(), "clock": args.clock, "rounds": args.rounds, "processes": args.processes,
                     "malloc": args.malloc,
                     "epoch_hidden": args.epoch_hidden, "epoch_batch": args.epoch_batch,
@@ -550,7 +553,7 @@ def print_table(result: dict) -> None:
 def rule_epochs_result(args, device) -> dict:
     load_before = os.getloadavg()[0]
     epochs = rule_epochs(args, device)
-    setting = {"model": mlp_name(args.epoch_hidden, args.layer_norm), "batch": args.epoch_batch, "device": str(device),
+    setting = {"model": mlp_name(args.epoch_hidden, args.layer_norm, args.local_heads), "batch": args.epoch_batch, "device": str(device),
                "threads": torch.get_num_threads(), "repeats": args.epoch_repeats,
                "load_average": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
                "started_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")}

@@ -34,26 +34,28 @@ def has_directions(method: str) -> bool:
     return "directions" in method_config(method)
 
 
-def make_mlp(hidden: list[int], layer_norm: bool = False) -> MLP:
-    return MLP(IN_FEATURES, CLASSES, hidden, layer_norm=layer_norm)
+def make_mlp(hidden: list[int], layer_norm: bool = False, local_heads: str = "every") -> MLP:
+    return MLP(IN_FEATURES, CLASSES, hidden, layer_norm=layer_norm, local_heads=local_heads)
 
 
-def mlp_name(hidden: list[int], layer_norm: bool = False) -> str:
-    """'MLP 784-1000-1000-10' (', LayerNorm' when the hidden blocks have one)."""
-    return f"MLP {'-'.join(map(str, [IN_FEATURES, *hidden, CLASSES]))}" + (", LayerNorm" if layer_norm else "")
+def mlp_name(hidden: list[int], layer_norm: bool = False, local_heads: str = "every") -> str:
+    """'MLP 784-1000-1000-10' (', LayerNorm' when the hidden blocks have one; ', local heads last' when the
+    local-loss rules put one head after the last hidden block instead of one after each)."""
+    return (f"MLP {'-'.join(map(str, [IN_FEATURES, *hidden, CLASSES]))}" + (", LayerNorm" if layer_norm else "")
+            + (f", local heads {local_heads}" if local_heads != "every" else ""))
 
 
-def make_model(model: str, hidden: list[int], layer_norm: bool = False) -> nn.Module:
+def make_model(model: str, hidden: list[int], layer_norm: bool = False, local_heads: str = "every") -> nn.Module:
     """`mlp`: the MLP 784-<hidden>-10; `lenet`: LeNet-5 on 1x28x28 images, 10 classes (`hidden` unused)."""
     if model == "mlp":
-        return make_mlp(hidden, layer_norm)
+        return make_mlp(hidden, layer_norm, local_heads)
     if model == "lenet":
         return LeNet(IMAGE_SHAPE, CLASSES)
     raise ValueError(f"--model {model!r}: choose one of {sorted(DEFAULT_BATCH)}")
 
 
-def model_name(model: str, hidden: list[int], layer_norm: bool = False) -> str:
-    return mlp_name(hidden, layer_norm) if model == "mlp" else "LeNet-5 1x28x28-10"
+def model_name(model: str, hidden: list[int], layer_norm: bool = False, local_heads: str = "every") -> str:
+    return mlp_name(hidden, layer_norm, local_heads) if model == "mlp" else "LeNet-5 1x28x28-10"
 
 
 def model_input_shape(model: str) -> tuple[int, ...]:
