@@ -411,3 +411,27 @@ def test_report_over_a_real_multirun(tmp_path):
     for row in rows:
         assert float(row["test/acc mean"]) == pytest.approx(statistics.fmean(accs[row["method"]]))
         assert float(row["test/acc std"]) == pytest.approx(statistics.stdev(accs[row["method"]]))
+
+
+def test_one_methods_settings_get_a_colour_each(tmp_path, monkeypatch):
+    """A figure of one method's settings (here four learning rates) gives each its own colour and marker;
+    with several methods, the colour stays the method's and its settings differ by line style."""
+    from learnbench.tools import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_figure", lambda lines, *a: drawn.setdefault(a[-1].name, lines) and [a[-1]])
+    history = [{"epoch": 1, "step": 10, "time": 1.0, "val/acc": 0.5}]
+    for i, lr in enumerate((0.01, 0.03, 0.1, 0.3)):
+        write_run(tmp_path / "one", f"j{i}", "fg_a", 0, acc=0.9, loss=0.2, lr=lr, history=history)
+    plots.plot_learning_curves(load_records([tmp_path / "one"]), tmp_path / "f1")
+    lines = drawn.pop("spiral_mlp_val-acc_vs_epoch")
+    assert len(lines) == 4 and len({line[1] for line in lines}) == 4 and len({line[3] for line in lines}) == 4
+    drawn.clear()
+    for i, (method, lr) in enumerate([("fg_a", 0.01), ("fg_a", 0.03), ("bp", 0.1)]):
+        write_run(tmp_path / "two", f"j{i}", method, 0, acc=0.9, loss=0.2, lr=lr, history=history)
+    plots.plot_learning_curves(load_records([tmp_path / "two"]), tmp_path / "f2")
+    lines = drawn["spiral_mlp_val-acc_vs_epoch"]
+    colour = {line[0]: line[1] for line in lines}
+    fg_a = [c for label, c in colour.items() if label.startswith("fg_a")]
+    assert len(fg_a) == 2 and fg_a[0] == fg_a[1] and colour[next(l for l in colour if l.startswith("bp"))] != fg_a[0]
+    assert len({line[2] for line in lines if line[0].startswith("fg_a")}) == 2

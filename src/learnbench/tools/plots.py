@@ -169,6 +169,11 @@ def _val_metric(runs: list[dict]) -> str | None:
     return next((k for k in ("val/acc", "val/mse", "val/loss") if k in keys), None)
 
 
+def setting_palette(n: int):
+    """The colour map for n lines: tab10 up to 10, tab20 beyond (no colour twice up to 20)."""
+    return plt.get_cmap("tab10" if n <= 10 else "tab20")
+
+
 def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "minmax", metric: str | None = None) -> list[Path]:
     """Draw every figure; return the files written (PNG and PDF of each)."""
     out_dir = Path(out_dir)
@@ -176,7 +181,7 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
     keys = grouping_keys(records)
     names = _short_names(keys)
     methods = sorted({r.get("method") for r in records}, key=lambda m: (m != "bp", str(m)))
-    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")  # 11+ methods: no colour twice
+    palette = setting_palette(len(methods))  # 11+ methods: no colour twice
     color_of = {m: palette(i % palette.N) for i, m in enumerate(methods)}
     marker_of = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}
     # One figure per data x model, and per experiment when several are mixed (Ren's S/1/1 and M/1/16
@@ -200,7 +205,10 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
             if key is None:
                 continue
             lines = []
-            for group in groups:
+            # A figure of one method's settings (K, noise, budget, ...): a colour and marker per setting, as
+            # methods get, instead of one colour told apart by line style alone.
+            one_method = len({g.key[keys.index("method")] for g in groups}) == 1
+            for n, group in enumerate(groups):
                 xs, values = curve(group.ok, key, xlabel_key)
                 if not xs:
                     continue
@@ -208,7 +216,8 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
                 if group.key not in style_of:
                     style_of[group.key] = sum(k[keys.index("method")] == method for k in style_of)
                 style = LINESTYLES[style_of[group.key] % len(LINESTYLES)]
-                lines.append((_label(group, keys, names, shown), color_of[method], style, marker_of[method], xs, values))
+                color, marker = (setting_palette(len(groups))(n), MARKERS[n % len(MARKERS)]) if one_method else (color_of[method], marker_of[method])
+                lines.append((_label(group, keys, names, shown), color, style, marker, xs, values))
             if not lines:
                 continue
             stem = "_".join(_slug(v) for v in block)
