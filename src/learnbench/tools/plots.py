@@ -11,7 +11,8 @@ Curves that span decades (alignment cosines: about 1 for bp, 0.1 for fg_a, 0.002
 y axis when their positive values span more than two decades (values <= 0 then drop below the axis);
 otherwise the axis is linear. Curves that lie on top of each other stay visible: each method has its
 own marker (open, staggered along the curve), each setting of a method its own line style, and
-earlier curves are drawn wider and underneath the later ones.
+earlier curves are drawn wider and underneath the later ones. A figure of one method's settings alone
+(K, noise, lr, budget) gives each setting its own colour and marker too.
 """
 
 from __future__ import annotations
