@@ -67,7 +67,7 @@ class ActivitySpaceRule(LearningRule):
             return cross_entropy_gradient(a, y)[1].div_(a.shape[0])  # softmax - onehot, written out
         with torch.enable_grad():
             a = a.detach().requires_grad_()
-            (delta,) = torch.autograd.grad(loss_fn(block.pool(block.activation(a)), y).mean(), a)
+            (delta,) = torch.autograd.grad(loss_fn(block.after_pre_activation(a), y).mean(), a)
         return delta
 
     def site_shapes(self, model: nn.Module, x: Tensor) -> list[tuple[int, ...]]:

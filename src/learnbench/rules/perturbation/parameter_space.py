@@ -100,11 +100,9 @@ class ParameterSpaceRule(LearningRule):
                 z = x
                 for block in blocks[:-1]:
                     z = block(z)
-                z = readout.prepare(z)
         params = [p for p in readout.parameters() if p.requires_grad]
-        with torch.enable_grad():
-            output = readout.pool(readout.activation(readout.norm(readout.linear(z))))
-            grads = torch.autograd.grad(batch_loss(loss_fn, output, y), params)
+        with torch.enable_grad():  # Block.prepare is idempotent: the walk's (already prepared) input reads the same
+            grads = torch.autograd.grad(batch_loss(loss_fn, readout(z), y), params)
         for p, g in zip(params, grads):
             p.grad.copy_(g)  # into the flat gradient buffer that p.grad views
 
