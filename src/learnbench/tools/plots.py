@@ -199,6 +199,14 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
         shown = {k for i, k in enumerate(keys)
                  if k not in ("method", *split) and len({g.key[i] for g in groups}) > 1}
         runs = [r for g in groups for r in g.ok]
+        # (colour, marker) of each group: its method's, or, in a figure of one method's settings (K, noise,
+        # budget, ...), one per setting, instead of one colour told apart by line style alone.
+        m = keys.index("method")
+        if len({g.key[m] for g in groups}) == 1:
+            colours = setting_palette(len(groups))
+            look = {g.key: (colours(n % colours.N), MARKERS[n % len(MARKERS)]) for n, g in enumerate(groups)}
+        else:
+            look = {g.key: (color_of[g.key[m]], marker_of[g.key[m]]) for g in groups}
         # A rule's own diagnostics (rule/angle_BW/<block>, rule/angle_delta/<block>, ...): one figure each.
         rule_keys = sorted({k for r in runs for entry in r.get("history", []) for k in entry if k.startswith("rule/")})
         for key, xlabel_key in [(metric or _val_metric(runs), "epoch"), (metric or _val_metric(runs), "time"),
@@ -206,10 +214,7 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
             if key is None:
                 continue
             lines = []
-            # A figure of one method's settings (K, noise, budget, ...): a colour and marker per setting, as
-            # methods get, instead of one colour told apart by line style alone.
-            one_method = len({g.key[keys.index("method")] for g in groups}) == 1
-            for n, group in enumerate(groups):
+            for group in groups:
                 xs, values = curve(group.ok, key, xlabel_key)
                 if not xs:
                     continue
@@ -217,7 +222,7 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
                 if group.key not in style_of:
                     style_of[group.key] = sum(k[keys.index("method")] == method for k in style_of)
                 style = LINESTYLES[style_of[group.key] % len(LINESTYLES)]
-                color, marker = (setting_palette(len(groups))(n), MARKERS[n % len(MARKERS)]) if one_method else (color_of[method], marker_of[method])
+                color, marker = look[group.key]
                 lines.append((_label(group, keys, names, shown), color, style, marker, xs, values))
             if not lines:
                 continue
