@@ -13,10 +13,10 @@ from torch import nn
 from torch.func import functional_call, jvp, vmap
 
 from test_recurrent import random_batch
-from learnbench.models import RNN
+from learnbench.models import RNN, RNNState
 from learnbench.rules import ForwardGradientWeight
-from learnbench.rules.base import trainable_parameters
 from learnbench.rules.perturbation import forward_gradient_weight as fgw_module
+from learnbench.rules.base import trainable_parameters
 from learnbench.tasks import get_task
 
 BATCH, STEPS, INPUTS, OUTPUTS, UNITS = 3, 8, 2, 2, 5
@@ -110,8 +110,9 @@ def test_the_walk_reads_the_weights_it_is_given():
     torch.testing.assert_close(loss, loss_fn(functional_call(model, params, (x,)), y).mean(), rtol=1e-12, atol=1e-14)
 
 
-class _NotAnRNN:
-    """Stands in for RNN in the rule's dispatch: the rule then takes its general torch.func.jvp path."""
+def _no_walk(model):
+    """Stands in for the model's walk_parameters in the rule's dispatch: the rule then takes its general torch.func.jvp path."""
+    return ()
 
 
 def estimate(rule, model, x, y, loss_fn):
@@ -132,7 +133,7 @@ def test_a_training_step_estimates_what_the_jvp_path_did(K, dtype, monkeypatch):
     x, y = x.to(dtype), y.to(dtype)
     loss_fn = get_task("sequence_regression").loss
     new, new_out = estimate(ready(ForwardGradientWeight(directions=K), model, seed=9), model, x, y, loss_fn)
-    monkeypatch.setattr(fgw_module, "RNN", _NotAnRNN)
+    monkeypatch.setattr(RNN, "walk_parameters", _no_walk)
     old, old_out = estimate(ready(ForwardGradientWeight(directions=K), model, seed=9), model, x, y, loss_fn)
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(new, old, **tol)
@@ -151,7 +152,7 @@ class RNNWithLearnedState(RNN):
         self.h0 = nn.Parameter(torch.randn(self.hidden_size) * 0.5)
 
     def initial_state(self, batch):
-        return self.h0.expand(batch, -1)
+        return RNNState(self.h0.expand(batch, -1))
 
 
 def test_other_trainable_parameters_take_the_general_path():

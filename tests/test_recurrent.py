@@ -225,9 +225,9 @@ class StateSpy(BPTT):
         self.seen: list = []
 
     def estimate_grads(self, model, x, y, loss_fn, state=None):
-        self.seen.append((x.clone(), None if state is None else state.clone()))
+        self.seen.append((x.clone(), None if state is None else state.h.clone()))
         out = super().estimate_grads(model, x, y, loss_fn, state=state)
-        assert not out.state.requires_grad  # detached: no graph crosses a window's start
+        assert not out.state.h.requires_grad  # detached: no graph crosses a window's start
         return out
 
 
@@ -247,7 +247,7 @@ def test_the_module_cuts_windows_carries_state_and_resets_between_batches():
 
 
 def test_sequence_windows():
-    from learnbench.module import sequence_windows
+    from learnbench.rules.recurrent.recurrent_rule import sequence_windows
 
     assert list(sequence_windows(10, None, "sequence")) == [(0, 10, True)]
     assert list(sequence_windows(10, 4, "sequence")) == [(0, 4, False), (4, 8, False), (8, 10, True)]

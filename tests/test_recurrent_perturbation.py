@@ -18,7 +18,7 @@ from test_recurrent import random_batch as recurrent_batch
 from learnbench.models import RNN
 from learnbench.rules import ForwardGradientActivity, NodePerturbation
 from learnbench.rules.base import trainable_parameters
-from learnbench.rules.perturbation.recurrent_sites import rnn_walk
+from learnbench.models.rnn_sites import rnn_walk
 from learnbench.tasks import get_task
 
 SEQUENCE_TASKS = ("sequence_regression", "sequence_soft_classification", "sequence_classification")

@@ -1,8 +1,11 @@
 """One LightningModule that trains a model with any learning rule.
 
-Each training step, identically for every rule:
-    zero grads -> rule writes p.grad -> all-reduce grads across ranks -> optional clipping
-    -> optimiser step -> scheduler step -> metrics.
+Each training batch, identically for every rule, for each call of the rule's schedule (the whole
+batch once; windows of a sequence; several calls on the batch):
+    zero grads -> rule writes p.grad -> [summed over calls until an update] -> all-reduce grads across
+    ranks -> optional clipping -> optimiser step (gradient mode) / p -= p.grad (direct mode)
+then scheduler step -> metrics. Closed-form parameters are solved from statistics summed over ranks
+before every validation (rules/base.py has the update modes).
 Manual optimisation is what lets a rule write gradients itself; it also means Lightning does not
 clip, accumulate or step schedulers for us, and DDP does not average hand-written gradients
 (only `manual_backward` arms its reducer): the all-reduce below is what keeps ranks in sync.
@@ -18,9 +21,9 @@ import torchmetrics
 from torch import Tensor, nn
 
 from learnbench.models.blocks import Block
-from learnbench.rules.base import LearningRule, no_reduction, trainable_parameters
-from learnbench.rules.recurrent.recurrent_rule import RecurrentRule
+from learnbench.rules.base import CLOSED_FORM, DIRECT, GRADIENT, UPDATE_MODES, LearningRule, no_reduction, trainable_parameters
 from learnbench.tasks import CLASSIFICATION, get_task
+from learnbench.training_loop import train_batch
 
 
 def split_metrics(task: str, num_outputs: int) -> nn.ModuleDict:
@@ -28,26 +31,15 @@ def split_metrics(task: str, num_outputs: int) -> nn.ModuleDict:
     return nn.ModuleDict({"loss": torchmetrics.MeanMetric(), **get_task(task).metrics(num_outputs)})
 
 
-def sequence_windows(steps: int, truncation: int | None, update_every: int | str):
-    """(t0, t1, update after this window) for a sequence of `steps`: a window ends every `truncation` steps
-    and at every online update (every `update_every` steps, unless "sequence"); the last one ends at `steps`."""
-    every = None if update_every == "sequence" else update_every
-    ends = {steps}
-    for period in (truncation, every):
-        if period:
-            ends.update(range(period, steps, period))
-    t0 = 0
-    for t1 in sorted(ends):
-        yield t0, t1, t1 == steps or (every is not None and t1 % every == 0)
-        t0 = t1
-
-
-def add_grads(summed: list[Tensor | None] | None, params: list[nn.Parameter]) -> list[Tensor | None]:
-    """Running sums of the parameters' gradients over the windows of a sequence (None: no gradient yet)."""
-    grads = [None if p.grad is None else p.grad.clone() for p in params]
-    if summed is None:
-        return grads
-    return [g if s is None else s if g is None else s + g for s, g in zip(summed, grads)]
+def params_by_mode(model: nn.Module, rule: LearningRule) -> dict[str, list[nn.Parameter]]:
+    """The model's trainable parameters grouped by the rule's update mode for each (in named_parameters order)."""
+    modes = rule.update_modes(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    unknown = {m for m in modes.values() if m not in UPDATE_MODES} | ({n for n, _ in named} ^ set(modes))
+    if unknown:
+        raise ValueError(f"{type(rule).__name__}.update_modes must give one of {UPDATE_MODES} for each trainable parameter; "
+                         f"wrong or missing: {sorted(map(str, unknown))}")
+    return {mode: [p for n, p in named if modes[n] == mode] for mode in UPDATE_MODES}
 
 
 class LearningRuleModule(L.LightningModule):
@@ -70,6 +62,8 @@ class LearningRuleModule(L.LightningModule):
         # Rule state from the seed alone, now: learned feedback must exist before the optimiser is
         # built and before a checkpoint is restored into it.
         rule.bind(model, seed)
+        self.params_by_mode = params_by_mode(model, rule)
+        self._closed_form_pending = False  # training batches since the last closed-form fit
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.task = get_task(task)
@@ -107,10 +101,15 @@ class LearningRuleModule(L.LightningModule):
         return [*trainable_parameters(self.model), *self.rule.extra_parameters()]
 
     def configure_optimizers(self):
-        groups = [{"params": trainable_parameters(self.model), "name": "model"}]
+        # Direct and closed-form parameters sit in a group of their own with lr 0 and no gradient when the
+        # optimiser steps (the module applies or solves them): untouched by it, they still let it count steps.
+        groups = [{"params": self.params_by_mode[GRADIENT], "name": "model"}]
         if self.rule.extra_parameters():
             groups.append({"params": self.rule.extra_parameters(), "name": "rule"})
-        optimizer = self.optimizer_factory(params=groups)
+        by_rule = self.params_by_mode[DIRECT] + self.params_by_mode[CLOSED_FORM]
+        if by_rule:
+            groups.append({"params": by_rule, "name": "by_rule", "lr": 0.0, "weight_decay": 0.0})
+        optimizer = self.optimizer_factory(params=[g for g in groups if g["params"]])
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
@@ -125,40 +124,58 @@ class LearningRuleModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _optimizer_steps_per_batch(self) -> int:
-        """Optimiser steps a training batch takes: the rule's `updates_per_batch`, or for a recurrent rule on
-        sequences the number of online updates (`update_every: k`) in a training sequence."""
-        splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None)
-        if self.task.sequential and isinstance(self.rule, RecurrentRule) and splits is not None:
-            steps = splits.train[0].shape[1]
-            return sum(update for _, _, update in sequence_windows(steps, self.rule.truncation, self.rule.update_every))
-        return self.rule.updates_per_batch
+        """Optimiser steps a training batch takes: the updates in the rule's schedule (iPC's online updates;
+        a recurrent rule's `update_every: k` on a training sequence, whose length the data declares)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        steps = datamodule.input_shape[0] if self.task.sequential and datamodule is not None else None
+        return sum(call.update for call in self.rule.schedule(steps))
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """The one training loop (learnbench/training_loop.py; the bench times the same function), then the
+        scheduler's step, once per batch, and the batch's training metrics."""
         x, y = batch
-        if self.task.sequential and isinstance(self.rule, RecurrentRule):
-            return self._train_sequence(x, y)
-        if self.rule.updates_per_batch > 1:
-            return self._train_online(x, y)
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.rule.begin_step(self.global_step)
-        out = self.rule.estimate_grads(self.model, x, y, self.loss_fn)
-        if self._diverged(out.loss):
+        align = bool(self.diagnostics_every_n_steps) and self.global_step % self.diagnostics_every_n_steps == 0
+        taken = train_batch(self.rule, self.model, x, y, self.task, self, align)
+        if taken is None:  # diverged: the run stops
             return
-        if self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0:
-            self._log_alignment(x, y)
-        self._update(optimizer)
+        self._closed_form_pending = True
         self._step_scheduler()
-        self._log_train(out.loss, out.output, y, len(x))
-        self._log_rule_metrics(out.metrics, len(x))
+        self._log_train(taken.loss, taken.output, y, len(x))
+
+    # ------------------------------------------------------------------ the loop's hooks (training_loop.LoopHooks)
+    def zero_grad_all(self) -> None:
+        self.optimizers().zero_grad(set_to_none=True)
+
+    def update(self) -> None:
+        self._update(self.optimizers())
+
+    def diverged(self, loss: Tensor) -> bool:
+        return self._diverged(loss)
+
+    def backprop_grads(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        return self._backprop_grads(x, y)
+
+    def log_alignment(self, x: Tensor, y: Tensor, true: tuple[Tensor, ...]) -> None:
+        self._log_alignment(x, y, true)
+
+    def log_rule_metrics(self, metrics: dict[str, Tensor], batch_size: int) -> None:
+        self._log_rule_metrics(metrics, batch_size)
 
     def _update(self, optimizer) -> None:
-        """All-reduce, clip, one optimiser step and the rule's after-step hook (p.grad holds the estimate)."""
+        """All-reduce, clip, the update and the rule's after-step hook (p.grad holds the estimate): the optimiser
+        steps the gradient-mode parameters; a direct-mode parameter moves by exactly -p.grad, no momentum, no
+        Adam scaling, no weight decay (its gradient is cleared before the optimiser steps, which then skips it)."""
         if self.allreduce_grads and not self.rule.grads_synchronised:
             self._allreduce_grads()
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.trained_parameters(), self.grad_clip_norm)
+        if self.params_by_mode[DIRECT]:
+            with torch.no_grad():
+                for p in self.params_by_mode[DIRECT]:
+                    if p.grad is not None:
+                        p.sub_(p.grad)
+                        p.grad = None
         optimizer.step()
         self.rule.after_optimizer_step(self.model)
 
@@ -167,72 +184,14 @@ class LearningRuleModule(L.LightningModule):
         if scheduler is not None:
             scheduler.step()
 
-    def _train_sequence(self, x: Tensor, y: Tensor) -> None:
-        """A batch of sequences [batch, time, ...] for a recurrent rule (docs/architecture.md, "Time"): windows
-        of `rule.truncation` steps, the rule's state carried from one to the next (detached by the rule; a
-        fresh initial state for every batch, so nothing leaks between independent sequences). The windows'
-        gradients are summed until an update: at the sequence's end (`update_every: sequence`) or every k
-        steps (`update_every: k`, the rest of the sequence then runs on the new weights). The scheduler
-        steps once per batch, as on feed-forward data."""
-        optimizer = self.optimizers()
-        steps, state, outputs, losses = x.shape[1], None, [], []
-        params, summed = self.trained_parameters(), None
-        for t0, t1, update in sequence_windows(steps, self.rule.truncation, self.rule.update_every):
-            optimizer.zero_grad(set_to_none=True)
-            self.rule.begin_step(self.global_step)
-            window_y = self.task.window_target(y, t0, t1)
-            out = self.rule.estimate_grads(self.model, x[:, t0:t1], window_y, self.task.window_loss(steps, t0, t1), state=state)
-            if self._diverged(out.loss):
-                return
-            state = out.state
-            outputs.append(out.output)
-            losses.append(out.loss)
-            self._log_rule_metrics(out.metrics, len(x))
-            summed = add_grads(summed, params)
-            if update:
-                for p, g in zip(params, summed):
-                    p.grad = g
-                summed = None
-                whole = t0 == 0 and t1 == steps
-                if whole and self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0:
-                    self._log_alignment(x, y)
-                self._update(optimizer)
-        self._step_scheduler()
-        output = torch.cat(outputs, dim=1) if all(o is not None for o in outputs) else None
-        self._log_train(torch.stack(losses).sum(), output, y, len(x))
-
-    def _train_online(self, x: Tensor, y: Tensor) -> None:
-        """A batch with `rule.updates_per_batch` optimiser steps (incremental PC: one after every inference
-        step). The rule carries its state (value nodes) from call to call; each step is all-reduced, clipped
-        and taken like any other (`_update`), and the scheduler steps once per batch, as for online recurrent
-        updates. The loss, training output and divergence check are the first call's (the batch before any
-        update, as for every other rule); the alignment compares the sum of the batch's estimates with
-        backprop's gradient before the first update (what the per-batch variant steps with); the rule's
-        metrics are logged once per batch."""
-        optimizer = self.optimizers()
-        state, metrics, summed, params = None, {}, None, self.trained_parameters()
-        align = self.diagnostics_every_n_steps and self.global_step % self.diagnostics_every_n_steps == 0
-        for update in range(self.rule.updates_per_batch):
-            optimizer.zero_grad(set_to_none=True)
-            self.rule.begin_step(self.global_step)
-            out = self.rule.estimate_grads(self.model, x, y, self.loss_fn, state=state)
-            if update == 0:
-                first = out
-                if self._diverged(out.loss):
-                    return
-                true = self._backprop_grads(x, y) if align else None
-            if align:
-                summed = add_grads(summed, params)
-            state = out.state
-            metrics.update(out.metrics)
-            self._update(optimizer)
-        if align:
-            for p, g in zip(params, summed):
-                p.grad = g
-            self._log_alignment(x, y, true)
-        self._step_scheduler()
-        self._log_train(first.loss, first.output, y, len(x))
-        self._log_rule_metrics(metrics, len(x))
+    def _fit_closed_form(self) -> None:
+        """The closed-form parameters, solved from the rule's statistics summed over ranks (a sum, not a mean:
+        a mean would scale ridge's lambda by the number of ranks); the rule's buffers keep this rank's own
+        sums, so a second fit in the same epoch (validation mid-epoch, then its end) counts nothing twice."""
+        if not self.params_by_mode[CLOSED_FORM] or not self._closed_form_pending:
+            return
+        self._closed_form_pending = False
+        self.rule.solve(self.model, [self._all_reduce_sum(s.clone()) for s in self.rule.statistics()])
 
     def _diverged(self, loss: Tensor) -> bool:
         """A non-finite loss on any rank stops the run on every rank, before a bad step is taken."""
@@ -256,6 +215,13 @@ class LearningRuleModule(L.LightningModule):
         flat = self._all_reduce_mean(torch.cat([p.grad.reshape(-1) for p in params]))
         for p, g in zip(params, flat.split([p.numel() for p in params])):
             p.grad.copy_(g.view_as(p.grad))
+
+    def _all_reduce_sum(self, tensor: Tensor) -> Tensor:
+        """The sum over ranks (closed-form statistics), counted with the rest of the traffic."""
+        if self.trainer.world_size == 1:
+            return tensor
+        self.allreduce_bytes += tensor.numel() * tensor.element_size()
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     def _all_reduce_mean(self, tensor: Tensor) -> Tensor:
         """The mean over ranks; the one place gradient/scalar traffic goes through, and is counted."""
@@ -335,8 +301,20 @@ class LearningRuleModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._first_batch_of_epoch = True
+        self.rule.begin_epoch(self.model)
+
+    # A closed-form fit is in place before anything is evaluated: Lightning validates an epoch before its
+    # on_train_epoch_end, so the fit runs at the start of validation (and of the test, and at the epoch's
+    # end when no validation ran).
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._fit_closed_form()
+
+    def on_test_epoch_start(self) -> None:
+        self._fit_closed_form()
 
     def on_train_epoch_end(self) -> None:
+        self._fit_closed_form()
         self.rule.end_epoch(self.model)
 
     def _should_log_step(self) -> bool:

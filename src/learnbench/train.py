@@ -106,16 +106,25 @@ SEQUENCE_DATA = "data=sine_trajectory, add_task or sequential_mnist"
 
 
 def check_time_fits(cfg: DictConfig, datamodule) -> None:
-    """Sequence data needs a recurrent model, a recurrent model needs sequences, and a recurrent rule
-    (bptt, rtrl, rflo, eprop) trains only a recurrent model; each refusal names what fits."""
+    """Who owns time, read from one declaration each: the task's `sequential` (the data gives time steps) and
+    the model's `time_axis` (models/temporal.py: "data", it runs over the data's steps; "model", it makes its
+    own steps from a static example; none: feed-forward). Sequence data needs a model that runs over it, such
+    a model needs sequences, a model with its own time axis takes static examples, and a recurrent rule
+    (bptt, rtrl, rflo, eprop) trains only a model that runs in time; each refusal names what fits."""
     from learnbench.catalog import comparable_rules
 
     choices = config_choices(cfg)
     data, model = choices.get("data", cfg.data._target_), choices.get("model", cfg.model._target_)
     method = choices.get("method", cfg.method._target_)
-    recurrent_model = getattr(get_class(cfg.model._target_), "recurrent", False)
+    time_axis = getattr(get_class(cfg.model._target_), "time_axis", None)
+    recurrent_model = time_axis is not None
     trains = get_class(cfg.method._target_).trains
     sequential = get_task(datamodule.task).sequential
+    if time_axis == "model" and sequential:
+        raise ConfigError(f"model={model} makes its own time steps from a static example, but data={data} is already a "
+                          f"sequence task: use an image or vector dataset (data=mnist, fashion_mnist, spiral)")
+    if time_axis == "model":
+        recurrent_model = sequential = True  # static data in, time inside: the checks below are for a model in time
     if "feedforward" not in trains and not recurrent_model:
         raise ConfigError(
             f"method={method} is a recurrent learning rule and model={model} is feed-forward: use model=rnn with "

@@ -4,6 +4,7 @@ recurrent model is a leaky rate RNN (models/rnn.py)."""
 from learnbench.models.blocks import Block, BlockChain
 from learnbench.models.conv import CNN, LeNet
 from learnbench.models.mlp import MLP, Autoencoder
-from learnbench.models.rnn import RNN
+from learnbench.models.rnn import RNN, RNNState
+from learnbench.models.temporal import TemporalModel
 
-__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "LeNet", "RNN"]
+__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "LeNet", "RNN", "RNNState", "TemporalModel"]

@@ -4,28 +4,37 @@
     y_t = W_out phi(h_t) + b_out
 
 Sequences are [batch, time, features]; `forward(x, state)` returns the outputs [batch, time, outputs]
-(and, with `return_state=True`, the last h). A plain RNN is tau = dt (a = 1). The rules read the
-weights and `a`, `phi`, `phi_prime` directly: their maths (eligibility traces, influence matrices)
-is written against this one update.
+(and, with `return_state=True`, the last state, an RNNState). A plain RNN is tau = dt (a = 1). The
+rules see it through the TemporalModel protocol (models/temporal.py): decay = 1 - a, input_gain = a,
+pseudo_derivative = phi', the presynaptic inputs of each weight, and the perturbation sites u_t and
+y_t (models/rnn_sites.py).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from learnbench.models import rnn_sites
+from learnbench.models.temporal import TemporalModel
 from learnbench.options import Positive, PositiveInt
+from learnbench.state import State
 
 ACTIVATIONS = {"tanh": (torch.tanh, lambda h: 1 - torch.tanh(h) ** 2), "identity": (lambda h: h, torch.ones_like)}
 
 
-class RNN(nn.Module):
-    #: The training app refuses sequence data on models without this (and this model on other data).
-    recurrent = True
+@dataclass
+class RNNState(State):
+    h: Tensor  # [batch, N]: the units' state before phi
+
+
+class RNN(TemporalModel):
+    time_axis = "data"  # sequences [batch, time, features] from the data
 
     def __init__(
         self,
@@ -66,11 +75,66 @@ class RNN(nn.Module):
     def phi_prime(self, h: Tensor) -> Tensor:
         return ACTIVATIONS[self.activation][1](h)
 
-    def initial_state(self, batch: int) -> Tensor:
+    # ------------------------------------------------------------------ TemporalModel
+    def initial_state(self, batch: int) -> RNNState:
         """h_0 = 0 for every sequence: nothing leaks from one independent sequence into the next."""
-        return self.w_rec.new_zeros(batch, self.hidden_size)
+        return RNNState(self.w_rec.new_zeros(batch, self.hidden_size))
 
-    def step(self, h: Tensor, x_t: Tensor) -> Tensor:
+    def step(self, state: RNNState, x_t: Tensor) -> tuple[RNNState, Tensor]:
+        h = self.advance(state.h, x_t)
+        return RNNState(h), self.readout(h)
+
+    def parameter_groups(self) -> dict[str, tuple[str, ...]]:
+        return {"input": ("w_in",), "recurrent": ("w_rec", "b"), "readout": ("w_out", "b_out")}
+
+    @property
+    def decay(self) -> float:
+        return 1 - self.a
+
+    @property
+    def input_gain(self) -> float:
+        return self.a
+
+    @property
+    def readout_weight(self) -> Tensor:
+        """W_out: y_t = W_out r_t + b_out (the exact learning signal of e-prop and RTRL goes back through it)."""
+        return self.w_out
+
+    def state_of(self, h: Tensor) -> RNNState:
+        """The state whose hidden variable is h (a rate unit has no other)."""
+        return RNNState(h)
+
+    @property
+    def recurrent_weight(self) -> Tensor:
+        """W_rec: the recurrence h_{t-1} -> phi -> W_rec -> h_t (RTRL's Jacobian reads it)."""
+        return self.w_rec
+
+    def pseudo_derivative(self, hs: Tensor) -> Tensor:
+        return self.phi_prime(hs)
+
+    def readout_input(self, hs: Tensor) -> Tensor:
+        return self.phi(hs)
+
+    def presynaptic(self, x: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
+        """What multiplies a in dh_t,i / dtheta for unit i's own weights: phi(h_{t-1}) for W_rec[i, :],
+        x_t for W_in[i, :], 1 for b_i; each [batch, time, fan-in]."""
+        return {"w_rec": self.phi(h_prev), "w_in": x, "b": torch.ones_like(x[..., :1])}
+
+    def site_shapes(self, x: Tensor) -> list[tuple[int, ...]]:
+        return rnn_sites.rnn_site_shapes(self, x)
+
+    def walk(self, x: Tensor, shifts=None, tangents=None, weight_tangents=None, params=None):
+        return rnn_sites.rnn_walk(self, x, shifts=shifts, tangents=tangents, weight_tangents=weight_tangents, params=params)
+
+    def site_inputs(self, trace: rnn_sites.RNNTrace) -> list[dict[str, Tensor | None]]:
+        return rnn_sites.rnn_site_inputs(self, trace)
+
+    def walk_parameters(self) -> tuple[str, ...]:
+        return rnn_sites.RNN_WEIGHTS
+
+    # ------------------------------------------------------------------ the update
+    def advance(self, h: Tensor, x_t: Tensor) -> Tensor:
+        """h_t from h_{t-1} and x_t."""
         u = self.phi(h) @ self.w_rec.T + x_t @ self.w_in.T
         if self.b is not None:
             u = u + self.b
@@ -80,16 +144,16 @@ class RNN(nn.Module):
         y = self.phi(h) @ self.w_out.T
         return y if self.b_out is None else y + self.b_out
 
-    def run(self, x: Tensor, state: Tensor | None = None) -> Tensor:
+    def run(self, x: Tensor, state: RNNState | None = None) -> Tensor:
         """The hidden states h_1 .. h_T, [batch, time, N], from h_0 = state (or the initial state)."""
-        h = self.initial_state(len(x)) if state is None else state
+        h = (self.initial_state(len(x)) if state is None else state).h
         states = []
         for t in range(x.shape[1]):
-            h = self.step(h, x[:, t])
+            h = self.advance(h, x[:, t])
             states.append(h)
         return torch.stack(states, dim=1)
 
-    def forward(self, x: Tensor, state: Tensor | None = None, return_state: bool = False):
+    def forward(self, x: Tensor, state: RNNState | None = None, return_state: bool = False):
         hs = self.run(x, state)
         y = self.readout(hs)
-        return (y, hs[:, -1]) if return_state else y
+        return (y, RNNState(hs[:, -1])) if return_state else y

@@ -12,12 +12,22 @@ The life of a rule, as the training module drives it (docs/architecture.md has t
     bind(model, seed)             once, when the module is built: check the model, draw rule state
                                   from the seed alone (feedback matrices: the same on every rank)
     setup(model, seed, rank, device)  once on the training device: the per-rank noise generator
-    every training step:
+    begin_epoch(model)            before each training epoch (a closed-form rule resets its statistics)
+    every training batch, for each Call of schedule(steps) (the whole batch once, windows of a sequence,
+    or several calls on the batch):
         begin_step(step)          re-seed the noise from (seed, rank where noise differs, step)
         estimate_grads(...)       write p.grad (model and rule parameters); return a RuleOutput
-        after_optimizer_step(model)   after the shared optimiser step (mirroring, renormalising B)
-    end_epoch(model)              after each training epoch (closed-form fits, e.g. a ridge readout)
+        after_optimizer_step(model)   after the shared update (mirroring, renormalising B)
+    solve(model, statistics)      before every validation: a closed-form fit from the statistics summed over ranks
+    end_epoch(model)              after each training epoch
     predict(model, x)             what evaluation scores (default: the model's forward pass)
+
+Update modes (`update_modes`, per parameter): `gradient` (p.grad into the shared optimiser: every rule
+so far), `direct` (p.grad holds minus the weight change, -dW, in the same sign convention; the module
+all-reduces and clips it like a gradient and applies p -= p.grad itself, never through momentum or Adam:
+STDP, RLS/FORCE) and `closed_form` (the rule writes no gradient; it accumulates sufficient statistics in
+buffers, `statistics()`, which the module sums over ranks and hands to `solve` before validation: a
+ridge readout).
 
 Rules are nn.Modules: their state is buffers (fixed feedback matrices, running baselines) and,
 for learned feedback (Kolen-Pollack), nn.Parameters. Both move with the model and are saved in
@@ -42,6 +52,19 @@ from torch import Tensor, nn
 
 from learnbench.rules.noise import NoiseSource
 from learnbench.tasks import LossFn  # noqa: F401  (re-exported: the rules import it from here)
+
+
+GRADIENT, DIRECT, CLOSED_FORM = "gradient", "direct", "closed_form"
+UPDATE_MODES = (GRADIENT, DIRECT, CLOSED_FORM)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of `estimate_grads` within a training batch (`LearningRule.schedule`)."""
+
+    t0: int | None = None  # the window [t0, t1) of a sequence; None: the whole batch
+    t1: int | None = None
+    update: bool = True  # an update after this call; False: its gradients are summed into the next call's
 
 
 @dataclass
@@ -85,8 +108,8 @@ class LearningRule(nn.Module):
     grads_synchronised: bool = False
 
     #: Optimiser steps per training batch. More than 1 for rules that update the weights online within
-    #: a batch (incremental PC): the module then calls `estimate_grads(..., state=)` that many times,
-    #: each call's `RuleOutput.state` passed to the next (None first), and steps after every call.
+    #: a batch (incremental PC): the default `schedule` then calls `estimate_grads(..., state=)` that many
+    #: times on the batch, each call's `RuleOutput.state` passed to the next, with an update after every call.
     updates_per_batch: int = 1
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -142,6 +165,31 @@ class LearningRule(nn.Module):
             if isinstance(source, NoiseSource):
                 source.table_seed = self.noise_seed
 
+    def update_modes(self, model: nn.Module) -> dict[str, str]:
+        """How each trainable parameter of the model learns, by name: GRADIENT, DIRECT or CLOSED_FORM (the
+        module docstring above). A model may mix them (a reservoir's readout closed-form and its other weights
+        fixed; an STDP layer direct and a supervised readout by gradient). Default: all by gradient."""
+        return {name: GRADIENT for name, p in model.named_parameters() if p.requires_grad}
+
+    def schedule(self, steps: int | None) -> list[Call]:
+        """How the training loop takes a batch: the calls of `estimate_grads`, in order. `steps`: the
+        sequence's length on sequence data, else None. Default: the whole batch, `updates_per_batch` times
+        (once, or iPC's online updates); recurrent rules cut sequences into windows (rules/recurrent)."""
+        return [Call()] * self.updates_per_batch
+
+    # ------------------------------------------------------------------ every epoch
+    def begin_epoch(self, model: nn.Module) -> None:
+        """Before every training epoch (a closed-form rule zeroes its statistics here)."""
+
+    def statistics(self) -> list[Tensor]:
+        """A closed-form rule's sufficient statistics, accumulated over this epoch's batches on this rank
+        (buffers, so they are checkpointed); the module sums copies over ranks for `solve`."""
+        return []
+
+    def solve(self, model: nn.Module, statistics: list[Tensor]) -> None:
+        """The closed-form fit from `statistics()` summed over ranks: runs before every validation (so what
+        is validated is the fitted model) and before the test."""
+
     # ------------------------------------------------------------------ every step
     def begin_step(self, step: int) -> None:
         """Re-seed the noise generator for this training step (called by the training loop)."""
@@ -159,7 +207,7 @@ class LearningRule(nn.Module):
         """Runs after every optimiser step (weight mirroring, renormalising feedback)."""
 
     def end_epoch(self, model: nn.Module) -> None:
-        """Runs after every training epoch (fits that are not gradient steps, e.g. a ridge readout)."""
+        """Runs after every training epoch, after its validation (closed-form fits belong in `solve`, which runs before it)."""
 
     def diagnostics(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> dict[str, float]:
         """Comparisons that cost extra passes (feedback angles, ...): called every `diagnostics.every_n_steps`

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import os
 import statistics
 import time
@@ -39,7 +38,8 @@ import numpy as np
 import torch
 
 from learnbench.catalog import comparable_rules
-from learnbench.tasks import per_example_loss
+from learnbench.tasks import get_task
+from learnbench.training_loop import train_batch
 from learnbench.paths import CONFIG_DIR
 from learnbench.rules.base import trainable_parameters
 from learnbench.tools import bench_comm
@@ -71,30 +71,39 @@ def rule_names(args) -> list[str]:
     return ["bp", *dict.fromkeys(n for n in names if n != "bp")]
 
 
+class BareHooks:
+    """The training loop's hooks without Lightning: an SGD step and the rule's after-step hook, no
+    logging, all-reduce or clipping (learnbench.training_loop.LoopHooks)."""
+
+    def __init__(self, rule, model, optimizer):
+        self.rule, self.model, self.optimizer, self.global_step = rule, model, optimizer, 0
+
+    def zero_grad_all(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def update(self) -> None:
+        self.optimizer.step()
+        self.rule.after_optimizer_step(self.model)
+        self.global_step += 1  # per-step noise seed; brsf draws its magnitudes afresh after it
+
+    def diverged(self, loss) -> bool:
+        return False
+
+    def log_rule_metrics(self, metrics, batch_size) -> None:
+        pass
+
+
 def make_step(rule, model, x, y, device) -> Callable[[], None]:
-    """One training batch as learnbench.module.LearningRuleModule takes it (less logging, all-reduce and clipping)."""
-    loss_fn = partial(per_example_loss, "classification")
+    """One training batch through learnbench.training_loop.train_batch, the loop LearningRuleModule runs
+    (with bare hooks: no logging, all-reduce or clipping)."""
     rule.setup(model, seed=0, rank=0, device=device)
     rule.to(device)  # feedback matrices and other rule state
     groups = [{"params": trainable_parameters(model)}]
     if rule.extra_parameters():  # learned feedback (Kolen-Pollack): stepped beside the model
         groups.append({"params": rule.extra_parameters()})
-    optimizer = torch.optim.SGD(groups, lr=1e-6)  # tiny: the model barely moves
-    count = itertools.count()
-
-    def step() -> None:
-        state = None
-        for _ in range(rule.updates_per_batch):  # iPC per_step: T optimiser steps a batch, the state carried
-            optimizer.zero_grad(set_to_none=True)
-            rule.begin_step(next(count))  # per-step noise seed; brsf draws its magnitudes afresh after it
-            if rule.updates_per_batch > 1:
-                state = rule.estimate_grads(model, x, y, loss_fn, state=state).state
-            else:
-                rule.estimate_grads(model, x, y, loss_fn)
-            optimizer.step()
-            rule.after_optimizer_step(model)
-
-    return step
+    hooks = BareHooks(rule, model, torch.optim.SGD(groups, lr=1e-6))  # tiny lr: the model barely moves
+    task = get_task("classification")
+    return partial(train_batch, rule, model, x, y, task, hooks)
 
 
 def page_faults() -> int:

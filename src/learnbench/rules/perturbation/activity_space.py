@@ -5,8 +5,10 @@ example, then update every block locally from its own input (`learnbench.rules.l
 forward walk over the blocks is the one in rules/local.py; a subclass only says how it perturbs
 the pre-activations and turns what it measures into deltas.
 
-On model=rnn the sites are the input current u_t and the readout y_t at every time step, and the
-walk and the local update are recurrent_sites.py's; the rules' estimators are the same code.
+On a model that runs in time (TemporalModel, models/temporal.py) the sites and the walk are the model's
+own (model=rnn: the input current u_t and the readout y_t at every time step, models/rnn_sites.py), and
+every weight learns from its input at its site summed over time (`temporal_local_update`); the rules'
+estimators are the same code.
 """
 
 from __future__ import annotations
@@ -16,18 +18,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-from learnbench.models.rnn import RNN
+from learnbench.models.temporal import TemporalModel
 from learnbench.options import PositiveInt, Positive
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput
-from learnbench.rules.local import Trace, chain_blocks, cross_entropy_gradient, forward_trace, is_cross_entropy, local_update
+from learnbench.rules.local import Trace, chain_blocks, cross_entropy_gradient, fold_rows, forward_trace, is_cross_entropy, local_update
 from learnbench.rules.noise import NoiseKind, NoiseSource
-from learnbench.rules.perturbation.recurrent_sites import RNNTrace, rnn_local_update, rnn_site_shapes, rnn_walk
 
 
 class ActivitySpaceRule(LearningRule):
     """Subclasses implement `site_errors`; the walk and the local update are shared."""
 
-    # model=rnn: noise / tangents per unit and time step, one estimate per whole sequence (recurrent_sites.py).
+    # Temporal models: noise / tangents per unit and time step, one estimate per whole sequence (the model's walk).
     trains = ("feedforward", "recurrent")
 
     def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None,
@@ -44,7 +45,7 @@ class ActivitySpaceRule(LearningRule):
         self.exact_readout = exact_readout
 
     def check_model(self, model: nn.Module) -> None:
-        if isinstance(model, RNN):
+        if isinstance(model, TemporalModel):
             if self.exact_readout:
                 raise ValueError(f"{type(self).__name__}: method.exact_readout=true needs a chain model (mlp, cnn, "
                                  "autoencoder); on model=rnn the readout y_t is a site at every time step. "
@@ -71,13 +72,13 @@ class ActivitySpaceRule(LearningRule):
         return delta
 
     def site_shapes(self, model: nn.Module, x: Tensor) -> list[tuple[int, ...]]:
-        """Per-example shape of every perturbation site: each block's pre-activation, or the RNN's u and y."""
-        return rnn_site_shapes(model, x) if isinstance(model, RNN) else pre_activation_shapes(model, x)
+        """Per-example shape of every perturbation site: each block's pre-activation, or a temporal model's sites."""
+        return model.site_shapes(x) if isinstance(model, TemporalModel) else pre_activation_shapes(model, x)
 
-    def shifted_walk(self, model: nn.Module, x: Tensor, shifts: list[Tensor]) -> tuple[list[Trace] | list[RNNTrace], Tensor]:
+    def shifted_walk(self, model: nn.Module, x: Tensor, shifts: list[Tensor]) -> tuple[list, Tensor]:
         """Run the model with shifts[i] [R, *shape_i] added at site i, R a multiple of the batch (its copies)."""
-        if isinstance(model, RNN):
-            trace, output, _ = rnn_walk(model, x, shifts=shifts)
+        if isinstance(model, TemporalModel):
+            trace, output, _ = model.walk(x, shifts=shifts)
             return [trace], output
         B, copies = x.shape[0], shifts[0].shape[0] // x.shape[0]
 
@@ -87,9 +88,9 @@ class ActivitySpaceRule(LearningRule):
         traces, output, _ = forward_trace(model, x, perturb=perturb)
         return traces, output
 
-    def local_updates(self, model: nn.Module, traces: list[Trace] | list[RNNTrace], deltas: list[Tensor]) -> None:
-        if isinstance(model, RNN):
-            rnn_local_update(model, traces[0], deltas)
+    def local_updates(self, model: nn.Module, traces: list, deltas: list[Tensor]) -> None:
+        if isinstance(model, TemporalModel):
+            temporal_local_update(model, traces[0], deltas)
             return
         for block, trace, delta in zip(model.blocks, traces, deltas):
             local_update(block, trace, delta)
@@ -109,6 +110,25 @@ class ActivitySpaceRule(LearningRule):
         deltas, traces, loss, output = self.site_errors(model, x, y, loss_fn)
         self.local_updates(model, traces, deltas)
         return RuleOutput(loss=loss.detach(), output=None if output is None else output.detach())
+
+
+def temporal_local_update(model: TemporalModel, trace, deltas: list[Tensor]) -> None:
+    """Every trained weight's gradient from the error at its site and its own input there, summed over
+    time: dL/dW = sum_t delta_t z_t^T, a bias sum_t delta_t (model.site_inputs). The deltas may hold several
+    stacked copies of the trace's rows (directions): summed onto them, and onto the batch's rows for an
+    input that every copy shares (x)."""
+    rows = trace.hs.shape[0]
+    params = dict(model.named_parameters())
+    for delta, inputs in zip(deltas, model.site_inputs(trace)):
+        delta = fold_rows(delta, rows)
+        for name, z in inputs.items():
+            p = params.get(name)
+            if p is None or not p.requires_grad:
+                continue
+            if z is None:
+                p.grad = delta.sum(dim=(0, 1))
+            else:
+                p.grad = torch.einsum("btn,btm->nm", fold_rows(delta, len(z)), z)
 
 
 def pre_activation_shapes(model: nn.Module, x: Tensor) -> list[tuple[int, ...]]:

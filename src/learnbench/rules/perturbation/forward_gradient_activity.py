@@ -10,7 +10,7 @@ The walk computes the primal once and carries the K directions' tangents beside 
 [K, B, ...]: a tangent costs one matmul per layer after the first (the input has no tangent),
 and the local update runs on the B primal rows whatever K is.
 
-On model=rnn (recurrent_sites.py) the tangents sit on the input current u_t and the readout y_t at
+On a temporal model (model=rnn: models/rnn_sites.py) the tangents sit on the input current u_t and the readout y_t at
 every step and run forward through the recurrence beside the primal: d_i = sum_t grad_{u_t} L_i . v_t,i
 + grad_{y_t} L_i . w_t,i exactly. The RNN's units are tanh or linear: `mask_inactive` has no ReLU to act on.
 """
@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import torch
 
-from learnbench.models.rnn import RNN
+from learnbench.models.temporal import TemporalModel
 from learnbench.rules.base import clipped
 from learnbench.rules.local import forward_trace, loss_jvp, relu_mask
 from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_activity_local
 from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, parameter_dtype
-from learnbench.rules.perturbation.recurrent_sites import rnn_walk
 
 
 class ForwardGradientActivity(LocalLossesMixin, ActivitySpaceRule):
@@ -45,8 +44,8 @@ class ForwardGradientActivity(LocalLossesMixin, ActivitySpaceRule):
         shapes = self.site_shapes(model, x)
         noise = self.drop_readout_noise(self.sample_site_noise(K * B, shapes, parameter_dtype(model)))
         u = [n.view(K, B, *s) for n, s in zip(noise, shapes)]
-        if isinstance(model, RNN):
-            trace, output, d_output = rnn_walk(model, x, tangents=u)
+        if isinstance(model, TemporalModel):
+            trace, output, d_output = model.walk(x, tangents=u)
             traces = [trace]
         else:
 

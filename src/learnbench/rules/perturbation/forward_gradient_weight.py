@@ -13,7 +13,7 @@ GroupNorm). torch.func.jvp (the general path, any other model, or a chain with a
 BatchNorm) recomputes the primal, materialises that zero tangent and multiplies it through the first layer:
 docs/speed.md has what the walk saves.
 
-On model=rnn the pass is recurrent_sites.rnn_walk with the weights' tangents V_rec, V_in, v_b,
+On a temporal model the pass is the model's own walk (model=rnn: models/rnn_sites.rnn_walk) with the weights' tangents V_rec, V_in, v_b,
 V_out, v_bout (those that learn) added at u_t and y_t; the hidden state's tangent runs forward
 beside the primal (dh_0 = 0). Through jvp the 100-step Python loop made a trial of Murray's task
 (experiment=murray_sine) about 15x slower; written out it costs what fg_a's walk does.
@@ -27,11 +27,10 @@ from torch.func import functional_call, jvp, vmap
 from torch.nn import functional as F
 
 from learnbench.models.blocks import BlockChain
-from learnbench.models.rnn import RNN
+from learnbench.models.temporal import TemporalModel
 from learnbench.rules.local import NORMS_WRITTEN_OUT, forward_trace, jvp_through, linear_tangent, loss_jvp, norm_jvp
 from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_weight_local
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
-from learnbench.rules.perturbation.recurrent_sites import RNN_WEIGHTS, rnn_walk
 
 
 class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
@@ -53,8 +52,8 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
     def directional_derivatives(self, model, params, tangents, x, y, loss_fn):
         if isinstance(model, BlockChain) and all(_walk_covers(b.norm) for b in model.blocks):
             return self._chain_jvp(model, params, tangents, x, y, loss_fn)
-        if isinstance(model, RNN) and set(tangents) <= set(RNN_WEIGHTS):
-            return self._rnn_jvp(model, params, tangents, x, y, loss_fn)
+        if isinstance(model, TemporalModel) and set(tangents) <= set(model.walk_parameters()):
+            return self._temporal_jvp(model, params, tangents, x, y, loss_fn)
 
         def loss_and_output(p):
             output = functional_call(model, p, (x,))
@@ -69,10 +68,10 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
         loss, d, _ = vmap(along, out_dims=(None, 0, None))(tangents)
         return loss, None, d
 
-    def _rnn_jvp(self, model, params, tangents, x, y, loss_fn):
-        """The RNN's forward-mode pass written out (recurrent_sites.rnn_walk, K directions batched, the
-        primal once): torch.func.jvp pays its dual-tensor (and vmap) overhead on every op of the time loop."""
-        _, output, d_output = rnn_walk(model, x, weight_tangents=tangents, params=params)
+    def _temporal_jvp(self, model, params, tangents, x, y, loss_fn):
+        """The model's forward-mode pass written out (its `walk`, K directions batched, the primal once):
+        torch.func.jvp pays its dual-tensor (and vmap) overhead on every op of the time loop."""
+        _, output, d_output = model.walk(x, weight_tangents=tangents, params=params)
         losses, dlosses = loss_jvp(loss_fn, output, y, d_output)
         return losses.mean(), output, dlosses.mean(-1)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from learnbench.models.rnn import RNN
+from learnbench.models.temporal import TemporalModel
 from learnbench.options import PositiveInt
 from learnbench.rules.base import LossFn, RuleOutput, trainable_parameters
 from learnbench.rules.recurrent.recurrent_rule import RecurrentRule, UpdateEvery
@@ -26,12 +26,12 @@ class BPTT(RecurrentRule):
         super().__init__(update_every=update_every)
         self.truncation = truncation
 
-    def estimate_grads(self, model: RNN, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
-        h0 = model.initial_state(len(x)) if state is None else state
+    def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
+        start = model.initial_state(len(x)) if state is None else state
         with torch.enable_grad():
-            output, h_last = model(x, h0, return_state=True)
+            output, last = model(x, start, return_state=True)
             loss = loss_fn(output, y).mean()
             params = trainable_parameters(model)
             for p, g in zip(params, torch.autograd.grad(loss, params)):
                 p.grad = g
-        return RuleOutput(loss=loss.detach(), output=output.detach(), state=h_last.detach())
+        return RuleOutput(loss=loss.detach(), output=output.detach(), state=last.detach())

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from learnbench.models.rnn import RNN
+from learnbench.models.temporal import TemporalModel
 from learnbench.options import NonNegative, Positive
 from learnbench.rules.recurrent.recurrent_rule import UpdateEvery
 from learnbench.rules.recurrent.rflo import RFLO
@@ -39,7 +39,7 @@ class EProp(RFLO):
         self.feedback_kind = feedback
         self.feedback_decay = feedback_decay
 
-    def init_state(self, model: RNN, generator: torch.Generator) -> None:
+    def init_state(self, model: TemporalModel, generator: torch.Generator) -> None:
         if self.feedback_kind == "symmetric":
             return
         super().init_state(model, generator)
@@ -48,9 +48,9 @@ class EProp(RFLO):
             del self.feedback
             self.feedback = nn.Parameter(b)
 
-    def feedback_matrix(self, model: RNN) -> Tensor:
-        return model.w_out.detach() if self.feedback_kind == "symmetric" else self.feedback.detach()
+    def feedback_matrix(self, model: TemporalModel) -> Tensor:
+        return model.readout_weight.detach() if self.feedback_kind == "symmetric" else self.feedback.detach()
 
-    def after_grads(self, model: RNN) -> None:
-        if self.feedback_kind == "adaptive" and model.w_out.grad is not None:
-            self.feedback.grad = model.w_out.grad + self.feedback_decay * self.feedback.detach()
+    def after_grads(self, model: TemporalModel) -> None:
+        if self.feedback_kind == "adaptive" and model.readout_weight.grad is not None:
+            self.feedback.grad = model.readout_weight.grad + self.feedback_decay * self.feedback.detach()

@@ -1,32 +1,55 @@
-"""What the recurrent rules (bptt, rtrl, rflo, eprop) share: the time options, the model check, the
-readout errors and the leak-only eligibility traces.
+"""What the recurrent rules (bptt, rtrl, rflo, eprop) share: the time options (their `schedule`), the
+model check, the readout errors and the leak-only eligibility traces.
 
-The training module cuts each sequence into windows and calls, per window,
+The training module cuts each sequence into the windows of `schedule(steps)` and calls, per window,
 `estimate_grads(model, x[:, t0:t1], y_window, window_loss, state=carried)` (docs/architecture.md,
-"Time"); `state=None` starts a fresh sequence from `model.initial_state`. A rule returns its carried
-state detached: nothing flows back across a window's start.
+"Time"); no state starts a fresh sequence from `model.initial_state`. A rule returns its carried
+state detached (a State: learnbench/state.py): nothing flows back across a window's start.
 
-Notation (models/rnn.py): h_t = (1 - a) h_{t-1} + a (W_rec phi(h_{t-1}) + W_in x_t + b), y_t = W_out phi(h_t) + b_out.
+The rules read the model through the TemporalModel protocol (models/temporal.py), never a model class.
+Notation (the rate RNN, models/rnn.py): h_t = decay h_{t-1} + input_gain (W_rec phi(h_{t-1}) + W_in x_t + b),
+decay = 1 - a, input_gain = a, y_t = W_out r_t + b_out with r_t = readout_input(h_t) = phi(h_t).
 Online rules get dL/dy_t for every step of a window at once (one autograd call on the outputs), so any
-per-step or per-sequence loss works; the hidden-unit signal is c_t = (dL/dy_t F) * phi'(h_t), with
-F = W_out for the exact gradient, a feedback matrix otherwise.
+per-step or per-sequence loss works; the hidden-unit signal is c_t = (dL/dy_t F) * pseudo_derivative(h_t),
+with F = W_out for the exact gradient, a feedback matrix otherwise.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from learnbench.models.rnn import RNN
+from learnbench.models.temporal import TemporalModel
 from learnbench.options import PositiveInt
-from learnbench.rules.base import LearningRule, LossFn, RuleOutput
-
-#: The hidden-layer parameters whose gradients go through time (the readout's is local and exact).
-HIDDEN = ("w_rec", "w_in", "b")
+from learnbench.rules.base import Call, LearningRule, LossFn, RuleOutput
+from learnbench.state import State
 
 UpdateEvery = Literal["sequence"] | PositiveInt
+
+
+@dataclass
+class TraceState(State):
+    """What an online rule carries across windows: the model's state and the rule's traces (by parameter)."""
+
+    model: State
+    traces: dict[str, Tensor]
+
+
+def sequence_windows(steps: int, truncation: int | None, update_every: int | str):
+    """(t0, t1, update after this window) for a sequence of `steps`: a window ends every `truncation` steps
+    and at every online update (every `update_every` steps, unless "sequence"); the last one ends at `steps`."""
+    every = None if update_every == "sequence" else update_every
+    ends = {steps}
+    for period in (truncation, every):
+        if period:
+            ends.update(range(period, steps, period))
+    t0 = 0
+    for t1 in sorted(ends):
+        yield t0, t1, t1 == steps or (every is not None and t1 % every == 0)
+        t0 = t1
 
 
 class RecurrentRule(LearningRule):
@@ -41,30 +64,35 @@ class RecurrentRule(LearningRule):
         self.truncation: int | None = None  # online rules carry their traces exactly: no cut but update_every's
 
     def check_model(self, model: nn.Module) -> None:
-        if not isinstance(model, RNN):
+        if not isinstance(model, TemporalModel):
             raise ValueError(
-                f"{type(self).__name__} is a recurrent learning rule and trains model=rnn (learnbench.models.RNN); "
+                f"{type(self).__name__} is a recurrent learning rule and trains models that run in time (model=rnn); "
                 f"{type(model).__name__} is not recurrent: use a feed-forward rule (bp, fa, np, ...) on it"
             )
 
-    def estimate_grads(self, model: RNN, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
+    def schedule(self, steps: int | None) -> list[Call]:
+        """Windows of the sequence: a cut every `truncation` steps (bptt), an optimiser step every
+        `update_every` steps or once at the sequence's end; the windows' gradients are summed until a step."""
+        return [Call(t0, t1, update) for t0, t1, update in sequence_windows(steps, self.truncation, self.update_every)]
+
+    def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
         raise NotImplementedError
 
 
-def hidden_parameters(model: RNN) -> dict[str, nn.Parameter]:
-    """The trainable hidden-layer parameters by name (W_in fixed in Murray's example: left out)."""
-    params = {name: getattr(model, name) for name in HIDDEN}
-    return {name: p for name, p in params.items() if p is not None and p.requires_grad}
+def hidden_parameters(model: TemporalModel) -> dict[str, nn.Parameter]:
+    """The trainable parameters whose gradients go through time (the readout's is local and exact), by name
+    in the order recurrent, input (W_in fixed in Murray's example: left out)."""
+    return {**model.trained_parameters("recurrent"), **model.trained_parameters("input")}
 
 
-def run_window(model: RNN, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+def run_window(model: TemporalModel, x: Tensor, state: State) -> tuple[Tensor, Tensor]:
     """The window's hidden states without a graph: (h_1..h_t, h_0..h_{t-1}), each [batch, time, N]."""
     with torch.no_grad():
-        hs = model.run(x, h0)
-    return hs, torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)
+        hs = model.run(x, state)
+    return hs, torch.cat([state.h.unsqueeze(1), hs[:, :-1]], dim=1)
 
 
-def readout_errors(model: RNN, hs: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor, Tensor]:
+def readout_errors(model: TemporalModel, hs: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor, Tensor]:
     """(batch loss, outputs, dL/dy_t [batch, time, outputs]): autograd on the outputs only."""
     with torch.enable_grad():
         output = model.readout(hs).detach().requires_grad_(True)
@@ -73,45 +101,42 @@ def readout_errors(model: RNN, hs: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[
     return loss.detach(), output.detach(), error
 
 
-def write_readout_grads(model: RNN, hs: Tensor, error: Tensor) -> None:
-    """The readout's exact local rule: dL/dW_out = sum_t dL/dy_t phi(h_t)^T (a delta rule, no time)."""
-    if model.w_out.requires_grad:
-        model.w_out.grad = torch.einsum("bto,btn->on", error, model.phi(hs))
-    if model.b_out is not None and model.b_out.requires_grad:
-        model.b_out.grad = error.sum(dim=(0, 1))
+def write_readout_grads(model: TemporalModel, hs: Tensor, error: Tensor) -> None:
+    """The readout's exact local rule: dL/dW_out = sum_t dL/dy_t r_t^T (a delta rule, no time); a bias
+    (a one-dimensional readout parameter) sums the errors."""
+    params = model.trained_parameters("readout")
+    if not params:
+        return
+    r = model.readout_input(hs)
+    for p in params.values():
+        p.grad = torch.einsum("bto,btn->on", error, r) if p.dim() == 2 else error.sum(dim=(0, 1))
 
 
-def immediate_inputs(model: RNN, x: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
-    """What multiplies a in dh_t,i / dtheta for unit i's own weights: phi(h_{t-1}) for W_rec[i, :],
-    x_t for W_in[i, :], 1 for b_i; each [batch, time, fan-in]."""
-    return {"w_rec": model.phi(h_prev), "w_in": x, "b": torch.ones_like(x[..., :1])}
-
-
-def leak_traces(model: RNN, x: Tensor, h_prev: Tensor, traces: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Eligibility traces that keep only the leak (RFLO, rate e-prop): e_t = (1 - a) e_{t-1} + a z_t,
-    with z_t the unit's own input (immediate_inputs). They do not depend on the post-synaptic unit, so one
+def leak_traces(model: TemporalModel, x: Tensor, h_prev: Tensor, traces: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Eligibility traces that keep only the leak (RFLO, rate e-prop): e_t = decay e_{t-1} + input_gain z_t,
+    with z_t the unit's own input (model.presynaptic). They do not depend on the post-synaptic unit, so one
     trace per pre-synaptic input serves a whole row. Returns (traces at every step [batch, time, fan-in],
     traces after the last step), the latter carried into the next window."""
-    a = model.a
+    decay, gain = model.decay, model.input_gain
     every_step, last = {}, {}
-    for name, z in immediate_inputs(model, x, h_prev).items():
+    for name, z in model.presynaptic(x, h_prev).items():
         e = traces[name]
         steps = []
         for t in range(z.shape[1]):
-            e = (1 - a) * e + a * z[:, t]
+            e = decay * e + gain * z[:, t]
             steps.append(e)
         every_step[name], last[name] = torch.stack(steps, dim=1), e
     return every_step, last
 
 
-def zero_traces(model: RNN, batch: int) -> dict[str, Tensor]:
-    n_in = model.w_in.shape[1]
-    zeros = model.w_rec.new_zeros
-    return {"w_rec": zeros(batch, model.hidden_size), "w_in": zeros(batch, n_in), "b": zeros(batch, 1)}
+def zero_traces(model: TemporalModel, x: Tensor, state: State) -> dict[str, Tensor]:
+    """A zero trace per presynaptic input (its shape read off model.presynaptic on the window's first step)."""
+    first = model.presynaptic(x[:, :1], state.h.unsqueeze(1))
+    return {name: z.new_zeros(z.shape[0], z.shape[-1]) for name, z in first.items()}
 
 
-def write_trace_grads(model: RNN, signal: Tensor, every_step: dict[str, Tensor]) -> None:
-    """dL/dW_ij ~ sum_t c_t,i e_t,j for every trained hidden parameter (b: the trace of a constant 1)."""
+def write_trace_grads(model: TemporalModel, signal: Tensor, every_step: dict[str, Tensor]) -> None:
+    """dL/dW_ij ~ sum_t c_t,i e_t,j for every trained hidden parameter (a bias: the trace of a constant 1)."""
     for name, p in hidden_parameters(model).items():
         grad = torch.einsum("bti,btj->ij", signal, every_step[name])
-        p.grad = grad.squeeze(1) if name == "b" else grad
+        p.grad = grad.squeeze(1) if p.dim() == 1 else grad

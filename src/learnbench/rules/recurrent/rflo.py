@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from learnbench.models.rnn import RNN
+from learnbench.models.temporal import TemporalModel
 from learnbench.options import Positive
 from learnbench.rules.base import LossFn, RuleOutput
 from learnbench.rules.recurrent.recurrent_rule import (
     RecurrentRule,
+    TraceState,
     UpdateEvery,
     leak_traces,
     readout_errors,
@@ -39,26 +40,27 @@ class RFLO(RecurrentRule):
         super().__init__(update_every=update_every)
         self.feedback_scale = feedback_scale
 
-    def init_state(self, model: RNN, generator: torch.Generator) -> None:
+    def init_state(self, model: TemporalModel, generator: torch.Generator) -> None:
         # B^T, shaped like W_out; Murray draws B ~ N(0, 1 / outputs). From the seed alone: every rank the same.
-        shape = model.w_out.shape
+        shape = model.readout_weight.shape
         b = torch.randn(shape, generator=generator) * self.feedback_scale / math.sqrt(shape[0])
-        self.register_buffer("feedback", b.to(model.w_out.dtype))
+        self.register_buffer("feedback", b.to(model.readout_weight.dtype))
 
-    def feedback_matrix(self, model: RNN) -> Tensor:
+    def feedback_matrix(self, model: TemporalModel) -> Tensor:
         return self.feedback
 
-    def estimate_grads(self, model: RNN, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
+    def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
         if state is None:
-            state = {"h": model.initial_state(len(x)), "traces": zero_traces(model, len(x))}
-        hs, h_prev = run_window(model, x, state["h"])
+            start = model.initial_state(len(x))
+            state = TraceState(start, zero_traces(model, x, start))
+        hs, h_prev = run_window(model, x, state.model)
         loss, output, error = readout_errors(model, hs, y, loss_fn)
         write_readout_grads(model, hs, error)
-        signal = (error @ self.feedback_matrix(model)) * model.phi_prime(hs)
-        every_step, traces = leak_traces(model, x, h_prev, state["traces"])
+        signal = (error @ self.feedback_matrix(model)) * model.pseudo_derivative(hs)
+        every_step, traces = leak_traces(model, x, h_prev, state.traces)
         write_trace_grads(model, signal, every_step)
         self.after_grads(model)
-        return RuleOutput(loss=loss, output=output, state={"h": hs[:, -1], "traces": traces})
+        return RuleOutput(loss=loss, output=output, state=TraceState(model.state_of(hs[:, -1]), traces))
 
-    def after_grads(self, model: RNN) -> None:
+    def after_grads(self, model: TemporalModel) -> None:
         """Hook for rules whose feedback learns (adaptive e-prop)."""

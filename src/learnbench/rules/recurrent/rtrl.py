@@ -14,23 +14,24 @@ an approximation).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from learnbench.models.rnn import RNN
+from learnbench.models.temporal import TemporalModel
 from learnbench.options import PositiveInt
 from learnbench.rules.base import LossFn, RuleOutput
 from learnbench.rules.recurrent.recurrent_rule import (
     RecurrentRule,
     UpdateEvery,
     hidden_parameters,
-    immediate_inputs,
     readout_errors,
     run_window,
     write_readout_grads,
 )
+from learnbench.state import State
 
 log = logging.getLogger("learnbench")
 
@@ -38,13 +39,24 @@ log = logging.getLogger("learnbench")
 WARN_UNITS = 64
 
 
+@dataclass
+class InfluenceState(State):
+    """Carried across windows: the model's state and M = dh / dtheta per trained hidden parameter."""
+
+    model: State
+    influence: dict[str, Tensor]
+
+
 class RTRL(RecurrentRule):
     def __init__(self, update_every: UpdateEvery = "sequence", max_units: PositiveInt = 256) -> None:
         super().__init__(update_every=update_every)
         self.max_units = max_units
 
-    def check_model(self, model: RNN) -> None:
+    def check_model(self, model: TemporalModel) -> None:
         super().check_model(model)
+        if getattr(model, "recurrent_weight", None) is None:
+            raise ValueError(f"method=rtrl differentiates a rate recurrence h -> phi -> W_rec -> h; {type(model).__name__} "
+                             "has none (no recurrent_weight): use method=bptt or eprop")
         n = model.hidden_size
         if n > self.max_units:
             raise ValueError(
@@ -55,42 +67,42 @@ class RTRL(RecurrentRule):
         if n > WARN_UNITS:
             log.warning("method=rtrl with N=%d units: O(N^4) = %.1e multiply-adds per example and step", n, n**4)
 
-    def estimate_grads(self, model: RNN, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
+    def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
         params = hidden_parameters(model)
         if state is None:
-            h0 = model.initial_state(len(x))
-            state = {"h": h0, "influence": {name: h0.new_zeros(len(x), *influence_shape(model, p)) for name, p in params.items()}}
-        hs, h_prev = run_window(model, x, state["h"])
+            start = model.initial_state(len(x))
+            state = InfluenceState(start, {name: start.h.new_zeros(len(x), *influence_shape(model, p)) for name, p in params.items()})
+        hs, h_prev = run_window(model, x, state.model)
         loss, output, error = readout_errors(model, hs, y, loss_fn)
         write_readout_grads(model, hs, error)
-        signal = (error @ model.w_out.detach()) * model.phi_prime(hs)  # dL/dh_t through y_t alone
-        influence, grads = self.run_influence(model, x, h_prev, signal, state["influence"])
+        signal = (error @ model.readout_weight.detach()) * model.pseudo_derivative(hs)  # dL/dh_t through y_t alone
+        influence, grads = self.run_influence(model, x, h_prev, signal, state.influence)
         for name, p in params.items():
-            p.grad = grads[name]
-        return RuleOutput(loss=loss, output=output, state={"h": hs[:, -1], "influence": influence})
+            p.grad = grads[name].view_as(p)  # a bias's [N, 1] influence gives an [N, 1] gradient
+        return RuleOutput(loss=loss, output=output, state=InfluenceState(model.state_of(hs[:, -1]), influence))
 
     @torch.no_grad()
-    def run_influence(self, model: RNN, x: Tensor, h_prev: Tensor, signal: Tensor, influence: dict[str, Tensor]):
+    def run_influence(self, model: TemporalModel, x: Tensor, h_prev: Tensor, signal: Tensor, influence: dict[str, Tensor]):
         """Carry every M_t through the window, summing c_t M_t; returns (M after the last step, gradients)."""
-        a, w_rec = model.a, model.w_rec.detach()
-        inputs = immediate_inputs(model, x, h_prev)
+        decay, gain, w_rec = model.decay, model.input_gain, model.recurrent_weight.detach()
+        inputs = model.presynaptic(x, h_prev)
         grads = {name: m.new_zeros(m.shape[2:]) for name, m in influence.items()}
-        slope = model.phi_prime(h_prev)
+        slope = model.pseudo_derivative(h_prev)
         for t in range(x.shape[1]):
             for name, m in influence.items():
                 # J_t M_{t-1}: the leak, plus the path through every unit's rate phi(h_{t-1}).
                 # (a batched matmul over M flattened to [batch, N, P]: ~1.5x faster than the same einsum here)
                 weighted = (expand_like(slope[:, t], m) * m).reshape(len(m), len(w_rec), -1)
                 through_rates = torch.matmul(w_rec, weighted).view_as(m)
-                m = (1 - a) * m + a * through_rates
+                m = decay * m + gain * through_rates
                 # I_t: unit i's own weights, dh_t,i / dtheta_(i, j) = a z_t,j (M's diagonal in (i, row)).
-                m.diagonal(dim1=1, dim2=2).add_(a * inputs[name][:, t].unsqueeze(-1))
+                m.diagonal(dim1=1, dim2=2).add_(gain * inputs[name][:, t].unsqueeze(-1))
                 influence[name] = m
                 grads[name] += torch.einsum("bi,bi...->...", signal[:, t], m)
-        return influence, {name: g.squeeze(-1) if name == "b" else g for name, g in grads.items()}
+        return influence, grads
 
 
-def influence_shape(model: RNN, p: Tensor) -> tuple[int, ...]:
+def influence_shape(model: TemporalModel, p: Tensor) -> tuple[int, ...]:
     """dh / dtheta for one example: [N, rows, fan-in] (the bias as a [N, 1] matrix)."""
     return (model.hidden_size, *(p.shape if p.dim() == 2 else (p.shape[0], 1)))
 

@@ -1,5 +1,5 @@
-"""The perturbation sites of model=rnn, for the activity-space rules (node perturbation, FG-A), and
-the RNN's forward-mode pass with weight tangents (FG-W).
+"""The perturbation sites of model=rnn (its TemporalModel `walk`), for the activity-space rules (node
+perturbation, FG-A), and the RNN's forward-mode pass with weight tangents (FG-W).
 
 Two sites at every time step, as an MLP has one per block (models/rnn.py's notation):
 
@@ -32,16 +32,19 @@ the sequence in one call, so `truncation` / `update_every` (the recurrent rules'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from learnbench.models.rnn import RNN
-from learnbench.rules.local import fold_rows
+from learnbench.state import State
+
+if TYPE_CHECKING:  # the RNN calls these functions from its TemporalModel methods
+    from learnbench.models.rnn import RNN
 
 
 @dataclass
-class RNNTrace:
+class RNNTrace(State):
     """What the local updates read from one run of the RNN (R rows: copies of the batch)."""
 
     x: Tensor  # [B, T, inputs]: the same for every copy
@@ -86,7 +89,7 @@ def rnn_walk(
     if w["b"] is not None:
         drive = drive + w["b"]
     drive = drive.repeat(rows // B, 1, 1)
-    h0 = h = model.initial_state(rows)
+    h0 = h = model.initial_state(rows).h
     hs = []
     for t in range(T):
         u = model.phi(h) @ w_rec.T + drive[:, t]
@@ -162,19 +165,11 @@ def _sum_terms(*terms: Tensor | None) -> Tensor | None:
     return None if not present else sum(present[1:], present[0])
 
 
-def rnn_local_update(model: RNN, trace: RNNTrace, deltas: list[Tensor]) -> None:
-    """Write every trained parameter's gradient from delta_t (at u_t) and eps_t (at y_t), summed over time.
-
-    The deltas may hold several stacked copies of the trace's rows (directions): summed onto them."""
-    rows = trace.hs.shape[0]
-    delta, eps = (fold_rows(d, rows) for d in deltas)
-    if model.w_rec.requires_grad:
-        model.w_rec.grad = torch.einsum("btn,btm->nm", delta, model.phi(trace.h_prev))
-    if model.w_in.requires_grad:  # x is the same on every copy: fold the rows down to the batch first
-        model.w_in.grad = torch.einsum("btn,bti->ni", fold_rows(delta, len(trace.x)), trace.x)
-    if model.b is not None and model.b.requires_grad:
-        model.b.grad = delta.sum(dim=(0, 1))
-    if model.w_out.requires_grad:
-        model.w_out.grad = torch.einsum("bto,btn->on", eps, model.phi(trace.hs))
-    if model.b_out is not None and model.b_out.requires_grad:
-        model.b_out.grad = eps.sum(dim=(0, 1))
+def rnn_site_inputs(model: RNN, trace: RNNTrace) -> list[dict[str, Tensor]]:
+    """What each weight multiplies at its site, every step: u_t's W_rec phi(h_{t-1}), W_in x_t, b 1; y_t's
+    W_out phi(h_t), b_out 1 (None: a bias, whose gradient is the site's error summed). x has the batch's
+    rows only (the same on every copy); the rules fold the copies' errors onto it."""
+    return [
+        {"w_rec": model.phi(trace.h_prev), "w_in": trace.x, "b": None},
+        {"w_out": model.phi(trace.hs), "b_out": None},
+    ]

@@ -1,0 +1,62 @@
+"""The protocol of models that run in time: what the training loop and the rules may ask of them.
+
+Rate RNNs (models/rnn.py), spiking networks and reservoirs implement it; rules are written against
+it and never import a model class (`isinstance(model, TemporalModel)` is the one test a rule makes).
+
+    time_axis                     who owns time: "data" (sequences [batch, time, features] from the
+                                  data) or "model" (the model encodes a static example into T steps)
+    initial_state(batch)          a fresh State for every batch (the reset; learnbench/state.py)
+    step(state, x_t)              one time step: (state, output_t)
+    forward(x, state, return_state)   the unrolled outputs [batch, time, outputs] (and the last state)
+    parameter_groups()            parameter names by role: "input", "recurrent", "readout"
+
+What e-prop-like rules read (RFLO, e-prop, RTRL: rules/recurrent/recurrent_rule.py):
+
+    run(x, state)                 the hidden trajectory [batch, time, N] (no readout); state.h is h_0
+    state_of(h)                   the state whose hidden variable is h (the online rules carry it)
+    readout(hs), readout_input(hs), readout_weight    y_t = W_out r_t + b_out, r_t and W_out
+    recurrent_weight              W_rec of a rate recurrence h -> r -> W_rec -> h (RTRL; None: none)
+    decay, input_gain             h_t = decay * h_{t-1} + input_gain * (the unit's input current)
+    pseudo_derivative(hs)         d r_t / d h_t (phi' for rate units; a surrogate for spiking units)
+    presynaptic(x, h_prev)        {parameter name: what multiplies input_gain in dh_t,i / dW_ij} [batch, time, fan-in]
+
+The sites where activity noise or tangents enter (np, fg_a) and the forward-mode walk (fg_w):
+
+    site_shapes(x)                per-example shape of every site
+    walk(x, shifts=, tangents=, weight_tangents=, params=)   (trace, output, output tangent or None)
+    site_inputs(trace)            per site, {parameter name: its input at every step} (the local update's z)
+    walk_parameters()             the parameter names the walk differentiates (others: torch.func)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor, nn
+
+from learnbench.state import State
+
+TimeAxis = Literal["data", "model"]
+
+#: The parameter roles a rule may address (a reservoir learns only its readout; RFLO fixes W_in in Murray's task).
+ROLES = ("input", "recurrent", "readout")
+
+
+class TemporalModel(nn.Module):
+    """Base of the models that run in time; subclasses implement the methods below."""
+
+    time_axis: TimeAxis = "data"
+
+    def initial_state(self, batch: int) -> State:
+        raise NotImplementedError
+
+    def step(self, state: State, x_t: Tensor) -> tuple[State, Tensor]:
+        raise NotImplementedError
+
+    def parameter_groups(self) -> dict[str, tuple[str, ...]]:
+        raise NotImplementedError
+
+    def trained_parameters(self, role: str) -> dict[str, nn.Parameter]:
+        """The trainable parameters of one role, by name (a fixed W_in is left out)."""
+        params = dict(self.named_parameters())
+        return {name: params[name] for name in self.parameter_groups()[role] if name in params and params[name].requires_grad}
