@@ -212,6 +212,8 @@ class LearningRuleModule(L.LightningModule):
         if self.trainer.world_size == 1:
             return
         params = [p for p in self.trained_parameters() if p.grad is not None]
+        if not params:  # a closed-form rule writes no gradient
+            return
         flat = self._all_reduce_mean(torch.cat([p.grad.reshape(-1) for p in params]))
         for p, g in zip(params, flat.split([p.numel() for p in params])):
             p.grad.copy_(g.view_as(p.grad))

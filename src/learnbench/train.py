@@ -137,7 +137,7 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
         )
     if recurrent_model and not sequential:
         raise ConfigError(f"model={model} is recurrent and needs sequence data ({SEQUENCE_DATA}); data={data} is not one")
-    if recurrent_model and "recurrent" not in trains:
+    if recurrent_model and not {"recurrent", "reservoir"} & set(trains):
         raise ConfigError(
             f"method={method} does not train recurrent models: on model={model} use one of {', '.join(comparable_rules('recurrent'))}"
         )

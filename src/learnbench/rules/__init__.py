@@ -5,6 +5,7 @@
     feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
+    readout/                    closed-form readouts of a fixed reservoir (ridge)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
 
@@ -23,6 +24,7 @@ from learnbench.rules.perturbation.forward_gradient_weight import ForwardGradien
 from learnbench.rules.perturbation.node_perturbation import NodePerturbation
 from learnbench.rules.perturbation.weight_perturbation import WeightPerturbation
 from learnbench.rules.predictive_coding import PredictiveCoding
+from learnbench.rules.readout.ridge import Ridge
 
 __all__ = [
     "BPTT",
@@ -38,6 +40,7 @@ __all__ = [
     "PredictiveCoding",
     "RFLO",
     "RTRL",
+    "Ridge",
     "RuleOutput",
     "SignSymmetry",
     "WeightPerturbation",

@@ -1,0 +1,91 @@
+"""A closed-form ridge-regression readout (reservoir computing: Jaeger 2001's echo state networks).
+
+The model's hidden weights stay fixed (a reservoir); its readout y_t = W_out r_t + b_out is fitted in
+closed form over every training step's states r_t (model.readout_input) and targets y_t:
+
+    W = Y X^T (X X^T + lambda I)^{-1},   X = [r_t; 1] over all examples and steps, W = [W_out, b_out]
+
+through the `closed_form` update mode (rules/base.py): each batch adds X X^T and Y X^T into float64
+buffers (checkpointed), the training module sums them over ranks (a sum: a mean over ranks would scale
+lambda) and calls `solve` before every validation, so what is validated is the fitted readout. One pass
+over the training data fits it; more epochs refit the same statistics. As reservoirpy's Ridge node,
+lambda regularises the bias too (the augmented identity). Class targets are fitted as one-hot vectors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from learnbench.models.temporal import TemporalModel
+from learnbench.options import NonNegative
+from learnbench.rules.base import CLOSED_FORM, LearningRule, LossFn, RuleOutput
+
+
+class Ridge(LearningRule):
+    trains = ("reservoir",)  # its own kind: the comparison sweeps over trained recurrent weights leave it out
+    noise_differs_per_rank = False  # no noise
+
+    def __init__(self, ridge: NonNegative = 1e-6) -> None:
+        super().__init__()
+        self.ridge = ridge
+
+    def check_model(self, model: nn.Module) -> None:
+        if not isinstance(model, TemporalModel):
+            raise ValueError(f"method=ridge fits the readout of a model that runs in time (a reservoir, model=rnn); "
+                             f"{type(model).__name__} is not one")
+        learning = sorted({*model.trained_parameters("input"), *model.trained_parameters("recurrent")})
+        if learning:
+            raise ValueError(f"method=ridge fits only the readout, but {', '.join(learning)} would stay untrained "
+                             f"while marked trainable: set model.learn_input=false model.learn_recurrent=false")
+        if not model.trained_parameters("readout"):
+            raise ValueError("method=ridge fits the readout, but the model's readout does not learn: set model.learn_output=true")
+
+    def init_state(self, model: TemporalModel, generator: torch.Generator) -> None:
+        features = model.readout_weight.shape[1] + (1 if self._has_bias(model) else 0)
+        self.register_buffer("xx", torch.zeros(features, features, dtype=torch.float64))
+        self.register_buffer("yx", torch.zeros(model.readout_weight.shape[0], features, dtype=torch.float64))
+
+    @staticmethod
+    def _has_bias(model: TemporalModel) -> bool:
+        return len(model.trained_parameters("readout")) == 2
+
+    def update_modes(self, model: nn.Module) -> dict[str, str]:
+        return {name: CLOSED_FORM for name in model.trained_parameters("readout")}
+
+    def begin_epoch(self, model: nn.Module) -> None:
+        self.xx.zero_()
+        self.yx.zero_()
+
+    def statistics(self) -> list[Tensor]:
+        return [self.xx, self.yx]
+
+    @torch.no_grad()
+    def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
+        hs = model.run(x)
+        output = model.readout(hs)
+        features = self.features(model, hs)
+        targets = (y if y.is_floating_point() else F.one_hot(y, output.shape[-1])).to(torch.float64)
+        if targets.shape[:2] != hs.shape[:2]:
+            raise ValueError(f"method=ridge fits a target at every time step; this task gives targets of shape "
+                             f"{tuple(y.shape)} for sequences of shape {tuple(x.shape)}: use a per-step task (data=sine_trajectory)")
+        targets = targets.reshape(-1, targets.shape[-1])
+        self.xx += features.T @ features
+        self.yx += targets.T @ features
+        return RuleOutput(loss=loss_fn(output, y).mean(), output=output)
+
+    def features(self, model: TemporalModel, hs: Tensor) -> Tensor:
+        """X: the readout's inputs at every step, [examples * steps, features (+ 1 for the bias)], float64."""
+        r = model.readout_input(hs).reshape(-1, hs.shape[-1]).to(torch.float64)
+        return torch.cat([r, r.new_ones(len(r), 1)], dim=1) if self._has_bias(model) else r
+
+    @torch.no_grad()
+    def solve(self, model: TemporalModel, statistics: list[Tensor]) -> None:
+        xx, yx = statistics
+        regularised = xx + self.ridge * torch.eye(len(xx), dtype=xx.dtype, device=xx.device)
+        w = torch.linalg.solve(regularised, yx.T).T  # X X^T + lambda I is symmetric: W^T = (.)^{-1} X Y^T
+        params = list(model.trained_parameters("readout").values())
+        params[0].copy_(w[:, :params[0].shape[1]].to(params[0].dtype))
+        if len(params) == 2:
+            params[1].copy_(w[:, -1].to(params[1].dtype))
