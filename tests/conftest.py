@@ -62,6 +62,17 @@ def float64():
     torch.set_default_dtype(previous)
 
 
+@pytest.fixture
+def restore_process_state():
+    """Lightning's launchers export DDP variables and lower the thread count: keep them out of later tests
+    (a test module that runs DDP in-process uses it for every test: pytestmark = usefixtures(...))."""
+    env, threads = dict(os.environ), torch.get_num_threads()
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- slow / fast cases
 def few_fast(cases, key=None, prefer=None, ids=None) -> list:
     """`cases` (argument tuples of a parametrized test) as pytest.params, every one marked `slow` except a

@@ -9,7 +9,6 @@ one process training on the union of the two ranks' batches (mean of two equal-s
 from __future__ import annotations
 
 import copy
-import os
 from functools import partial
 from pathlib import Path
 
@@ -27,15 +26,7 @@ from learnbench.train import train
 STEPS, BATCH = 6, 16
 
 
-@pytest.fixture(autouse=True)
-def restore_process_state():
-    """Lightning's launchers export DDP variables and lower the thread count: keep them out of later tests."""
-    env, threads = dict(os.environ), torch.get_num_threads()
-    yield
-    os.environ.clear()
-    os.environ.update(env)
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("restore_process_state")  # conftest.py
 
 class SaveParameters(L.Callback):
     """Each rank writes its final parameters (and step count) to <directory>/rank<r>.pt."""

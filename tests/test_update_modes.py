@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import lightning as L
@@ -27,14 +26,7 @@ from learnbench.tasks import get_task
 RIDGE = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def restore_process_state():
-    """Lightning's DDP launcher exports variables and lowers the thread count: keep them out of later tests."""
-    env, threads = dict(os.environ), torch.get_num_threads()
-    yield
-    os.environ.clear()
-    os.environ.update(env)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_process_state")  # DDP runs below (conftest.py)
 
 
 def reservoir(seed: int = 3) -> RNN:
