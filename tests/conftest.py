@@ -83,6 +83,36 @@ def few_fast(cases, key=None, prefer=None, ids=None) -> list:
     ]
 
 
+# ----------------------------------------------------------------------------- what a rule draws at random
+#: The rules (conf/method/ names) whose estimate draws nothing new from step to step, and why. Every other rule
+#: counts as drawing fresh noise every step, the strict default: a new rule that draws less fails the noise
+#: tests of test_rules.py until it is listed here. A local-loss variant (l_fa, lg_fg_w, ...) draws what its
+#: base rule draws (its heads come from the seed once).
+NO_STEP_NOISE = {
+    "bp": "autograd",
+    "usf": "B = sign(W)",
+    "pc": "inference from the feed-forward pass",
+    "ipc": "inference from the feed-forward pass",
+    "fa": "B drawn once from the seed",
+    "dfa": "B drawn once from the seed",
+    "kp": "B drawn once from the seed, then learned",
+    "frsf": "B's magnitudes drawn once from the seed",
+}
+#: Of those, the ones that draw nothing at random at all: the same estimate for any seed.
+NO_RANDOMNESS = {"bp", "usf", "pc", "ipc"}
+
+
+def draws_step_noise(method: str) -> bool:
+    """Whether the rule `method=<method>` draws fresh noise every step (see NO_STEP_NOISE)."""
+    from hydra.utils import get_class
+
+    from learnbench.catalog import method_config
+
+    cfg = method_config(method)
+    base = method if cfg.get("local", "none") == "none" else get_class(cfg._target_).local_base
+    return base not in NO_STEP_NOISE
+
+
 # ----------------------------------------------------------------------------- Hydra compose
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """The app's config as `python -m learnbench.train <overrides>` would see it, HydraConfig set."""

@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.func import functional_call
 
+from conftest import NO_RANDOMNESS
 from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
 from learnbench.catalog import comparable_rules, rule_from_config
@@ -253,6 +254,20 @@ def test_rule_noise_is_its_own_generator(method):
     c = estimate(ready(rule_from_config(method, table_size=1 << 12), model, seed=1), model, x, y)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("method", [m for m in [*METHODS, *comparable_rules("local")] if m not in NO_RANDOMNESS])
+def test_rule_state_from_the_seed_is_the_same_in_float32_and_float64(method):
+    """Rule state (random feedback, its magnitudes, local heads) is drawn in float32 on the CPU and cast
+    (docs/architecture.md), so a float64 run, or a run under another default dtype, draws a float32 run's state."""
+    states = {}
+    for dtype in (torch.float32, torch.float64):
+        torch.set_default_dtype(dtype)  # the float64 fixture restores the default afterwards
+        model, _, _ = problem()
+        states[dtype] = ready(rule_from_config(method, table_size=0), model).state_dict()
+    assert states[torch.float32].keys() == states[torch.float64].keys()
+    for key, value in states[torch.float32].items():
+        torch.testing.assert_close(states[torch.float64][key], value.double(), rtol=0, atol=0, equal_nan=True, msg=key)
 
 
 def test_noise_table_slices_are_standard_normal():
