@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.func import functional_call
 
-from conftest import NO_RANDOMNESS
+from conftest import NO_RANDOMNESS, NO_STEP_NOISE, draws_step_noise
 from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
 from learnbench.catalog import comparable_rules, rule_from_config
-from learnbench.paths import CONFIG_DIR
 from learnbench.rules import (
     Backprop,
     ForwardGradientActivity,
@@ -58,8 +55,8 @@ def ready(rule, model, seed=0):
     return rule
 
 
-# Rules that draw noise every step (perturbation rules; brsf's random feedback magnitudes).
-NOISY = [m for m in METHODS if "table_size" in OmegaConf.load(CONFIG_DIR / "method" / f"{m}.yaml") or m == "brsf"]
+# Rules that draw noise every step (perturbation rules; brsf's random feedback magnitudes): conftest.NO_STEP_NOISE.
+NOISY = [m for m in METHODS if draws_step_noise(m)]
 
 
 # ---------------------------------------------------------------- exactness of the derivatives
@@ -226,7 +223,7 @@ def test_every_rule_writes_a_finite_gradient_for_every_parameter(method, loss):
         model = MLP(6, 6, (4,), layer_norm=True)
         x = torch.randn(8, 6)
         y, loss_fn = x, MSE
-    rule = ready(rule_from_config(method, **({} if method == "bp" else {"table_size": 0})), model)
+    rule = ready(rule_from_config(method, table_size=0), model)
     out = rule.estimate_grads(model, x, y, loss_fn)
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.shape == p.shape, name
@@ -240,8 +237,7 @@ def test_backprop_rule_equals_autograd():
 
 
 # ---------------------------------------------------------------- randomness
-# usf: sign(W); pc, ipc: inference from the feed-forward pass: nothing random
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("bp", "usf", "pc", "ipc")])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in NO_RANDOMNESS])
 def test_rule_noise_is_its_own_generator(method):
     """Same rule seed => same estimate, whatever the global RNG did; another seed => another estimate
     (another noise stream, or other random feedback matrices)."""
@@ -286,22 +282,38 @@ def test_noise_table_slices_are_standard_normal():
         NoiseSource("uniform")
 
 
+def estimate_at_step(method, model, x, y, step, rank=0, warmup=0, seed=0) -> torch.Tensor:
+    """The rule's estimate after begin_step(step), on a rule that took `warmup` steps before (each moves its generator)."""
+    rule = rule_from_config(method, table_size=1 << 12)
+    rule.setup(model, seed=seed, rank=rank, device=torch.device("cpu"))
+    for s in range(warmup):
+        rule.begin_step(s)
+        estimate(rule, model, x, y)
+    rule.begin_step(step)
+    return estimate(rule, model, x, y)
+
+
 @pytest.mark.parametrize("method", NOISY)
 def test_step_noise_depends_only_on_seed_rank_and_step(method):
     """What makes resuming (on any number of ranks) exact: after begin_step(s) the estimate is a
     function of (seed, rank, s) and the parameters, not of the steps that came before."""
     model, x, y = problem()
-
-    def at_step(step, rank=0, warmup=0):
-        rule = ready(rule_from_config(method, table_size=1 << 12), model)
-        rule.setup(model, seed=0, rank=rank, device=torch.device("cpu"))
-        for s in range(warmup):  # earlier steps move the generator
-            rule.begin_step(s)
-            estimate(rule, model, x, y)
-        rule.begin_step(step)
-        return estimate(rule, model, x, y)
-
+    at_step = partial(estimate_at_step, method, model, x, y)
     torch.testing.assert_close(at_step(5), at_step(5, warmup=3), rtol=0, atol=0)
     assert not torch.equal(at_step(5), at_step(6))
     differs_per_rank = not torch.equal(at_step(5, rank=0), at_step(5, rank=1))
     assert differs_per_rank == rule_from_config(method).noise_differs_per_rank
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if not draws_step_noise(m)])
+def test_rules_listed_without_step_noise_draw_none(method):
+    """conftest.NO_STEP_NOISE's claims: the same estimate at every step (and, for NO_RANDOMNESS, for every seed)."""
+    model, x, y = problem()
+    at_step = partial(estimate_at_step, method, model, x, y)
+    torch.testing.assert_close(at_step(5), at_step(6, warmup=2), rtol=0, atol=0)
+    if method in NO_RANDOMNESS:
+        torch.testing.assert_close(at_step(5), at_step(5, seed=1), rtol=0, atol=0)
+
+
+def test_every_rule_listed_without_step_noise_exists():
+    assert set(NO_STEP_NOISE) <= set(METHODS) and NO_RANDOMNESS <= set(NO_STEP_NOISE)
