@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from learnbench.paths import CONFIG_DIR
+from learnbench.rules.base import trainable_parameters
+from learnbench.tasks import CLASSIFICATION, per_example_loss
 
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
@@ -111,6 +114,26 @@ def draws_step_noise(method: str) -> bool:
     cfg = method_config(method)
     base = method if cfg.get("local", "none") == "none" else get_class(cfg._target_).local_base
     return base not in NO_STEP_NOISE
+
+
+# ----------------------------------------------------------------------------- one estimate of a rule
+#: The classification task's per-example cross entropy, bound as the tests pass it (rules write its derivative out).
+CLASSIFICATION_LOSS = partial(per_example_loss, CLASSIFICATION)
+
+
+def estimate(rule, model, x, y, loss_fn=CLASSIFICATION_LOSS, *, seed=None, step=None):
+    """One estimate, as the training module asks for it: with a `seed`, the rule is set up on the model first (CPU,
+    rank 0); with a `step`, `rule.begin_step(step)` re-seeds its noise (without one, its generator goes on where it
+    stopped: successive calls draw new noise); then the model's grads are cleared and the rule writes them.
+    Returns (the gradient written for the model's trainable parameters as one flat vector, the rule's RuleOutput)."""
+    if seed is not None:
+        rule.setup(model, seed=seed, rank=0, device=torch.device("cpu"))
+    if step is not None:
+        rule.begin_step(step)
+    for p in model.parameters():
+        p.grad = None
+    out = rule.estimate_grads(model, x, y, loss_fn)
+    return torch.cat([p.grad.reshape(-1) for p in trainable_parameters(model)]), out
 
 
 # ----------------------------------------------------------------------------- Hydra compose

@@ -12,7 +12,8 @@ from torch import nn
 from learnbench.catalog import rule_from_config
 from learnbench.models import MLP
 from learnbench.models.rnn import RNN
-from test_fast_paths import CE, estimate, make, pre_activation_gradients, problem
+from conftest import estimate
+from test_fast_paths import CE, make, pre_activation_gradients, problem
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -38,7 +39,7 @@ def test_fg_a_exact_readout_equals_its_definition_computed_by_autograd(name, ove
     blocks' deltas d u / (K B); the readout's delta is dL/da_out of the batch-mean loss."""
     model, x, y = problem(name)
     rule = make("fg_a", {**overrides, "exact_readout": True})
-    got, _ = estimate(model, rule, x, y)
+    got, _ = estimate(rule, model, x, y, CE, seed=0, step=3)
     K, B = rule.directions, len(x)
     rule.begin_step(3)  # the same tangents again
     per_example, pre, inputs = pre_activation_gradients(model, x, y)
@@ -59,7 +60,7 @@ def test_fg_a_exact_readout_equals_its_definition_computed_by_autograd(name, ove
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_the_readout_gradient_is_backprops_and_the_hidden_ones_are_not(method, overrides, name):
     model, x, y = problem(name)
-    got, _ = estimate(model, make(method, {**overrides, "exact_readout": True}), x, y)
+    got, _ = estimate(make(method, {**overrides, "exact_readout": True}), model, x, y, CE, seed=0, step=3)
     bp = torch.cat([g.reshape(-1) for g in backprop_grads(model, x, y)])
     out = readout_slice(model)
     torch.testing.assert_close(got[out], bp[out], rtol=1e-10, atol=1e-12)
@@ -73,8 +74,9 @@ def test_the_finite_difference_approaches_the_forward_gradient_with_exact_readou
     """NP's (dL / sigma) v -> FG-A's (grad . v) v and WP's -> FG-W's as sigma -> 0, the readout's noise
     dropped on both sides."""
     model, x, y = problem(name)
-    fg, _ = estimate(model, make(exact, {**overrides, "exact_readout": True}), x, y)
-    gaps = [((estimate(model, make(difference, {"sigma": s, "exact_readout": True}), x, y)[0] - fg).norm() / fg.norm()).item()
+    fg, _ = estimate(make(exact, {**overrides, "exact_readout": True}), model, x, y, CE, seed=0, step=3)
+    gaps = [((estimate(make(difference, {"sigma": s, "exact_readout": True}), model, x, y, CE, seed=0, step=3)[0] - fg).norm()
+             / fg.norm()).item()
             for s in (1e-3, 1e-5)]
     assert gaps[1] < 1e-3 and gaps[1] < gaps[0] / 20, gaps
 
@@ -127,7 +129,7 @@ def test_fg_w_exact_readout_equals_its_definition_computed_by_autograd(name, ove
     directions (drawn again from the same step's generator); the readout's gradient is backprop's."""
     model, x, y = problem(name)
     rule = make("fg_w", {**overrides, "exact_readout": True})
-    got, _ = estimate(model, rule, x, y)
+    got, _ = estimate(rule, model, x, y, CE, seed=0, step=3)
     bp = torch.cat([g.reshape(-1) for g in backprop_grads(model, x, y)])
     out = readout_slice(model)
     rule.begin_step(3)

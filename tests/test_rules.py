@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from conftest import NO_RANDOMNESS, NO_STEP_NOISE, draws_step_noise
+from conftest import NO_RANDOMNESS, NO_STEP_NOISE, draws_step_noise, estimate
 from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
 from learnbench.catalog import comparable_rules, rule_from_config
@@ -43,15 +43,8 @@ def true_grad(model, x, y, loss_fn=CE) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def estimate(rule, model, x, y, loss_fn=CE) -> torch.Tensor:
-    for p in model.parameters():
-        p.grad = None
-    rule.estimate_grads(model, x, y, loss_fn)
-    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-
-
-def ready(rule, model, seed=0):
-    rule.setup(model, seed=seed, rank=0, device=torch.device("cpu"))
+def ready(rule, model, seed=0, rank=0):
+    rule.setup(model, seed=seed, rank=rank, device=torch.device("cpu"))
     return rule
 
 
@@ -98,18 +91,18 @@ def test_wp_finite_difference_converges_to_jvp(layer_norm):
 def test_np_and_fg_a_agree_to_first_order_on_the_same_noise(layer_norm):
     """Same seed => same per-example noise; NP's (dL/sigma) v -> FG-A's (grad . v) v as sigma -> 0."""
     model, x, y = problem(layer_norm, activation="tanh")
-    fg_a = estimate(ready(ForwardGradientActivity(mask_inactive=False, table_size=0), model, seed=5), model, x, y)
+    fg_a, _ = estimate(ForwardGradientActivity(mask_inactive=False, table_size=0), model, x, y, seed=5)
     gaps = []
     for sigma in (1e-3, 1e-4, 1e-5):
-        np_ = estimate(ready(NodePerturbation(sigma=sigma, table_size=0), model, seed=5), model, x, y)
+        np_, _ = estimate(NodePerturbation(sigma=sigma, table_size=0), model, x, y, seed=5)
         gaps.append(((np_ - fg_a).norm() / fg_a.norm()).item())
     assert gaps[2] < 1e-3 and gaps[1] < gaps[0] / 5 and gaps[2] < gaps[1] / 5, gaps
 
 
 def test_wp_and_fg_w_agree_to_first_order_on_the_same_noise():
     model, x, y = problem()
-    fg_w = estimate(ready(ForwardGradientWeight(table_size=0), model, seed=3), model, x, y)
-    wp = estimate(ready(WeightPerturbation(sigma=1e-6, table_size=0), model, seed=3), model, x, y)
+    fg_w, _ = estimate(ForwardGradientWeight(table_size=0), model, x, y, seed=3)
+    wp, _ = estimate(WeightPerturbation(sigma=1e-6, table_size=0), model, x, y, seed=3)
     assert ((wp - fg_w).norm() / fg_w.norm()) < 1e-4
 
 
@@ -127,13 +120,13 @@ def test_fg_a_local_update_equals_autograd_on_its_own_deltas():
         a = block.norm(block.linear(h.detach()))
         oracle += list(torch.autograd.grad(a, [*block.linear.parameters(), *block.norm.parameters()], delta))
         h = block.activation(a)
-    got = estimate(ready(ForwardGradientActivity(table_size=0), model, seed=7), model, x, y)
+    got, _ = estimate(ForwardGradientActivity(table_size=0), model, x, y, seed=7)
     torch.testing.assert_close(got, torch.cat([g.reshape(-1) for g in oracle]))
 
 
 # ---------------------------------------------------------------- unbiasedness and variance
 def mean_of_estimates(rule, model, x, y, n, loss_fn=CE):
-    samples = torch.stack([estimate(rule, model, x, y, loss_fn) for _ in range(n)])
+    samples = torch.stack([estimate(rule, model, x, y, loss_fn)[0] for _ in range(n)])
     return samples.mean(0), samples
 
 
@@ -233,7 +226,7 @@ def test_every_rule_writes_a_finite_gradient_for_every_parameter(method, loss):
 
 def test_backprop_rule_equals_autograd():
     model, x, y = problem(layer_norm=True)
-    torch.testing.assert_close(estimate(Backprop(), model, x, y), true_grad(model, x, y), rtol=0, atol=0)
+    torch.testing.assert_close(estimate(Backprop(), model, x, y)[0], true_grad(model, x, y), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- randomness
@@ -243,11 +236,11 @@ def test_rule_noise_is_its_own_generator(method):
     (another noise stream, or other random feedback matrices)."""
     model, x, y = problem()
     torch.manual_seed(123)
-    a = estimate(ready(rule_from_config(method, table_size=1 << 12), model, seed=0), model, x, y)
+    a, _ = estimate(rule_from_config(method, table_size=1 << 12), model, x, y, seed=0)
     torch.manual_seed(999)
     torch.randn(1000)  # the global generator moves (as data shuffling or dropout would)
-    b = estimate(ready(rule_from_config(method, table_size=1 << 12), model, seed=0), model, x, y)
-    c = estimate(ready(rule_from_config(method, table_size=1 << 12), model, seed=1), model, x, y)
+    b, _ = estimate(rule_from_config(method, table_size=1 << 12), model, x, y, seed=0)
+    c, _ = estimate(rule_from_config(method, table_size=1 << 12), model, x, y, seed=1)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
 
@@ -284,13 +277,10 @@ def test_noise_table_slices_are_standard_normal():
 
 def estimate_at_step(method, model, x, y, step, rank=0, warmup=0, seed=0) -> torch.Tensor:
     """The rule's estimate after begin_step(step), on a rule that took `warmup` steps before (each moves its generator)."""
-    rule = rule_from_config(method, table_size=1 << 12)
-    rule.setup(model, seed=seed, rank=rank, device=torch.device("cpu"))
+    rule = ready(rule_from_config(method, table_size=1 << 12), model, seed=seed, rank=rank)
     for s in range(warmup):
-        rule.begin_step(s)
-        estimate(rule, model, x, y)
-    rule.begin_step(step)
-    return estimate(rule, model, x, y)
+        estimate(rule, model, x, y, step=s)
+    return estimate(rule, model, x, y, step=step)[0]
 
 
 @pytest.mark.parametrize("method", NOISY)
