@@ -1,4 +1,4 @@
-"""`exact_readout` for the activity-space rules (fg_a, np): the readout takes its exact gradient and no
+"""`exact_readout` for the perturbation rules (fg_a, np; fg_w, wp): the readout takes its exact gradient and no
 noise, as in Ren et al.'s code (`global_classif_grad` on the last layer). Oracles in float64: the rule's
 definition computed by autograd with the readout's tangent removed, and backprop's own gradient of the
 readout."""
@@ -9,13 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from learnbench.catalog import rule_from_config
+from conftest import CLASSIFICATION_LOSS, estimate
+from learnbench.catalog import comparable_rules, method_config, rule_from_config
 from learnbench.models import MLP
 from learnbench.models.rnn import RNN
-from conftest import estimate
 from test_fast_paths import CE, make, pre_activation_gradients, problem
 
 pytestmark = pytest.mark.usefixtures("float64")
+
+#: The rules that have the option (a new one joins the tests that run every such rule).
+EXACT_READOUT = [m for m in comparable_rules("feedforward") if "exact_readout" in method_config(m)]
 
 
 def backprop_grads(model, x, y):
@@ -95,7 +98,7 @@ def test_the_hidden_draws_are_those_of_the_rule_without_the_option():
     assert b[2].abs().sum() == 0 and a[2].abs().sum() > 0
 
 
-@pytest.mark.parametrize("method", ["fg_a", "np", "fg_w", "wp"])
+@pytest.mark.parametrize("method", EXACT_READOUT)
 def test_the_shared_noise_table_is_not_written(method):
     """The readout's noise may be a view of the noise table: it is replaced, never zeroed in place."""
     model, x, y = problem("mlp")
@@ -153,25 +156,15 @@ def test_weight_space_bad_combinations_are_refused_with_what_to_change():
         rule_from_config(method, exact_readout=True).check_model(MLP(3, 2, (4,)))
 
 
-@pytest.mark.parametrize("method", ["fg_a", "np", "fg_w"])
+@pytest.mark.parametrize("method", EXACT_READOUT)
 def test_with_the_tasks_own_cross_entropy_the_readout_is_still_backprops(method):
     """The training module's loss (the classification task's cross entropy) takes the written-out softmax -
-    onehot path for the readout's error; the gradient is backprop's all the same."""
-    from functools import partial
-
-    from learnbench.tasks import CLASSIFICATION, per_example_loss
-
-    task_loss = partial(per_example_loss, CLASSIFICATION)
+    onehot path for the readout's error where a rule has one; the gradient is backprop's all the same."""
     model, x, y = problem("mlp")
-    rule = make(method, {"exact_readout": True})
-    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
-    rule.begin_step(3)
-    for p in model.parameters():
-        p.grad = None
-    rule.estimate_grads(model, x, y, task_loss)
+    estimate(make(method, {"exact_readout": True}), model, x, y, CLASSIFICATION_LOSS, seed=0, step=3)
     got = [p.grad.clone() for p in model.blocks[-1].parameters()]
     for p in model.parameters():
         p.grad = None
-    task_loss(model(x), y).mean().backward()
+    CLASSIFICATION_LOSS(model(x), y).mean().backward()
     for g, p in zip(got, model.blocks[-1].parameters()):
         torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
