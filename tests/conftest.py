@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from learnbench.paths import CONFIG_DIR
+from learnbench.rules.base import trainable_parameters
+from learnbench.tasks import CLASSIFICATION, per_example_loss
 
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
@@ -92,6 +95,56 @@ def few_fast(cases, key=None, prefer=None, ids=None) -> list:
         pytest.param(*case, marks=() if i in fast else pytest.mark.slow, id=ids[i] if ids else None)
         for i, case in enumerate(cases)
     ]
+
+
+# ----------------------------------------------------------------------------- what a rule draws at random
+#: The rules (conf/method/ names) whose estimate draws nothing new from step to step, and why. Every other rule
+#: counts as drawing fresh noise every step, the strict default: a new rule that draws less fails the noise
+#: tests of test_rules.py until it is listed here. A local-loss variant (l_fa, lg_fg_w, ...) draws what its
+#: base rule draws (its heads come from the seed once).
+NO_STEP_NOISE = {
+    "bp": "autograd",
+    "usf": "B = sign(W)",
+    "pc": "inference from the feed-forward pass",
+    "ipc": "inference from the feed-forward pass",
+    "fa": "B drawn once from the seed",
+    "dfa": "B drawn once from the seed",
+    "kp": "B drawn once from the seed, then learned",
+    "frsf": "B's magnitudes drawn once from the seed",
+}
+#: Of those, the ones that draw nothing at random at all: the same estimate for any seed.
+NO_RANDOMNESS = {"bp", "usf", "pc", "ipc"}
+
+
+def draws_step_noise(method: str) -> bool:
+    """Whether the rule `method=<method>` draws fresh noise every step (see NO_STEP_NOISE)."""
+    from hydra.utils import get_class
+
+    from learnbench.catalog import method_config
+
+    cfg = method_config(method)
+    base = method if cfg.get("local", "none") == "none" else get_class(cfg._target_).local_base
+    return base not in NO_STEP_NOISE
+
+
+# ----------------------------------------------------------------------------- one estimate of a rule
+#: The classification task's per-example cross entropy, bound as the tests pass it (rules write its derivative out).
+CLASSIFICATION_LOSS = partial(per_example_loss, CLASSIFICATION)
+
+
+def estimate(rule, model, x, y, loss_fn=CLASSIFICATION_LOSS, *, seed=None, step=None):
+    """One estimate, as the training module asks for it: with a `seed`, the rule is set up on the model first (CPU,
+    rank 0); with a `step`, `rule.begin_step(step)` re-seeds its noise (without one, its generator goes on where it
+    stopped: successive calls draw new noise); then the model's grads are cleared and the rule writes them.
+    Returns (the gradient written for the model's trainable parameters as one flat vector, the rule's RuleOutput)."""
+    if seed is not None:
+        rule.setup(model, seed=seed, rank=0, device=torch.device("cpu"))
+    if step is not None:
+        rule.begin_step(step)
+    for p in model.parameters():
+        p.grad = None
+    out = rule.estimate_grads(model, x, y, loss_fn)
+    return torch.cat([p.grad.reshape(-1) for p in trainable_parameters(model)]), out
 
 
 # ----------------------------------------------------------------------------- Hydra compose

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from conftest import CSV_ONLY, TINY, TORCHVISION_FOLDER, compose_config, describe, few_fast, results_under, run_cli, truncated_mnist, write_idx, write_vision_dataset
-from learnbench.config_validation import ConfigError as ValidationError
+from learnbench.config_validation import ConfigError
 from learnbench.config_validation import describe as describe_type
 from learnbench.config_validation import validate_config
 from learnbench.data import DamagedDataFileError, VisionDataModule
 from learnbench.paths import CONFIG_DIR
-from learnbench.train import ConfigError, check_config, train
+from learnbench.train import check_config, train
 
 
 def refused(overrides: list[str], tmp_path) -> str:
@@ -136,14 +136,14 @@ def test_bad_options_fail_before_the_data_is_looked_at(tmp_path):
 
 
 def test_validator_raises_a_value_error_of_its_own_without_hydra(monkeypatch):
-    """Standalone (no Hydra app): the same check, its own ConfigError (a ValueError), no source hint."""
+    """Standalone (no Hydra app): the same check, the same ConfigError (a ValueError), no source hint."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # as outside a Hydra app (the tests above set it)
 
     cfg = OmegaConf.create({"optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": "abc"}, "seed": 0})
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(ConfigError) as error:
         validate_config(cfg)
     assert isinstance(error.value, ValueError)
     assert str(error.value) == "optimizer.lr='abc': expected a number > 0"

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import CSV_ONLY, compose_config
+from learnbench.catalog import comparable_rules, method_config
 from learnbench.paths import CONFIG_DIR
 from learnbench.train import build
 
@@ -24,19 +25,22 @@ COMMON = [
 ]
 
 
-# Recurrent rules train the RNN on sequences: 4 sequences of 12 steps per epoch, online updates every 5 steps
-# where the rule has them (the optimiser steps inside sequences; 8 batches either way).
-RECURRENT = {"bptt": ["method.truncation=5"], "rtrl": ["method.update_every=5"], "rflo": ["method.update_every=5"],
-             "eprop": ["method.feedback=adaptive"]}
+# The rules that train only recurrent models train the RNN on sequences: 4 sequences of 12 steps per epoch.
+RECURRENT = set(comparable_rules("recurrent")) - set(comparable_rules("feedforward"))
+# Options that exercise what a recurrent rule carries in a checkpoint: windows, or online updates every 5 steps
+# (the optimiser steps inside sequences, 3 times a sequence; 8 batches either way); e-prop's learned feedback.
+ONLINE_EVERY = 5
+RECURRENT_OPTIONS = {"bptt": [f"method.truncation={ONLINE_EVERY}"], "rtrl": [f"method.update_every={ONLINE_EVERY}"],
+                     "rflo": [f"method.update_every={ONLINE_EVERY}"], "eprop": ["method.feedback=adaptive"]}
 SEQUENCES = ["data=add_task", "data.steps=12", "data.train_sequences=4", "data.val_sequences=2", "model=rnn",
              "model.hidden_size=6", "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false", "callbacks=none",
              "optimizer.momentum=0.9", *CSV_ONLY]
 
 
 def fit(tmp_path, method: str, epochs: int, ckpt_path=None, save_to=None):
-    common = [*SEQUENCES, *RECURRENT[method]] if method in RECURRENT else COMMON
+    common = [*SEQUENCES, *RECURRENT_OPTIONS.get(method, [])] if method in RECURRENT else COMMON
     overrides = [*common, f"method={method}", f"trainer.max_epochs={epochs}"]
-    if "table_size" not in (CONFIG_DIR / "method" / f"{method}.yaml").read_text() and method not in RECURRENT:
+    if "method.table_size=262144" in overrides and "table_size" not in method_config(method):
         overrides.remove("method.table_size=262144")
     cfg = compose_config(overrides, tmp_path)
     L.seed_everything(cfg.seed, verbose=False)  # as train() does: the same initial weights
@@ -59,8 +63,9 @@ def test_resumed_run_follows_the_uninterrupted_trajectory(method, tmp_path):
     checkpoint = tmp_path / "epoch1.ckpt"
     fit(tmp_path / "first", method, epochs=1, save_to=checkpoint)
     resumed, resumed_steps, _ = fit(tmp_path / "resumed", method, epochs=2, ckpt_path=str(checkpoint))
-    # Optimiser steps: online recurrent rules take 3 a sequence, iPC per_step T a batch.
-    assert resumed_steps == steps == 8 * (3 if method in ("rtrl", "rflo") else updates_per_batch)
+    # Optimiser steps: online recurrent rules take ceil(12 / 5) = 3 a sequence, iPC per_step T a batch.
+    online = f"method.update_every={ONLINE_EVERY}" in RECURRENT_OPTIONS.get(method, [])
+    assert resumed_steps == steps == 8 * (3 if online else updates_per_batch)
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, equal_nan=True, msg=f"{method}: {key}")
     if method == "kp":

@@ -6,9 +6,11 @@ Lightning runs `strategy="ddp"` in place and reuses the process group), because 
 per case costs ~10 s here. Each rank saves its parameters after every case. In float64, so the
 oracles can be tight. Oracles, written without Lightning or torch.distributed:
 
-- comm=grads (every rule): ranks draw different noise (seed + rank) and the module all-reduces the
-  gradient. Oracle: one process holding one rule per rank (seeded with that rank), each estimating
-  on that rank's shard, the two estimates averaged by hand, then the same optimiser step.
+- comm=grads (every rule of the catalogue that trains this MLP, the local-loss variants too): ranks draw
+  different noise (seed + rank) and the module all-reduces the gradient. Oracle: one process holding one
+  rule per rank (seeded with that rank), each estimating on that rank's shard, the two estimates averaged
+  by hand, then the same optimiser step. A rule whose estimate is the same on every rank (no per-step
+  noise, or noise the ranks share) equals, besides, one process on the union of the shards' batches.
 - comm=scalars (wp, fg_w): ranks draw the same directions and all-reduce only d. Oracle: one
   process, one rule, on the union of the two shards' batches (mean of the ranks' d = d of the
   union batch: both are linear in a mean loss over equal shards). With `clip`, this also checks
@@ -28,47 +30,51 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import NO_RANDOMNESS, draws_step_noise
 from learnbench.data import SpiralDataModule
 from learnbench.data.in_memory import TensorBatches
 from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
 from learnbench.module import LearningRuleModule
-from learnbench.catalog import rule_from_config
+from learnbench.catalog import comparable_rules, rule_from_config
 from learnbench.rules import ForwardGradientWeight
 
 WORLD, STEPS, BATCH, DATA_SEED, LR = 2, 6, 16, 11, 0.1
 TABLE = 4096  # a small noise table: the default (16 M numbers) would cost more than the training
 
-# name: (method, overrides). Per-rank noise (comm=grads) for every rule, fresh noise in one case.
+# Every rule of the catalogue that trains this MLP, with a small noise table where it has one (rule_from_config
+# drops table_size elsewhere). The rules that train only recurrent models have their DDP test in test_recurrent.py.
+RULES = [*comparable_rules("feedforward"), *comparable_rules("local")]
+# What a rule's case sets besides that.
+OPTIONS = {
+    "fg_w": {"table_size": 0, "directions": 2},  # fresh noise in one case
+    "lg_fg_w": {"table_size": 0, "directions": 2},
+    "kp": {"decay": 0.01},  # Kolen-Pollack's B is a rule parameter (optimised, all-reduced)
+    "brsf": {"scale": 0.2},
+    "pc": {"inference_steps": 5},  # no noise, per-example inference; the update is a batch mean like backprop's
+    "ipc": {"inference_steps": 4, "weight_updates": "per_batch"},
+}
+# name: (method, overrides). Per-rank noise (comm=grads) for every rule, then the modes worth a case of their own.
 CASES = {
-    "wp": ("wp", {"table_size": TABLE}),
-    "np": ("np", {"table_size": TABLE}),
-    "fg_w": ("fg_w", {"table_size": 0, "directions": 2}),
-    "fg_a": ("fg_a", {"table_size": TABLE}),
+    **{method: (method, {"table_size": TABLE, **OPTIONS.get(method, {})}) for method in RULES},
     "wp_scalars": ("wp", {"table_size": TABLE, "comm": "scalars"}),
     "wp_scalars_k3_antithetic": ("wp", {"table_size": 0, "comm": "scalars", "directions": 3, "antithetic": True}),
     "fg_w_scalars": ("fg_w", {"table_size": TABLE, "comm": "scalars", "directions": 3}),
     # A clip that bites: |d| is ~0.1-1 here.
     "fg_w_scalars_clip": ("fg_w", {"table_size": TABLE, "comm": "scalars", "directions": 2, "clip": 0.05}),
-    # Feedback rules: B from the seed alone; Kolen-Pollack's B is a rule parameter (optimised, all-reduced).
-    "fa": ("fa", {}),
-    "dfa": ("dfa", {}),
-    "kp": ("kp", {"decay": 0.01}),
-    "brsf": ("brsf", {"scale": 0.2}),
-    # Predictive coding: no noise, per-example inference; the update is a batch mean like backprop's.
-    "pc": ("pc", {"inference_steps": 5}),
-    "ipc": ("ipc", {"inference_steps": 4, "weight_updates": "per_batch"}),
     # True iPC: T = 3 optimiser steps per batch (each all-reduced), so STEPS = 6 is two batches.
     "ipc_per_step": ("ipc", {"inference_steps": 3, "weight_updates": "per_step"}),
-    # Local losses: the heads are rule parameters (optimised, all-reduced); fa's heads have their own B.
-    "l_fa": ("l_fa", {}),
-    "lg_fg_a": ("lg_fg_a", {"table_size": TABLE}),
-    "lg_fg_w": ("lg_fg_w", {"table_size": 0, "directions": 2}),
 }
 
 
 def make_rule(method: str, overrides: dict):
     return rule_from_config(method, **overrides)
+
+
+def same_estimate_on_every_rank(method: str, overrides: dict) -> bool:
+    """No per-step noise, or noise every rank shares (brsf's magnitudes, comm=scalars): then the mean of the
+    ranks' estimates is the estimate on the union of their batches (a batch mean over equal shards)."""
+    return not draws_step_noise(method) or not make_rule(method, overrides).noise_differs_per_rank
 
 
 def initial_model() -> MLP:
@@ -185,8 +191,8 @@ def test_ranks_identical_and_equal_to_the_oracle(name, ddp_runs):
     method, overrides = CASES[name]
     rank0, rank1 = (run["params"] for run in ddp_runs[name])
     start = initial_model().double().state_dict()
-    if method in ("fa", "dfa", "kp", "frsf"):
-        assert any(k.startswith("rule.feedback") or k.startswith("rule.magnitudes") for k in rank0)
+    if not draws_step_noise(method) and method not in NO_RANDOMNESS:  # state drawn from the seed: compared below too
+        assert any(k.startswith("rule.") for k in rank0)
     assert any(not torch.equal(rank0[k], start[k]) for k in start), "training did not move the parameters"
     for k in rank0:
         assert rank0[k].dtype == torch.float64
@@ -195,7 +201,7 @@ def test_ranks_identical_and_equal_to_the_oracle(name, ddp_runs):
     oracle = hand_written_run(method, overrides, shards=1 if scalars else WORLD)
     for k in rank0:
         torch.testing.assert_close(rank0[k], oracle[k], rtol=1e-9, atol=1e-11, equal_nan=True, msg=k)
-    if method in ("pc", "ipc"):  # no noise, per-example inference, batch-mean updates: one process on the union batch
+    if not scalars and same_estimate_on_every_rank(method, overrides):  # also one process on the union batch
         union = hand_written_run(method, overrides, shards=1)
         for k in rank0:
             torch.testing.assert_close(rank0[k], union[k], rtol=1e-9, atol=1e-11, msg=k)
@@ -217,12 +223,9 @@ def test_scalars_mode_all_reduces_k_numbers_per_step_grads_mode_the_whole_gradie
     for name, (method, overrides) in CASES.items():
         k = overrides.get("directions", 1)
         per_step = k if overrides.get("comm") == "scalars" else n_params
-        if method == "kp":  # and its feedback weights, one matrix per block after the first
-            per_step += sum(b.linear.weight.numel() for b in initial_model().blocks[1:])
-        if method.startswith(("l_", "lg_")):  # and the local heads
-            rule = make_rule(method, overrides)
-            rule.bind(initial_model(), seed=0)
-            per_step += sum(p.numel() for p in rule.extra_parameters())
+        rule = make_rule(method, overrides)
+        rule.bind(initial_model(), seed=0)
+        per_step += sum(p.numel() for p in rule.extra_parameters())  # Kolen-Pollack's B, the local heads
         for run in ddp_runs[name]:
             assert run["bytes"] == STEPS * per_step * 8, name
 

@@ -1,4 +1,4 @@
-"""`exact_readout` for the activity-space rules (fg_a, np): the readout takes its exact gradient and no
+"""`exact_readout` for the perturbation rules (fg_a, np; fg_w, wp): the readout takes its exact gradient and no
 noise, as in Ren et al.'s code (`global_classif_grad` on the last layer). Oracles in float64: the rule's
 definition computed by autograd with the readout's tangent removed, and backprop's own gradient of the
 readout."""
@@ -9,12 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from learnbench.catalog import rule_from_config
+from conftest import CLASSIFICATION_LOSS, estimate
+from learnbench.catalog import comparable_rules, method_config, rule_from_config
 from learnbench.models import MLP
 from learnbench.models.rnn import RNN
-from test_fast_paths import CE, estimate, make, pre_activation_gradients, problem
+from test_fast_paths import CE, make, pre_activation_gradients, problem
 
 pytestmark = pytest.mark.usefixtures("float64")
+
+#: The rules that have the option (a new one joins the tests that run every such rule).
+EXACT_READOUT = [m for m in comparable_rules("feedforward") if "exact_readout" in method_config(m)]
 
 
 def backprop_grads(model, x, y):
@@ -38,7 +42,7 @@ def test_fg_a_exact_readout_equals_its_definition_computed_by_autograd(name, ove
     blocks' deltas d u / (K B); the readout's delta is dL/da_out of the batch-mean loss."""
     model, x, y = problem(name)
     rule = make("fg_a", {**overrides, "exact_readout": True})
-    got, _ = estimate(model, rule, x, y)
+    got, _ = estimate(rule, model, x, y, CE, seed=0, step=3)
     K, B = rule.directions, len(x)
     rule.begin_step(3)  # the same tangents again
     per_example, pre, inputs = pre_activation_gradients(model, x, y)
@@ -59,7 +63,7 @@ def test_fg_a_exact_readout_equals_its_definition_computed_by_autograd(name, ove
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_the_readout_gradient_is_backprops_and_the_hidden_ones_are_not(method, overrides, name):
     model, x, y = problem(name)
-    got, _ = estimate(model, make(method, {**overrides, "exact_readout": True}), x, y)
+    got, _ = estimate(make(method, {**overrides, "exact_readout": True}), model, x, y, CE, seed=0, step=3)
     bp = torch.cat([g.reshape(-1) for g in backprop_grads(model, x, y)])
     out = readout_slice(model)
     torch.testing.assert_close(got[out], bp[out], rtol=1e-10, atol=1e-12)
@@ -73,8 +77,9 @@ def test_the_finite_difference_approaches_the_forward_gradient_with_exact_readou
     """NP's (dL / sigma) v -> FG-A's (grad . v) v and WP's -> FG-W's as sigma -> 0, the readout's noise
     dropped on both sides."""
     model, x, y = problem(name)
-    fg, _ = estimate(model, make(exact, {**overrides, "exact_readout": True}), x, y)
-    gaps = [((estimate(model, make(difference, {"sigma": s, "exact_readout": True}), x, y)[0] - fg).norm() / fg.norm()).item()
+    fg, _ = estimate(make(exact, {**overrides, "exact_readout": True}), model, x, y, CE, seed=0, step=3)
+    gaps = [((estimate(make(difference, {"sigma": s, "exact_readout": True}), model, x, y, CE, seed=0, step=3)[0] - fg).norm()
+             / fg.norm()).item()
             for s in (1e-3, 1e-5)]
     assert gaps[1] < 1e-3 and gaps[1] < gaps[0] / 20, gaps
 
@@ -93,7 +98,7 @@ def test_the_hidden_draws_are_those_of_the_rule_without_the_option():
     assert b[2].abs().sum() == 0 and a[2].abs().sum() > 0
 
 
-@pytest.mark.parametrize("method", ["fg_a", "np", "fg_w", "wp"])
+@pytest.mark.parametrize("method", EXACT_READOUT)
 def test_the_shared_noise_table_is_not_written(method):
     """The readout's noise may be a view of the noise table: it is replaced, never zeroed in place."""
     model, x, y = problem("mlp")
@@ -127,7 +132,7 @@ def test_fg_w_exact_readout_equals_its_definition_computed_by_autograd(name, ove
     directions (drawn again from the same step's generator); the readout's gradient is backprop's."""
     model, x, y = problem(name)
     rule = make("fg_w", {**overrides, "exact_readout": True})
-    got, _ = estimate(model, rule, x, y)
+    got, _ = estimate(rule, model, x, y, CE, seed=0, step=3)
     bp = torch.cat([g.reshape(-1) for g in backprop_grads(model, x, y)])
     out = readout_slice(model)
     rule.begin_step(3)
@@ -151,25 +156,15 @@ def test_weight_space_bad_combinations_are_refused_with_what_to_change():
         rule_from_config(method, exact_readout=True).check_model(MLP(3, 2, (4,)))
 
 
-@pytest.mark.parametrize("method", ["fg_a", "np", "fg_w"])
+@pytest.mark.parametrize("method", EXACT_READOUT)
 def test_with_the_tasks_own_cross_entropy_the_readout_is_still_backprops(method):
     """The training module's loss (the classification task's cross entropy) takes the written-out softmax -
-    onehot path for the readout's error; the gradient is backprop's all the same."""
-    from functools import partial
-
-    from learnbench.tasks import CLASSIFICATION, per_example_loss
-
-    task_loss = partial(per_example_loss, CLASSIFICATION)
+    onehot path for the readout's error where a rule has one; the gradient is backprop's all the same."""
     model, x, y = problem("mlp")
-    rule = make(method, {"exact_readout": True})
-    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
-    rule.begin_step(3)
-    for p in model.parameters():
-        p.grad = None
-    rule.estimate_grads(model, x, y, task_loss)
+    estimate(make(method, {"exact_readout": True}), model, x, y, CLASSIFICATION_LOSS, seed=0, step=3)
     got = [p.grad.clone() for p in model.blocks[-1].parameters()]
     for p in model.parameters():
         p.grad = None
-    task_loss(model(x), y).mean().backward()
+    CLASSIFICATION_LOSS(model(x), y).mean().backward()
     for g, p in zip(got, model.blocks[-1].parameters()):
         torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import estimate
 from learnbench.tasks import per_example_loss
 from learnbench.models import CNN, MLP
 from learnbench.catalog import rule_from_config
@@ -32,15 +33,6 @@ class NotAChain(nn.Module):
 
 def make(method, overrides):
     return rule_from_config(method, table_size=0, **overrides)
-
-
-def estimate(model, rule, x, y, step=3):
-    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
-    rule.begin_step(step)
-    for p in model.parameters():
-        p.grad = None
-    out = rule.estimate_grads(model, x, y, CE)
-    return torch.cat([p.grad.reshape(-1).clone() for p in model.parameters()]), out.loss
 
 
 def problem(name):
@@ -71,9 +63,9 @@ def pre_activation_gradients(model, x, y):
 def test_fg_w_walk_equals_the_general_torch_func_path(name, overrides):
     model, x, y = problem(name)
     general = NotAChain(model)
-    g_walk, loss_walk = estimate(model, make("fg_w", overrides), x, y)
-    g_general, loss_general = estimate(general, make("fg_w", overrides), x, y)
-    torch.testing.assert_close(loss_walk, loss_general, rtol=1e-12, atol=1e-12)
+    g_walk, out_walk = estimate(make("fg_w", overrides), model, x, y, CE, seed=0, step=3)
+    g_general, out_general = estimate(make("fg_w", overrides), general, x, y, CE, seed=0, step=3)
+    torch.testing.assert_close(out_walk.loss, out_general.loss, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_walk, g_general, rtol=1e-9, atol=1e-9)
     assert g_walk.abs().sum() > 0
 
@@ -86,7 +78,7 @@ def test_fg_a_equals_its_definition_computed_by_autograd(name, overrides):
     and each block's gradient by autograd through that block alone."""
     model, x, y = problem(name)
     rule = make("fg_a", overrides)
-    got, _ = estimate(model, rule, x, y)
+    got, _ = estimate(rule, model, x, y, CE, seed=0, step=3)
     K, B = rule.directions, len(x)
     rule.begin_step(3)  # the same tangents again
     per_example, pre, inputs = pre_activation_gradients(model, x, y)
@@ -106,6 +98,7 @@ def test_fg_a_equals_its_definition_computed_by_autograd(name, overrides):
 def test_np_approaches_fg_a_on_the_same_noise_on_conv_nets_too(name):
     model, x, y = problem(name)
     """NP's (dL / sigma) v -> FG-A's (grad . v) v as sigma -> 0 (first order), unmasked tangents."""
-    fg_a, _ = estimate(model, make("fg_a", {"mask_inactive": False}), x, y)
-    gaps = [((estimate(model, make("np", {"sigma": s}), x, y)[0] - fg_a).norm() / fg_a.norm()).item() for s in (1e-3, 1e-5)]
+    fg_a, _ = estimate(make("fg_a", {"mask_inactive": False}), model, x, y, CE, seed=0, step=3)
+    gaps = [((estimate(make("np", {"sigma": s}), model, x, y, CE, seed=0, step=3)[0] - fg_a).norm() / fg_a.norm()).item()
+            for s in (1e-3, 1e-5)]
     assert gaps[1] < 1e-3 and gaps[1] < gaps[0] / 20, gaps

@@ -163,6 +163,67 @@ def test_kolen_pollack_feedback_converges_to_w_at_the_closed_form_rate(tmp_path)
     assert start > 1.0  # B starts far from W
 
 
+def kp_sgd_steps(model, rule, x, y, eta, steps) -> list[list[tuple[torch.Tensor, ...]]]:
+    """Plain SGD on the model's and the rule's parameters, `steps` times on one batch; per step (from the
+    start), per block: (W, b, B or None), cloned."""
+    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
+    params = [*model.parameters(), *rule.extra_parameters()]
+    optimizer = torch.optim.SGD(params, lr=eta)
+
+    def snapshot():
+        feedback = dict(rule.feedback.items())
+        return [(b.linear.weight.detach().clone(), b.linear.bias.detach().clone(),
+                 feedback[i].detach().clone() if i in feedback else None) for i, b in enumerate(model.blocks)]
+
+    history = [snapshot()]
+    for step in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        rule.begin_step(step)
+        rule.estimate_grads(model, x, y, CE)
+        optimizer.step()
+        history.append(snapshot())
+    return history
+
+
+def hand_kp_weight_grads(layers, x, y, decay) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Kolen-Pollack's (dL/dW + lambda W, dL/db) per layer of a tanh MLP, written out: the output error
+    softmax - onehot (mean over the batch) goes down through B_l in place of W_l, and every W decays."""
+    zs, hs, z = [], [], x
+    for weight, bias, _ in layers:
+        zs.append(z)
+        hs.append(z @ weight.T + bias)
+        z = torch.tanh(hs[-1])
+    delta = (torch.softmax(hs[-1], 1) - nn.functional.one_hot(y, hs[-1].shape[1])) / len(x)
+    grads = []
+    for l in reversed(range(len(layers))):
+        weight, _, _ = layers[l]
+        grads.append((delta.T @ zs[l] + decay * weight, delta.sum(0)))
+        if l > 0:
+            feedback = layers[l][2]
+            delta = (delta @ feedback) * (1 - torch.tanh(hs[l - 1]) ** 2)
+    return grads[::-1]
+
+
+def test_kolen_pollack_every_layer_w_minus_b_decays_geometrically_and_the_first_w_decays():
+    """Plain SGD (lr eta), decay lambda: W_t - B_t = (1 - eta lambda)^t (W_0 - B_0) for every block with a B
+    (B has W's shape here; the papers' W - B^T), and every W's update, the first block's (no B) included, is
+    -eta (dL/dW through B + lambda W), against the rule written out by hand."""
+    eta, decay, steps = 0.3, 0.25, 6
+    model, x, y = mlp_problem()
+    history = kp_sgd_steps(model, KolenPollack(decay=decay), x, y, eta, steps)
+    start = history[0]
+    assert start[0][2] is None and all(B is not None for _, _, B in start[1:])
+    for t, layers in enumerate(history):
+        for (W, _, B), (W0, _, B0) in zip(layers[1:], start[1:]):
+            torch.testing.assert_close(W - B, (1 - eta * decay) ** t * (W0 - B0), rtol=1e-12, atol=1e-12)
+    for before, after in zip(history[:-1], history[1:]):
+        for (W, b, _), (W_next, b_next, _), (dW, db) in zip(before, after, hand_kp_weight_grads(before, x, y, decay)):
+            torch.testing.assert_close(W_next, W - eta * dW, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(b_next, b - eta * db, rtol=1e-12, atol=1e-12)
+    first_w_drift = history[-1][0][0] - start[0][0]
+    assert first_w_drift.abs().max() > 1e-3  # the first W moved, so its check above had something to check
+
+
 def test_kolen_pollack_feedback_is_a_rule_parameter_in_the_optimiser_and_checkpoint():
     module = LearningRuleModule(MLP(2, 2, (4,)), KolenPollack(), optimizer=partial(torch.optim.SGD, lr=0.1))
     (feedback,) = module.rule.extra_parameters()

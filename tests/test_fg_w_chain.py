@@ -14,6 +14,7 @@ from learnbench.models import MLP
 from learnbench.rules.noise import NoiseSource
 from learnbench.rules.perturbation import forward_gradient_weight as fgw_module
 from learnbench.rules.perturbation import weight_perturbation as wp_module
+from conftest import estimate
 from test_fast_paths import CE, NotAChain
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -63,15 +64,6 @@ def counting(monkeypatch, module, name):
 
     monkeypatch.setattr(module, name, counted)
     return calls
-
-
-def estimate(model, rule, x, y, step=3):
-    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
-    rule.begin_step(step)
-    for p in model.parameters():
-        p.grad = None
-    out = rule.estimate_grads(model, x, y, CE)
-    return torch.cat([p.grad.reshape(-1).clone() for p in model.parameters()]), out
 
 
 # ----------------------------------------------------------------------------- fg_w
@@ -126,10 +118,10 @@ def test_fg_w_walk_carries_the_tangents_of_layer_norm_parameters_alone(monkeypat
 def test_fg_w_estimate_equals_the_jvp_path(name, K, table_size, monkeypatch):
     """The whole estimate (the rule's own noise draw, same seed and step) is the general path's."""
     model, x, y = problem(name)
-    g_general, out_general = estimate(NotAChain(model), rule_from_config("fg_w", directions=K, table_size=table_size), x, y)
+    g_general, out_general = estimate(rule_from_config("fg_w", directions=K, table_size=table_size), NotAChain(model), x, y, CE, seed=0, step=3)
     if FG_W_WALKS[name]:
         forbid(monkeypatch, fgw_module, "jvp")
-    g_walk, out_walk = estimate(model, rule_from_config("fg_w", directions=K, table_size=table_size), x, y)
+    g_walk, out_walk = estimate(rule_from_config("fg_w", directions=K, table_size=table_size), model, x, y, CE, seed=0, step=3)
     torch.testing.assert_close(g_walk, g_general, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out_walk.loss, out_general.loss, rtol=1e-12, atol=1e-12)
     assert g_walk.abs().sum() > 0
@@ -173,11 +165,11 @@ def test_wp_estimate_equals_the_functional_call_path(name, table_size, settings,
     K = 4
     model, x, y = problem(name)
     make = lambda: rule_from_config("wp", directions=K, table_size=table_size, sigma=1e-2, **settings)  # noqa: E731
-    g_old, out_old = estimate(NotAChain(model), make(), x, y)
+    g_old, out_old = estimate(make(), NotAChain(model), x, y, CE, seed=0, step=3)
     if WP_WALKS[name]:
         forbid(monkeypatch, wp_module, "vmap")
         forbid(monkeypatch, wp_module, "functional_call")
-    g_new, out_new = estimate(model, make(), x, y)
+    g_new, out_new = estimate(make(), model, x, y, CE, seed=0, step=3)
     torch.testing.assert_close(g_new, g_old, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out_new.loss, out_old.loss, rtol=1e-12, atol=1e-12)
     assert g_new.abs().sum() > 0

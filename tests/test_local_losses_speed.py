@@ -382,6 +382,28 @@ def test_only_the_classification_tasks_cross_entropy_is_written_out():
     assert not is_cross_entropy(Smoothed().loss, logits, y)
 
 
+def test_a_loss_function_carries_the_kind_its_task_declares():
+    from learnbench.tasks import CROSS_ENTROPY, OTHER_LOSS, SequenceClassification, SequenceRegression, Task, loss_kind
+
+    assert loss_kind(Classification().loss) == loss_kind(partial(per_example_loss, CLASSIFICATION)) == CROSS_ENTROPY
+    assert loss_kind(Reconstruction().loss) == loss_kind(partial(per_example_loss, "reconstruction")) == OTHER_LOSS
+    assert loss_kind(SequenceClassification().loss) == OTHER_LOSS  # cross entropy of the last step only
+    for task in (SequenceClassification(), SequenceRegression()):  # a window's share of the loss is not the loss
+        assert loss_kind(task.window_loss(4, 0, 2)) == loss_kind(task.window_loss(4, 2, 4)) == OTHER_LOSS
+
+    class Relabelled(Classification):  # keeps the parent's loss, and so its kind
+        name = "relabelled"
+
+    class Declared(Task):  # a task's own loss, its kind declared beside it
+        loss_kind = CROSS_ENTROPY
+
+        def loss(self, output, target):
+            return F.cross_entropy(output, target, reduction="none")
+
+    assert loss_kind(Relabelled().loss) == loss_kind(Declared().loss) == CROSS_ENTROPY
+    assert loss_kind(Classification().metrics) == OTHER_LOSS  # a task's other bound methods are not its loss
+
+
 def test_cross_entropy_gradient_is_autograds():
     from learnbench.rules.local import cross_entropy_gradient
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.func import functional_call
 
+from conftest import NO_RANDOMNESS, NO_STEP_NOISE, draws_step_noise, estimate
 from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
 from learnbench.catalog import comparable_rules, rule_from_config
-from learnbench.paths import CONFIG_DIR
 from learnbench.rules import (
     Backprop,
     ForwardGradientActivity,
@@ -45,20 +43,13 @@ def true_grad(model, x, y, loss_fn=CE) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def estimate(rule, model, x, y, loss_fn=CE) -> torch.Tensor:
-    for p in model.parameters():
-        p.grad = None
-    rule.estimate_grads(model, x, y, loss_fn)
-    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-
-
-def ready(rule, model, seed=0):
-    rule.setup(model, seed=seed, rank=0, device=torch.device("cpu"))
+def ready(rule, model, seed=0, rank=0):
+    rule.setup(model, seed=seed, rank=rank, device=torch.device("cpu"))
     return rule
 
 
-# Rules that draw noise every step (perturbation rules; brsf's random feedback magnitudes).
-NOISY = [m for m in METHODS if "table_size" in OmegaConf.load(CONFIG_DIR / "method" / f"{m}.yaml") or m == "brsf"]
+# Rules that draw noise every step (perturbation rules; brsf's random feedback magnitudes): conftest.NO_STEP_NOISE.
+NOISY = [m for m in METHODS if draws_step_noise(m)]
 
 
 # ---------------------------------------------------------------- exactness of the derivatives
@@ -100,18 +91,18 @@ def test_wp_finite_difference_converges_to_jvp(layer_norm):
 def test_np_and_fg_a_agree_to_first_order_on_the_same_noise(layer_norm):
     """Same seed => same per-example noise; NP's (dL/sigma) v -> FG-A's (grad . v) v as sigma -> 0."""
     model, x, y = problem(layer_norm, activation="tanh")
-    fg_a = estimate(ready(ForwardGradientActivity(mask_inactive=False, table_size=0), model, seed=5), model, x, y)
+    fg_a, _ = estimate(ForwardGradientActivity(mask_inactive=False, table_size=0), model, x, y, seed=5)
     gaps = []
     for sigma in (1e-3, 1e-4, 1e-5):
-        np_ = estimate(ready(NodePerturbation(sigma=sigma, table_size=0), model, seed=5), model, x, y)
+        np_, _ = estimate(NodePerturbation(sigma=sigma, table_size=0), model, x, y, seed=5)
         gaps.append(((np_ - fg_a).norm() / fg_a.norm()).item())
     assert gaps[2] < 1e-3 and gaps[1] < gaps[0] / 5 and gaps[2] < gaps[1] / 5, gaps
 
 
 def test_wp_and_fg_w_agree_to_first_order_on_the_same_noise():
     model, x, y = problem()
-    fg_w = estimate(ready(ForwardGradientWeight(table_size=0), model, seed=3), model, x, y)
-    wp = estimate(ready(WeightPerturbation(sigma=1e-6, table_size=0), model, seed=3), model, x, y)
+    fg_w, _ = estimate(ForwardGradientWeight(table_size=0), model, x, y, seed=3)
+    wp, _ = estimate(WeightPerturbation(sigma=1e-6, table_size=0), model, x, y, seed=3)
     assert ((wp - fg_w).norm() / fg_w.norm()) < 1e-4
 
 
@@ -129,13 +120,13 @@ def test_fg_a_local_update_equals_autograd_on_its_own_deltas():
         a = block.norm(block.linear(h.detach()))
         oracle += list(torch.autograd.grad(a, [*block.linear.parameters(), *block.norm.parameters()], delta))
         h = block.activation(a)
-    got = estimate(ready(ForwardGradientActivity(table_size=0), model, seed=7), model, x, y)
+    got, _ = estimate(ForwardGradientActivity(table_size=0), model, x, y, seed=7)
     torch.testing.assert_close(got, torch.cat([g.reshape(-1) for g in oracle]))
 
 
 # ---------------------------------------------------------------- unbiasedness and variance
 def mean_of_estimates(rule, model, x, y, n, loss_fn=CE):
-    samples = torch.stack([estimate(rule, model, x, y, loss_fn) for _ in range(n)])
+    samples = torch.stack([estimate(rule, model, x, y, loss_fn)[0] for _ in range(n)])
     return samples.mean(0), samples
 
 
@@ -225,7 +216,7 @@ def test_every_rule_writes_a_finite_gradient_for_every_parameter(method, loss):
         model = MLP(6, 6, (4,), layer_norm=True)
         x = torch.randn(8, 6)
         y, loss_fn = x, MSE
-    rule = ready(rule_from_config(method, **({} if method == "bp" else {"table_size": 0})), model)
+    rule = ready(rule_from_config(method, table_size=0), model)
     out = rule.estimate_grads(model, x, y, loss_fn)
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.shape == p.shape, name
@@ -235,24 +226,37 @@ def test_every_rule_writes_a_finite_gradient_for_every_parameter(method, loss):
 
 def test_backprop_rule_equals_autograd():
     model, x, y = problem(layer_norm=True)
-    torch.testing.assert_close(estimate(Backprop(), model, x, y), true_grad(model, x, y), rtol=0, atol=0)
+    torch.testing.assert_close(estimate(Backprop(), model, x, y)[0], true_grad(model, x, y), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- randomness
-# usf: sign(W); pc, ipc: inference from the feed-forward pass: nothing random
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("bp", "usf", "pc", "ipc")])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in NO_RANDOMNESS])
 def test_rule_noise_is_its_own_generator(method):
     """Same rule seed => same estimate, whatever the global RNG did; another seed => another estimate
     (another noise stream, or other random feedback matrices)."""
     model, x, y = problem()
     torch.manual_seed(123)
-    a = estimate(ready(rule_from_config(method, table_size=1 << 12), model, seed=0), model, x, y)
+    a, _ = estimate(rule_from_config(method, table_size=1 << 12), model, x, y, seed=0)
     torch.manual_seed(999)
     torch.randn(1000)  # the global generator moves (as data shuffling or dropout would)
-    b = estimate(ready(rule_from_config(method, table_size=1 << 12), model, seed=0), model, x, y)
-    c = estimate(ready(rule_from_config(method, table_size=1 << 12), model, seed=1), model, x, y)
+    b, _ = estimate(rule_from_config(method, table_size=1 << 12), model, x, y, seed=0)
+    c, _ = estimate(rule_from_config(method, table_size=1 << 12), model, x, y, seed=1)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("method", [m for m in [*METHODS, *comparable_rules("local")] if m not in NO_RANDOMNESS])
+def test_rule_state_from_the_seed_is_the_same_in_float32_and_float64(method):
+    """Rule state (random feedback, its magnitudes, local heads) is drawn in float32 on the CPU and cast
+    (docs/architecture.md), so a float64 run, or a run under another default dtype, draws a float32 run's state."""
+    states = {}
+    for dtype in (torch.float32, torch.float64):
+        torch.set_default_dtype(dtype)  # the float64 fixture restores the default afterwards
+        model, _, _ = problem()
+        states[dtype] = ready(rule_from_config(method, table_size=0), model).state_dict()
+    assert states[torch.float32].keys() == states[torch.float64].keys()
+    for key, value in states[torch.float32].items():
+        torch.testing.assert_close(states[torch.float64][key], value.double(), rtol=0, atol=0, equal_nan=True, msg=key)
 
 
 def test_noise_table_slices_are_standard_normal():
@@ -271,22 +275,35 @@ def test_noise_table_slices_are_standard_normal():
         NoiseSource("uniform")
 
 
+def estimate_at_step(method, model, x, y, step, rank=0, warmup=0, seed=0) -> torch.Tensor:
+    """The rule's estimate after begin_step(step), on a rule that took `warmup` steps before (each moves its generator)."""
+    rule = ready(rule_from_config(method, table_size=1 << 12), model, seed=seed, rank=rank)
+    for s in range(warmup):
+        estimate(rule, model, x, y, step=s)
+    return estimate(rule, model, x, y, step=step)[0]
+
+
 @pytest.mark.parametrize("method", NOISY)
 def test_step_noise_depends_only_on_seed_rank_and_step(method):
     """What makes resuming (on any number of ranks) exact: after begin_step(s) the estimate is a
     function of (seed, rank, s) and the parameters, not of the steps that came before."""
     model, x, y = problem()
-
-    def at_step(step, rank=0, warmup=0):
-        rule = ready(rule_from_config(method, table_size=1 << 12), model)
-        rule.setup(model, seed=0, rank=rank, device=torch.device("cpu"))
-        for s in range(warmup):  # earlier steps move the generator
-            rule.begin_step(s)
-            estimate(rule, model, x, y)
-        rule.begin_step(step)
-        return estimate(rule, model, x, y)
-
+    at_step = partial(estimate_at_step, method, model, x, y)
     torch.testing.assert_close(at_step(5), at_step(5, warmup=3), rtol=0, atol=0)
     assert not torch.equal(at_step(5), at_step(6))
     differs_per_rank = not torch.equal(at_step(5, rank=0), at_step(5, rank=1))
     assert differs_per_rank == rule_from_config(method).noise_differs_per_rank
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if not draws_step_noise(m)])
+def test_rules_listed_without_step_noise_draw_none(method):
+    """conftest.NO_STEP_NOISE's claims: the same estimate at every step (and, for NO_RANDOMNESS, for every seed)."""
+    model, x, y = problem()
+    at_step = partial(estimate_at_step, method, model, x, y)
+    torch.testing.assert_close(at_step(5), at_step(6, warmup=2), rtol=0, atol=0)
+    if method in NO_RANDOMNESS:
+        torch.testing.assert_close(at_step(5), at_step(5, seed=1), rtol=0, atol=0)
+
+
+def test_every_rule_listed_without_step_noise_exists():
+    assert set(NO_STEP_NOISE) <= set(METHODS) and NO_RANDOMNESS <= set(NO_STEP_NOISE)

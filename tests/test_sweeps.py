@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from learnbench.catalog import method_config
+from learnbench.catalog import comparable_rules, method_config
 from learnbench.paths import CONFIG_DIR
 from learnbench.rules import LearningRule
 
@@ -170,7 +170,7 @@ def test_optuna_sweep_bounds_compose(name):
         sweep = parser.parse_override(f"{key}={value}").value()
         assert "log" in sweep.tags, f"{key}: a scale parameter, searched on a log scale"
         ends[key] = [sweep.start, sweep.end]
-    for method in ("wp", "np"):  # the rules with a sigma
+    for method in [m for m in comparable_rules("feedforward") if "sigma" in method_config(m)]:  # the rules with a sigma
         for combination in product(ends):
             overrides = [f"sweep={name}", f"method={method}", *(f"{k}={v}" for k, v in combination.items())]
             check_values(composed(tuple(overrides)), combination)

@@ -59,7 +59,9 @@ __all__ = ["ConfigError", "TOP_LEVEL", "describe", "schema_for", "validate_confi
 
 
 class ConfigError(ValueError):
-    """A config that cannot run; the message names each bad key, its value and what it accepts."""
+    """A config that cannot run; the message says what to change. The one class for every such refusal:
+    a bad option here (each bad key, its value and what it accepts) and a combination train.check_config
+    refuses (a GPU trainer without CUDA, sequence data without a recurrent model, ...)."""
 
 
 # ============================================================================= schemas
@@ -546,8 +548,8 @@ def _check_target(path: str, node: DictConfig, problems: list[_Problem]) -> None
             problems.append(_Problem(dotted, text, via))
 
 
-def validate_config(cfg: DictConfig, error: type[Exception] = ConfigError) -> None:
-    """Check every option of the composed config; raise `error` (a ConfigError) listing all bad keys.
+def validate_config(cfg: DictConfig) -> None:
+    """Check every option of the composed config; raise one ConfigError listing all bad keys.
 
     Nothing is loaded or built: the targets are imported and their signatures read, that is all.
     """
@@ -576,8 +578,8 @@ def validate_config(cfg: DictConfig, error: type[Exception] = ConfigError) -> No
         where = ", ".join(w for w in where if w)
         lines.append(f"{problem.text} ({where})" if where else problem.text)
     if len(lines) == 1:
-        raise error(lines[0])
-    raise error(f"{len(lines)} options are invalid:\n" + "\n".join(f"  {line}" for line in lines))
+        raise ConfigError(lines[0])
+    raise ConfigError(f"{len(lines)} options are invalid:\n" + "\n".join(f"  {line}" for line in lines))
 
 
 def check_arguments(init, arguments: dict[str, Any], prefix: str = "method") -> None:

@@ -26,7 +26,7 @@ from typing import NoReturn
 from hydra.errors import CompactHydraException
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 
-from learnbench.config_validation import ConfigError as _ValidationError
+from learnbench.config_validation import ConfigError
 from learnbench.data.vision import DamagedDataFileError, DatasetNotFoundError
 
 __all__ = [
@@ -159,9 +159,8 @@ class WandbLogger(_LightningWandbLogger):
 
 
 # ----------------------------------------------------------------------------- errors the user fixes
-# Errors whose message says what to change; a traceback adds nothing to them. (train.ConfigError is
-# added by train.main, which owns it.)
-USER_ERRORS: tuple[type[Exception], ...] = (_ValidationError, DamagedDataFileError, DatasetNotFoundError)
+# Errors whose message says what to change; a traceback adds nothing to them.
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DamagedDataFileError, DatasetNotFoundError)
 EXIT_USER_ERROR = 2  # like argparse: the command line (or the files it names) needs changing
 
 

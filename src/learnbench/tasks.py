@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Literal
 
 import torchmetrics
 from torch import Tensor
@@ -23,6 +24,13 @@ RECONSTRUCTION = "reconstruction"
 # (output, target) -> loss of each example, shape [batch]; the batch loss is its mean.
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
+#: What a task's `loss` is, for rules that write a known loss's derivative out instead of asking autograd.
+#: cross_entropy: F.cross_entropy(output, target, reduction="none"), logits [B, C] against class indices
+#: [B] (or class probabilities, which the rules check for). other: anything else (autograd).
+LossKind = Literal["cross_entropy", "other"]
+CROSS_ENTROPY: LossKind = "cross_entropy"
+OTHER_LOSS: LossKind = "other"
+
 
 class Task:
     """Base: subclasses set `name` and implement `loss` and `metrics`; `update` feeds each metric."""
@@ -30,6 +38,14 @@ class Task:
     name: str = ""
     #: Examples are sequences [batch, time, features]: the module cuts them into windows (SequenceTask).
     sequential: bool = False
+    #: What `loss` is (LossKind); read through `loss_kind(loss_fn)`.
+    loss_kind: LossKind = OTHER_LOSS
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A subclass that redefines `loss` has a loss of its own: it never inherits its parent's kind.
+        if "loss" in vars(cls) and "loss_kind" not in vars(cls):
+            cls.loss_kind = OTHER_LOSS
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
@@ -47,6 +63,7 @@ class Task:
 
 class Classification(Task):
     name = CLASSIFICATION
+    loss_kind = CROSS_ENTROPY
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(output, target, reduction="none")
@@ -136,6 +153,7 @@ class SequenceClassification(SequenceTask):
 
     name = "sequence_classification"
     per_step = False
+    loss_kind = OTHER_LOSS  # cross entropy of the last step's output, not of the output [B, T, C] it is given
 
     def loss(self, output, target):
         return F.cross_entropy(output[:, -1], target, reduction="none")
@@ -174,3 +192,14 @@ def per_example_loss(task: str, output: Tensor, target: Tensor) -> Tensor:
     """Loss of each example, shape [batch], for the task of that name (bind it with functools.partial)."""
     return get_task(task).loss(output, target)
 
+
+def loss_kind(loss_fn: LossFn) -> LossKind:
+    """The kind of a loss function a rule receives: its task's `loss_kind` when it is a task's whole loss (the
+    bound `task.loss` the training module passes, or per_example_loss bound to a task's name); "other" for
+    anything else, a sequence window's share of its task's loss (SequenceTask.window_loss) included."""
+    task = getattr(loss_fn, "__self__", None)
+    if isinstance(task, Task) and loss_fn.__func__ is type(task).loss:
+        return task.loss_kind
+    if isinstance(loss_fn, functools.partial) and loss_fn.func is per_example_loss and len(loss_fn.args) == 1 and not loss_fn.keywords:
+        return get_task(loss_fn.args[0]).loss_kind
+    return OTHER_LOSS

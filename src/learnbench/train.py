@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.callbacks import RunRecorder
+from learnbench.config_validation import ConfigError, validate_config
 from learnbench.tasks import RECONSTRUCTION, get_task
 from learnbench.models import CNN, Autoencoder
 from learnbench.module import LearningRuleModule
@@ -34,10 +35,6 @@ from learnbench.wandb_mode import choose_offline
 log = logging.getLogger("learnbench")
 
 
-class ConfigError(ValueError):
-    """A config combination that cannot run; the message says what to change."""
-
-
 def config_choices(cfg: DictConfig) -> dict[str, str]:
     """The chosen option of each config group (method=bp, data=spiral, ...)."""
     if HydraConfig.initialized():
@@ -47,9 +44,7 @@ def config_choices(cfg: DictConfig) -> dict[str, str]:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible combinations before any data is loaded or any step is taken."""
-    from learnbench.config_validation import validate_config
-
-    validate_config(cfg, error=ConfigError)  # every option's type and range (learnbench/options.py)
+    validate_config(cfg)  # every option's type and range (learnbench/options.py)
     trainer = cfg.trainer
     if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer uses GPUs but this machine has no CUDA device: use trainer=cpu (or trainer=ddp_sim)")
@@ -318,7 +313,7 @@ def main(cfg: DictConfig) -> float | None:
         try:
             with ddp_launch.job_scope():
                 record = train(cfg)  # writes results.json (status failed) also when it raises
-        except (ConfigError, *USER_ERRORS) as error:
+        except USER_ERRORS as error:
             # A bad option or a missing/damaged data file: its message, no traceback; exit status 2
             # (in a multirun only this job fails and the sweep goes on).
             stop(error, log)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +25,7 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import Block, BlockChain
 from learnbench.rules.base import trainable_parameters
+from learnbench.tasks import CROSS_ENTROPY, loss_kind
 
 
 @dataclass
@@ -373,16 +373,9 @@ def _is_identity(module) -> bool:
 
 
 def is_cross_entropy(loss_fn, output: Tensor, y: Tensor) -> bool:
-    """Whether loss_fn is the classification task's per-example cross entropy (the bound Task.loss the
-    training module passes, or per_example_loss bound to it) on logits [B, C] and class indices [B]:
-    then its gradient and jvp are written out (cross_entropy_gradient) instead of taken by autograd."""
-    from learnbench.tasks import CLASSIFICATION, Classification, per_example_loss
-
-    if isinstance(getattr(loss_fn, "__self__", None), Classification) and getattr(loss_fn, "__func__", None) is Classification.loss:
-        known = True
-    else:
-        known = isinstance(loss_fn, partial) and loss_fn.func is per_example_loss and loss_fn.args == (CLASSIFICATION,) and not loss_fn.keywords
-    return known and output.dim() == 2 and y.dim() == 1 and not y.is_floating_point()
+    """Whether loss_fn is a task's per-example cross entropy (tasks.loss_kind) on logits [B, C] and class
+    indices [B]: then its gradient and jvp are written out (cross_entropy_gradient) instead of taken by autograd."""
+    return loss_kind(loss_fn) == CROSS_ENTROPY and output.dim() == 2 and y.dim() == 1 and not y.is_floating_point()
 
 
 def cross_entropy_gradient(output: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -5,7 +5,9 @@ Like feedback alignment, but B_l learns: it receives the same update as W_l, and
     dW_l = -eta (delta_l^T z_l + lambda W_l),   dB_l = -eta (delta_l^T z_l + lambda B_l),
 
 so B_l - W_l shrinks by (1 - eta lambda) every plain-SGD step and the backward pass tends to
-backprop's. B_l is a rule-owned nn.Parameter: the module's optimiser steps it (its own param
+backprop's (B_l has W_l's shape here: it stands where W_l does in the backward pass, so the
+papers' W_l - B_l^T is W_l - B_l). Every W decays alike, the first block's too, though it has no B
+(no error goes below the input). B_l is a rule-owned nn.Parameter: the module's optimiser steps it (its own param
 group), all-reduces and clips it with the model's parameters, and checkpoints keep it.
 `decay` is lambda, added to both gradients here (the optimiser's own weight decay, if any, acts on
 both groups alike too).
@@ -30,17 +32,23 @@ class KolenPollack(FeedbackAlignment):
 
     def estimate_grads(self, model, x, y, loss_fn):
         out = FeedbackRule.estimate_grads(self, model, x, y, loss_fn)
-        for i, feedback in self.feedback.items():
-            weight = model.blocks[i].linear.weight
+        feedback = dict(self.feedback.items())  # every block but the first
+        for i, block in enumerate(model.blocks):
+            weight = block.linear.weight
             if weight.grad is None:
                 continue
-            # B's gradient is written into a buffer kept across steps (the module sets grads to None
-            # each step) and W's decay is added in place: one kernel each and no temporaries, which
-            # kept KP at FA's cost in the benchmark (docs/speed.md).
-            buffer = self._feedback_grads.get(i)
-            if buffer is None or buffer.shape != feedback.shape or buffer.dtype != feedback.dtype or buffer.device != feedback.device:
-                buffer = self._feedback_grads[i] = torch.empty_like(feedback, memory_format=torch.preserve_format)
-            torch.add(weight.grad, feedback.detach(), alpha=self.decay, out=buffer)
-            feedback.grad = buffer
+            if i in feedback:
+                self._set_feedback_grad(feedback[i], i, weight.grad)  # W's gradient before W's decay is added
+            # Every W decays, the first block's too (it has no B, but the same update as the others).
             weight.grad.add_(weight.detach(), alpha=self.decay)
         return out
+
+    def _set_feedback_grad(self, feedback: torch.Tensor, i: int, weight_grad: torch.Tensor) -> None:
+        """B_l's gradient: W_l's plus lambda B_l. Written into a buffer kept across steps (the module sets
+        grads to None each step), as W's decay is added in place: one kernel each and no temporaries, which
+        kept KP at FA's cost in the benchmark (docs/speed.md)."""
+        buffer = self._feedback_grads.get(i)
+        if buffer is None or buffer.shape != feedback.shape or buffer.dtype != feedback.dtype or buffer.device != feedback.device:
+            buffer = self._feedback_grads[i] = torch.empty_like(feedback, memory_format=torch.preserve_format)
+        torch.add(weight_grad, feedback.detach(), alpha=self.decay, out=buffer)
+        feedback.grad = buffer

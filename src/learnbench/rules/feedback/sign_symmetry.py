@@ -44,7 +44,7 @@ class SignSymmetry(FeedbackRule):
             for i, block in enumerate(model.blocks):
                 w = block.linear.weight
                 if i > 0:
-                    self.magnitudes.add(i, torch.randn(w.shape, generator=generator).abs().to(w.dtype))  # float32 draw: the same B in any dtype
+                    self.magnitudes.add(i, torch.randn(w.shape, generator=generator, dtype=torch.float32).abs().to(w.dtype))  # float32 draw: the same B in any dtype
 
     def begin_step(self, step):
         super().begin_step(step)

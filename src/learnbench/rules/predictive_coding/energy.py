@@ -16,7 +16,6 @@ autograd within the one block (a graph one block deep, freed at once).
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -25,7 +24,7 @@ from torch.nn import functional as F
 
 from learnbench.models.blocks import Block
 from learnbench.rules.local import Trace
-from learnbench.tasks import CLASSIFICATION, Classification, per_example_loss
+from learnbench.tasks import CROSS_ENTROPY, loss_kind
 
 
 def predict(block: Block, below: Tensor) -> Trace:
@@ -100,15 +99,6 @@ def top_energy(output: Tensor, y: Tensor, loss_fn, output_loss: str) -> tuple[Te
     return TopEnergy(y, loss_fn, output_loss)(output)
 
 
-def is_cross_entropy(loss_fn) -> bool:
-    """Whether loss_fn is the classification task's per-example cross-entropy (the training module's
-    `task.loss`, or `partial(per_example_loss, "classification")`): its derivative is then written out."""
-    if getattr(loss_fn, "__func__", None) is Classification.loss:
-        return True
-    return (isinstance(loss_fn, functools.partial) and loss_fn.func is per_example_loss
-            and loss_fn.args == (CLASSIFICATION,) and not loss_fn.keywords)
-
-
 class TopEnergy:
     """top_energy for one batch's target y, called at every inference step: the one-hot target is built once.
     Cross-entropy's derivative is ATen's log-softmax backward of nll_loss's (-1 at the target), the ops autograd
@@ -116,7 +106,7 @@ class TopEnergy:
 
     def __init__(self, y: Tensor, loss_fn, output_loss: str):
         self.y, self.loss_fn, self.output_loss = y, loss_fn, output_loss
-        self.cross_entropy = output_loss == "task" and is_cross_entropy(loss_fn) and not y.is_floating_point()
+        self.cross_entropy = output_loss == "task" and loss_kind(loss_fn) == CROSS_ENTROPY and not y.is_floating_point()
         self.target: Tensor | None = None  # se: the one-hot (or flattened) target; cross-entropy: minus the one-hot
 
     def __call__(self, output: Tensor) -> tuple[Tensor, Tensor]:
