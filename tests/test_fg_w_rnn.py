@@ -13,10 +13,10 @@ from torch import nn
 from torch.func import functional_call, jvp, vmap
 
 from test_recurrent import random_batch
+from conftest import estimate
 from learnbench.models import RNN, RNNState
 from learnbench.rules import ForwardGradientWeight
 from learnbench.rules.perturbation import forward_gradient_weight as fgw_module
-from learnbench.rules.base import trainable_parameters
 from learnbench.tasks import get_task
 
 BATCH, STEPS, INPUTS, OUTPUTS, UNITS = 3, 8, 2, 2, 5
@@ -115,14 +115,6 @@ def _no_walk(model):
     return ()
 
 
-def estimate(rule, model, x, y, loss_fn):
-    for p in model.parameters():
-        p.grad = None
-    rule.begin_step(0)
-    out = rule.estimate_grads(model, x, y, loss_fn)
-    return torch.cat([p.grad.flatten() for p in trainable_parameters(model)]), out
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("K", [1, 3])
 def test_a_training_step_estimates_what_the_jvp_path_did(K, dtype, monkeypatch):
@@ -132,9 +124,9 @@ def test_a_training_step_estimates_what_the_jvp_path_did(K, dtype, monkeypatch):
     x, y = random_batch("sequence_regression", 5, 1, 30, INPUTS, OUTPUTS)
     x, y = x.to(dtype), y.to(dtype)
     loss_fn = get_task("sequence_regression").loss
-    new, new_out = estimate(ready(ForwardGradientWeight(directions=K), model, seed=9), model, x, y, loss_fn)
+    new, new_out = estimate(ready(ForwardGradientWeight(directions=K), model, seed=9), model, x, y, loss_fn, step=0)
     monkeypatch.setattr(RNN, "walk_parameters", _no_walk)
-    old, old_out = estimate(ready(ForwardGradientWeight(directions=K), model, seed=9), model, x, y, loss_fn)
+    old, old_out = estimate(ready(ForwardGradientWeight(directions=K), model, seed=9), model, x, y, loss_fn, step=0)
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(new, old, **tol)
     assert new.abs().sum() > 0

@@ -15,6 +15,7 @@ import torch
 from learnbench.models import RNN
 from learnbench.rules import BPTT, RFLO, RTRL, EProp
 from learnbench.rules.base import trainable_parameters
+from learnbench.catalog import comparable_rules, rule_from_config
 from learnbench.tasks import get_task
 
 SEQUENCE_TASKS = ("sequence_regression", "sequence_soft_classification", "sequence_classification")
@@ -316,17 +317,18 @@ def test_sequence_splits_have_the_promised_shapes_and_targets():
 
 
 # ------------------------------------------------------------------ two DDP processes, every recurrent rule
-# name: (rule class, options). Two ranks x batch 2 = batches of 4 sequences of 8 steps, one epoch (2 batches).
-DDP_CASES = {
-    "bptt": (BPTT, {}),
-    "bptt_truncated": (BPTT, {"truncation": 3}),
-    "bptt_online": (BPTT, {"update_every": 3}),
-    "rtrl_online": (RTRL, {"update_every": 4}),
-    "rflo": (RFLO, {}),
-    "eprop_symmetric": (EProp, {"feedback": "symmetric"}),
-    "eprop_random_online": (EProp, {"feedback": "random", "update_every": 2}),
-    "eprop_adaptive": (EProp, {"feedback": "adaptive", "feedback_decay": 0.1}),
+# name: (method, options). Every rule that trains only recurrent models, from the catalogue, with its yaml's
+# defaults (a new recurrent rule is covered without editing this list), plus the variants below.
+# Two ranks x batch 2 = batches of 4 sequences of 8 steps, one epoch (2 batches).
+DDP_VARIANTS = {
+    "bptt_truncated": ("bptt", {"truncation": 3}),
+    "bptt_online": ("bptt", {"update_every": 3}),
+    "rtrl_online": ("rtrl", {"update_every": 4}),
+    "eprop_random_online": ("eprop", {"feedback": "random", "update_every": 2}),
+    "eprop_adaptive": ("eprop", {"feedback": "adaptive", "feedback_decay": 0.1}),
 }
+DDP_CASES = {**{m: (m, {}) for m in sorted(set(comparable_rules("recurrent")) - set(comparable_rules("feedforward")))},
+             **DDP_VARIANTS}
 DDP_WORLD, DDP_BATCH, DDP_STEPS = 2, 2, 8
 
 
@@ -348,8 +350,8 @@ def _ddp_worker(rank: int, port: int, directory: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(DDP_WORLD), RANK=str(rank),
                       LOCAL_RANK=str(rank), NODE_RANK="0")
     torch.set_num_threads(1)
-    for name, (rule_class, options) in DDP_CASES.items():
-        module = LearningRuleModule(ddp_start(), rule_class(**options), optimizer=functools.partial(torch.optim.SGD, lr=0.5),
+    for name, (method, options) in DDP_CASES.items():
+        module = LearningRuleModule(ddp_start(), rule_from_config(method, **options), optimizer=functools.partial(torch.optim.SGD, lr=0.5),
                                     task="sequence_soft_classification", num_classes=2)
         trainer = L.Trainer(accelerator="cpu", devices=DDP_WORLD, strategy="ddp", precision="64-true", max_epochs=1,
                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -362,13 +364,13 @@ def _ddp_worker(rank: int, port: int, directory: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def hand_written_ddp_oracle(rule_class, options) -> dict:
+def hand_written_ddp_oracle(method, options) -> dict:
     """One process, no Lightning: the union of the ranks' batches (mean loss over equal shards = mean of the
     ranks' means), windows and updates written out here, SGD on the model's and the rule's parameters."""
     from learnbench.data.in_memory import TensorBatches
 
     model = ddp_start().double()
-    rule = rule_class(**options)
+    rule = rule_from_config(method, **options)
     rule.bind(model, seed=0)
     rule.double()
     trained = [*trainable_parameters(model), *rule.extra_parameters()]
@@ -408,9 +410,9 @@ def test_two_ddp_processes_stay_identical_and_equal_the_one_process_oracle(tmp_p
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=DDP_WORLD, join=True)
     start = {f"model.{k}": v.double() for k, v in ddp_start().state_dict().items()}
-    for name, (rule_class, options) in DDP_CASES.items():
+    for name, (method, options) in DDP_CASES.items():
         rank0, rank1 = (torch.load(tmp_path / f"{name}.rank{r}.pt") for r in range(DDP_WORLD))
-        oracle = hand_written_ddp_oracle(rule_class, options)
+        oracle = hand_written_ddp_oracle(method, options)
         assert any(not torch.equal(rank0[k], start[k]) for k in start), f"{name}: nothing moved"
         assert rank0.keys() == oracle.keys()
         for k in rank0:

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from conftest import compose_config, tiny
+from conftest import estimate, compose_config, tiny
 from test_recurrent import random_batch as recurrent_batch
 from learnbench.models import RNN
 from learnbench.rules import ForwardGradientActivity, NodePerturbation
@@ -51,13 +51,9 @@ def ready(rule, model, seed=0):
     return rule
 
 
-def estimate(rule, model, x, y, task: str, step: int = 0) -> torch.Tensor:
+def sequence_estimate(rule, model, x, y, task: str, step: int = 0) -> torch.Tensor:
     """One estimate, as the module asks for it off the recurrent rules' windows: the whole sequence, task.loss."""
-    for p in model.parameters():
-        p.grad = None
-    rule.begin_step(step)
-    rule.estimate_grads(model, x, y, get_task(task).loss)
-    return torch.cat([p.grad.flatten() for p in trainable_parameters(model)])
+    return estimate(rule, model, x, y, get_task(task).loss, step=step)[0]
 
 
 def test_both_rules_train_the_rnn_in_the_comparisons():
@@ -99,7 +95,7 @@ def test_fg_a_over_the_full_basis_equals_bptt(task, options):
     D = STEPS * (UNITS + OUTPUTS)
     rule = ready(ForwardGradientActivity(directions=D, table_size=0), model)
     rule.sample_site_noise = one_hot_sites(D)
-    torch.testing.assert_close(D * estimate(rule, model, x, y, task), autograd_bptt(model, x, y, task), rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(D * sequence_estimate(rule, model, x, y, task), autograd_bptt(model, x, y, task), rtol=1e-10, atol=1e-13)
 
 
 # ------------------------------------------------------------------ unbiasedness, tolerance from the variance
@@ -127,7 +123,7 @@ def test_estimates_average_to_bptt(make_rule):
     grad = autograd_bptt(model, x, y, task)
     rule = ready(make_rule(), model, seed=8)
     N = 400
-    samples = torch.stack([estimate(rule, model, x, y, task, step) for step in range(N)])
+    samples = torch.stack([sequence_estimate(rule, model, x, y, task, step) for step in range(N)])
     mean = samples.mean(0)
     trace_cov = samples.var(0).sum()
     assert (mean - grad).pow(2).sum() < 2 * trace_cov / N
@@ -142,10 +138,10 @@ def test_np_approaches_fg_a_on_the_same_noise():
     task = "sequence_soft_classification"
     model = random_net(9)
     x, y = random_batch(task, 10)
-    fg_a = estimate(ready(ForwardGradientActivity(directions=3, table_size=0), model, seed=11), model, x, y, task)
+    fg_a = sequence_estimate(ready(ForwardGradientActivity(directions=3, table_size=0), model, seed=11), model, x, y, task)
     gaps = []
     for sigma in (1e-3, 1e-4, 1e-5):
-        np_ = estimate(ready(NodePerturbation(sigma=sigma, directions=3, table_size=0), model, seed=11), model, x, y, task)
+        np_ = sequence_estimate(ready(NodePerturbation(sigma=sigma, directions=3, table_size=0), model, seed=11), model, x, y, task)
         gaps.append(((np_ - fg_a).norm() / fg_a.norm()).item())
     assert gaps[2] < 1e-3 and gaps[1] < gaps[0] / 5 and gaps[2] < gaps[1] / 5, gaps
 
@@ -158,7 +154,7 @@ def test_np_without_a_clean_pass_keeps_the_noisy_traces():
     grad = autograd_bptt(model, x, y, task)
     rule = ready(NodePerturbation(sigma=0.05, baseline="none", directions=50, table_size=0), model, seed=14)
     N = 400
-    samples = torch.stack([estimate(rule, model, x, y, task, step) for step in range(N)])
+    samples = torch.stack([sequence_estimate(rule, model, x, y, task, step) for step in range(N)])
     assert (samples.mean(0) - grad).pow(2).sum() < 2 * samples.var(0).sum() / N
 
 
