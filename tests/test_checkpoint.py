@@ -33,10 +33,14 @@ SEQUENCES = ["data=add_task", "data.steps=12", "data.train_sequences=4", "data.v
              "optimizer.momentum=0.9", *CSV_ONLY]
 
 
+# The closed-form readout fits a reservoir's on the same sequences (its statistics rebuilt every epoch).
+RESERVOIR = {"ridge": [*(o for o in SEQUENCES if not o.startswith(("model=", "model.hidden_size"))), "model=esn", "model.units=6"]}
+
+
 def fit(tmp_path, method: str, epochs: int, ckpt_path=None, save_to=None):
-    common = [*SEQUENCES, *RECURRENT[method]] if method in RECURRENT else COMMON
+    common = [*SEQUENCES, *RECURRENT[method]] if method in RECURRENT else RESERVOIR.get(method, COMMON)
     overrides = [*common, f"method={method}", f"trainer.max_epochs={epochs}"]
-    if "table_size" not in (CONFIG_DIR / "method" / f"{method}.yaml").read_text() and method not in RECURRENT:
+    if "table_size" not in (CONFIG_DIR / "method" / f"{method}.yaml").read_text() and method not in RECURRENT and method not in RESERVOIR:
         overrides.remove("method.table_size=262144")
     cfg = compose_config(overrides, tmp_path)
     L.seed_everything(cfg.seed, verbose=False)  # as train() does: the same initial weights
