@@ -405,6 +405,21 @@ def test_gradient_rules_train_the_esn(method, tmp_path):
             torch.testing.assert_close(p.grad, g)
 
 
+def test_one_sequence_a_split_is_not_sharded_over_processes():
+    from types import SimpleNamespace
+
+    data = MackeyGlassDataModule(train_steps=50, val_steps=20, test_steps=20)
+    data.trainer = SimpleNamespace(world_size=2)
+    with pytest.raises(ValueError, match="one sequence per split, which cannot be sharded over 2 processes: run it on one"):
+        data.setup("fit")
+
+
+def test_ridge_with_nothing_after_the_washout_says_so():
+    model = esn(washout=30)
+    with pytest.raises(ValueError, match="no training step to fit: every step fell inside model.washout"):
+        fit_ridge(model, torch.rand(1, 20, 1, dtype=F64), torch.rand(1, 20, 1, dtype=F64), ridge=1e-3)
+
+
 # ============================================================================= the preset, end to end
 def test_the_reservoirpy_mackey_glass_preset_forecasts_as_its_readme(tmp_path):
     """The README reports RMSE 0.0020, R^2 0.99992 on its split (docs/results.md has ours, 3 seeds)."""

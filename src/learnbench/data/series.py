@@ -58,6 +58,13 @@ class SeriesDataModule(InMemoryDataModule):
     def load_splits(self) -> Splits:
         return Splits(*((torch.from_numpy(u).float()[None], torch.from_numpy(y).float()[None]) for u, y in self.series()))
 
+    def setup(self, stage: str | None = None) -> None:
+        # One training sequence cannot be shared out: every rank but one would train (or fit) on nothing.
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise ValueError(f"{type(self).__name__} holds one sequence per split, which cannot be sharded over "
+                             f"{self.trainer.world_size} processes: run it on one (trainer=cpu or trainer=gpu)")
+        super().setup(stage)
+
 
 # ----------------------------------------------------------------------------- Mackey-Glass
 def mackey_glass(length: int, rng: np.random.Generator, tau: int = 17, a: float = 0.2, b: float = 0.1, n: int = 10,

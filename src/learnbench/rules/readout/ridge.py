@@ -91,6 +91,9 @@ class Ridge(LearningRule):
     @torch.no_grad()
     def solve(self, model: TemporalModel, statistics: list[Tensor]) -> None:
         xx, yx = statistics
+        if not bool(xx.abs().sum() > 0):
+            raise ValueError("method=ridge has no training step to fit: every step fell inside model.washout, or this "
+                             "epoch gave no batch")
         params = list(model.trained_parameters("readout").values())
         if len(params) == 2:  # centred: [r; 1] [r; 1]^T holds sum r r^T, sum r and the count n
             n = xx[-1, -1]
