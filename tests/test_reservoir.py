@@ -364,6 +364,8 @@ def test_a_washout_as_long_as_a_split_is_refused(tmp_path):
 @pytest.mark.parametrize(("overrides", "message"), [
     (["data=spiral", "model=mlp", "method=ridge"], "method=ridge fits the readout of a reservoir and model=mlp has none: use model=esn"),
     (["data=mackey_glass", "model=esn", "method=ridge", "model.learn_output=false"], "the model's readout does not learn"),
+    (["data=sequential_mnist", "model=esn", "method=ridge"], "method=ridge fits a target at every time step and "
+                                                            "data=sequential_mnist gives one per sequence"),
 ])
 def test_a_closed_form_readout_of_a_model_without_one_is_refused(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message):

@@ -142,6 +142,11 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
         )
     if recurrent_model and not sequential:
         raise ConfigError(f"model={model} is recurrent and needs sequence data ({SEQUENCE_DATA}); data={data} is not one")
+    if set(trains) == {"reservoir"} and sequential and not getattr(get_task(datamodule.task), "per_step", True):
+        raise ConfigError(
+            f"method={method} fits a target at every time step and data={data} gives one per sequence: use a per-step "
+            f"sequence task (data=mackey_glass, narma10, lorenz, memory_capacity, sine_trajectory or add_task)"
+        )
     if recurrent_model and not {"recurrent", "reservoir"} & set(trains):
         raise ConfigError(
             f"method={method} does not train recurrent models: on model={model} use one of {', '.join(comparable_rules('recurrent'))}"
