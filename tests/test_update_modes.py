@@ -1,6 +1,6 @@
 """The update modes (rules/base.py): closed-form fits and direct weight changes, each against an oracle.
 
-- ridge (closed_form): the readout equals the normal-equation solution on the same states (float64),
+- ridge (closed_form): the readout equals the least-squares solution on the same states (float64; the bias unpenalised),
   accumulated over batches; it is in place before the first validation (epoch 0's val loss is the fitted
   readout's); statistics summed over 2 DDP processes equal one process on the union of their data.
 - a direct rule's change is applied exactly, p -= p.grad, whatever the optimiser (Adam, momentum), and
@@ -40,13 +40,16 @@ def add_task(batch_size: int) -> AddTaskDataModule:
 
 
 def normal_equations(model: RNN, x: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Oracle: [W_out, b_out] = Y X^T (X X^T + lambda I)^-1 over every step of every sequence, by lstsq on the
-    augmented system [X^T; sqrt(lambda) I] W^T = [Y^T; 0] (the same minimiser, another algorithm)."""
+    """Oracle: [W_out, b_out] minimising ||Y - W_out X - b_out||^2 + lambda ||W_out||^2 (the bias unpenalised, as
+    reservoirpy's Ridge) over every step of every sequence, by lstsq on the augmented system
+    [X^T 1; sqrt(lambda) I 0] [W_out b_out]^T = [Y^T; 0] (the rule solves centred normal equations: another algorithm)."""
     with torch.no_grad():
         r = model.phi(model.run(x)).reshape(-1, model.hidden_size)
+    n = model.hidden_size
     features = torch.cat([r, torch.ones(len(r), 1, dtype=r.dtype)], dim=1)
-    a = torch.cat([features, ridge ** 0.5 * torch.eye(features.shape[1], dtype=r.dtype)])
-    b = torch.cat([y.reshape(-1, y.shape[-1]), torch.zeros(features.shape[1], y.shape[-1], dtype=r.dtype)])
+    penalty = torch.cat([ridge ** 0.5 * torch.eye(n, dtype=r.dtype), torch.zeros(n, 1, dtype=r.dtype)], dim=1)
+    a = torch.cat([features, penalty])
+    b = torch.cat([y.reshape(-1, y.shape[-1]), torch.zeros(n, y.shape[-1], dtype=r.dtype)])
     return torch.linalg.lstsq(a, b).solution.T
 
 

@@ -68,6 +68,8 @@ class LearningRuleModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.task = get_task(task)
+        if getattr(model, "washout", 0):  # a reservoir's transient: left out of the loss and the metrics
+            self.task = self.task.with_washout(model.washout)
         self.loss_fn = self.task.loss
         self.seed = seed
         self.grad_clip_norm = grad_clip_norm

@@ -35,6 +35,7 @@ __all__ = [
     "NonNegative",
     "NonNegativeInt",
     "OpenFraction",
+    "PositiveFraction",
     "Positive",
     "PositiveInt",
     "Seed",
@@ -46,6 +47,7 @@ NonNegative = Annotated[float, Ge(0)]  # weight decay, noise levels, warm-up len
 Fraction = Annotated[float, Interval(ge=0, le=1)]  # [0, 1]: ratios, probabilities
 OpenFraction = Annotated[float, Interval(gt=0, lt=1)]  # (0, 1)
 HalfOpenFraction = Annotated[float, Interval(ge=0, lt=1)]  # [0, 1): momenta, decay rates (1 never forgets)
+PositiveFraction = Annotated[float, Interval(gt=0, le=1)]  # (0, 1]: leak rates, connectivities
 
 # Integers (a float such as 2.0 is refused: the code would get a float where it counts).
 PositiveInt = Annotated[int, Ge(1)]  # sizes, counts, directions

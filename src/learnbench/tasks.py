@@ -10,6 +10,7 @@ shards) need the vector, and the module averages it.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from typing import Literal
@@ -17,6 +18,8 @@ from typing import Literal
 import torchmetrics
 from torch import Tensor
 from torch.nn import functional as F
+
+from learnbench import regression_metrics
 
 CLASSIFICATION = "classification"
 RECONSTRUCTION = "reconstruction"
@@ -91,32 +94,56 @@ class SequenceTask(Task):
     """Sequences [batch, time, ...]. The loss of a sequence is the mean over its steps of a per-step loss
     (or, for a per-sequence target, the loss of the last step). The training module cuts sequences
     into windows and asks `window_loss` for each: the window losses of a sequence sum to its loss, so
-    gradients summed over windows are the sequence's gradient (docs/architecture.md, "Time")."""
+    gradients summed over windows are the sequence's gradient (docs/architecture.md, "Time").
+
+    `washout`: the first steps of every sequence (a reservoir's transient from its initial state) are left out
+    of the loss and the metrics: the loss is the mean over the steps after it. The registered tasks have none;
+    the training module takes a copy with the model's (`with_washout(model.washout)`)."""
 
     sequential = True
     #: Targets [batch, time, ...], one per step (else one per sequence, scored at the last step).
     per_step: bool = True
+    washout: int = 0
+
+    def with_washout(self, washout: int) -> "SequenceTask":
+        """A copy of this task that scores only the steps from `washout` on (a per-sequence target is read at
+        the last step anyway: washout changes nothing there)."""
+        task = copy.copy(self)
+        task.washout = washout if self.per_step else 0
+        return task
+
+    def scored(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """The steps after the washout of outputs and targets [batch, time, ...]."""
+        if not self.washout:
+            return output, target
+        return output[:, self.washout:], target[:, self.washout:]
 
     def step_loss(self, output: Tensor, target: Tensor) -> Tensor:
         """The loss of every example at every step, [batch, time]."""
         raise NotImplementedError
 
+    def update(self, metrics: dict[str, torchmetrics.Metric], output: Tensor, target: Tensor) -> None:
+        super().update(metrics, *self.scored(output, target))
+
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return self.step_loss(output, target).mean(dim=1)
+        return self.step_loss(*self.scored(output, target)).mean(dim=1)
 
     def window_target(self, target: Tensor, t0: int, t1: int) -> Tensor:
         return target[:, t0:t1] if self.per_step else target
 
     def window_loss(self, steps: int, t0: int, t1: int) -> LossFn:
         """The per-example loss of the window [t0, t1) of a sequence of `steps` steps, as its share of the
-        sequence's loss: summed per-step losses / steps (a per-sequence target: zero before the last window)."""
+        sequence's loss: summed per-step losses after the washout / (steps - washout) (a per-sequence target:
+        zero before the last window)."""
         if not self.per_step:
             return self.loss if t1 == steps else _no_loss
-        return functools.partial(_window_share, self, steps)
+        return functools.partial(_window_share, self, steps, t0)
 
 
-def _window_share(task: SequenceTask, steps: int, output: Tensor, target: Tensor) -> Tensor:
-    return task.step_loss(output, target).sum(dim=1) / steps
+def _window_share(task: SequenceTask, steps: int, t0: int, output: Tensor, target: Tensor) -> Tensor:
+    losses = task.step_loss(output, target)
+    skip = min(max(task.washout - t0, 0), losses.shape[1])  # the window's steps inside the washout
+    return losses[:, skip:].sum(dim=1) / (steps - task.washout)
 
 
 def _no_loss(output: Tensor, target: Tensor) -> Tensor:
@@ -136,7 +163,41 @@ class SequenceRegression(SequenceTask):
         return {"mse": torchmetrics.MeanSquaredError()}
 
     def update(self, metrics, output, target):
+        output, target = self.scored(output, target)
         metrics["mse"].update(output.flatten(), target.flatten())
+
+
+class SeriesRegression(SequenceRegression):
+    """A sequence regression scored as a time series is (reservoir computing: data/series.py): besides the MSE,
+    RMSE, NRMSE (by the target's std) and R^2 over every scored step and output of the split
+    (learnbench/regression_metrics.py)."""
+
+    name = "series_regression"
+
+    def metrics(self, num_outputs):
+        return {"mse": torchmetrics.MeanSquaredError(), "rmse": regression_metrics.RootMeanSquaredError(),
+                "nrmse": regression_metrics.NormalisedRootMeanSquaredError(), "r2": regression_metrics.RSquared()}
+
+    def update(self, metrics, output, target):
+        output, target = self.scored(output, target)
+        metrics["mse"].update(output.flatten(), target.flatten())
+        for name in ("rmse", "nrmse", "r2"):
+            metrics[name].update(output, target)
+
+
+class MemoryCapacityTask(SequenceRegression):
+    """Jaeger's (2002) memory capacity: output k recalls the input k steps back; the score is the sum over k of
+    the squared correlations between outputs and targets over the split's scored steps."""
+
+    name = "memory_capacity"
+
+    def metrics(self, num_outputs):
+        return {"mse": torchmetrics.MeanSquaredError(), "memory_capacity": regression_metrics.MemoryCapacity(num_outputs)}
+
+    def update(self, metrics, output, target):
+        output, target = self.scored(output, target)
+        metrics["mse"].update(output.flatten(), target.flatten())
+        metrics["memory_capacity"].update(output, target)
 
 
 class SequenceSoftClassification(SequenceTask):
@@ -176,7 +237,7 @@ def register_task(task: Task) -> Task:
 
 register_task(Classification())
 register_task(Reconstruction())
-for _task in (SequenceRegression(), SequenceSoftClassification(), SequenceClassification()):
+for _task in (SequenceRegression(), SeriesRegression(), MemoryCapacityTask(), SequenceSoftClassification(), SequenceClassification()):
     register_task(_task)
 
 

@@ -97,7 +97,7 @@ def check_model_fits_data(cfg: DictConfig, datamodule) -> None:
         )
 
 
-SEQUENCE_DATA = "data=sine_trajectory, add_task or sequential_mnist"
+SEQUENCE_DATA = "data=sine_trajectory, add_task, sequential_mnist, mackey_glass, narma10, lorenz or memory_capacity"
 
 
 def check_time_fits(cfg: DictConfig, datamodule) -> None:
@@ -120,6 +120,11 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
                           f"sequence task: use an image or vector dataset (data=mnist, fashion_mnist, spiral)")
     if time_axis == "model":
         recurrent_model = sequential = True  # static data in, time inside: the checks below are for a model in time
+    if set(trains) == {"reservoir"} and not recurrent_model:
+        raise ConfigError(
+            f"method={method} fits the readout of a reservoir and model={model} has none: use model=esn (or model=rnn with "
+            f"model.learn_input=false model.learn_recurrent=false) with {SEQUENCE_DATA}"
+        )
     if "feedforward" not in trains and not recurrent_model:
         raise ConfigError(
             f"method={method} is a recurrent learning rule and model={model} is feed-forward: use model=rnn with "
@@ -128,23 +133,50 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
     if sequential and not recurrent_model:
         raise ConfigError(
             f"data={data} is a sequence task ([batch, time, features]) and model={model} is feed-forward: use model=rnn "
-            f"(with method={', '.join(comparable_rules('recurrent'))})"
+            f"(with method={', '.join(comparable_rules('recurrent'))}) or model=esn (with method=ridge, bp or bptt)"
         )
     if recurrent_model and not sequential:
         raise ConfigError(f"model={model} is recurrent and needs sequence data ({SEQUENCE_DATA}); data={data} is not one")
+    if set(trains) == {"reservoir"} and sequential and not getattr(get_task(datamodule.task), "per_step", True):
+        raise ConfigError(
+            f"method={method} fits a target at every time step and data={data} gives one per sequence: use a per-step "
+            f"sequence task (data=mackey_glass, narma10, lorenz, memory_capacity, sine_trajectory or add_task)"
+        )
     if recurrent_model and not {"recurrent", "reservoir"} & set(trains):
         raise ConfigError(
             f"method={method} does not train recurrent models: on model={model} use one of {', '.join(comparable_rules('recurrent'))}"
         )
 
 
+SPLITS = ("train", "val", "test")
+
+
+def check_washout(cfg: DictConfig, datamodule) -> None:
+    """A washout (the first steps of every sequence, not fitted or scored) must leave steps in every split."""
+    washout = cfg.model.get("washout") or 0
+    if not washout:
+        return
+    steps = getattr(datamodule, "split_steps", None) or (datamodule.input_shape[0],)
+    shortest = min(range(len(steps)), key=steps.__getitem__)
+    if washout >= steps[shortest]:
+        data = config_choices(cfg).get("data", cfg.data._target_)
+        longer = f"data.{SPLITS[shortest]}_steps" if hasattr(datamodule, "split_steps") else "longer sequences"
+        raise ConfigError(f"model.washout={washout} leaves nothing to fit or score: data={data}'s {SPLITS[shortest]} "
+                          f"sequences have {steps[shortest]} steps; use model.washout<{steps[shortest]} (or {longer})")
+
+
 def build_module(cfg: DictConfig, input_shape, output_dim: int, task: str) -> LearningRuleModule:
     """Model, rule and the training module from the config and the data's shapes (also what
     learnbench.checkpoints.load_module rebuilds a checkpoint from)."""
     model = instantiate(cfg.model, input_shape=input_shape, output_dim=output_dim)
+    rule = instantiate(cfg.method)
+    try:  # the rule's check_model: a model it cannot train is a config error, said in one line
+        rule.bind(model, cfg.seed)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     module = LearningRuleModule(
         model=model,
-        rule=instantiate(cfg.method),
+        rule=rule,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         task=task,
@@ -169,6 +201,7 @@ def build(cfg: DictConfig):
     datamodule = instantiate(cfg.data)
     check_model_fits_data(cfg, datamodule)
     check_time_fits(cfg, datamodule)
+    check_washout(cfg, datamodule)
     module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, datamodule.task)
     recorder = RunRecorder()
     callbacks = instantiate_dict(cfg.get("callbacks"))
@@ -264,7 +297,7 @@ def log_config(trainer, record: dict) -> None:
 @rank_zero_only
 def announce(record: dict, path: Path) -> None:
     final = record["metrics"]["final"]
-    headline = " ".join(f"{k}={final[k]:.4f}" for k in ("test/acc", "test/mse", "test/loss") if k in final and isinstance(final[k], float) and math.isfinite(final[k]))
+    headline = " ".join(f"{k}={final[k]:.4f}" for k in ("test/acc", "test/mse", "test/rmse", "test/r2", "test/memory_capacity", "test/loss") if k in final and isinstance(final[k], float) and math.isfinite(final[k]))
     log.info("status=%s %s (%.1f s)", record["status"], headline, record["wall_time_s"])
     log.info("outputs: %s", path.parent)
 

@@ -2,6 +2,7 @@
 
 from learnbench.data.in_memory import InMemoryDataModule, TensorBatches
 from learnbench.data.sequences import AddTaskDataModule, SequentialMNISTDataModule, SineTrajectoryDataModule
+from learnbench.data.series import LorenzDataModule, MackeyGlassDataModule, MemoryCapacityDataModule, NARMA10DataModule
 from learnbench.data.spiral import SpiralDataModule, make_spiral
 from learnbench.data.vision import DamagedDataFileError, DatasetNotFoundError, VisionDataModule, check_idx_file
 from learnbench.data.zipser_andersen import ZipserAndersenDataModule
@@ -13,6 +14,10 @@ __all__ = [
     "DamagedDataFileError",
     "DatasetNotFoundError",
     "InMemoryDataModule",
+    "LorenzDataModule",
+    "MackeyGlassDataModule",
+    "MemoryCapacityDataModule",
+    "NARMA10DataModule",
     "SpiralDataModule",
     "TensorBatches",
     "VisionDataModule",

@@ -35,6 +35,8 @@ class RNNState(State):
 
 class RNN(TemporalModel):
     time_axis = "data"  # sequences [batch, time, features] from the data
+    rate_recurrence = True  # phi before W_rec: the form rflo, eprop and rtrl are written for
+    has_sites = True  # u_t and y_t (models/rnn_sites.py)
 
     def __init__(
         self,

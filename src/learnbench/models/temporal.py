@@ -26,6 +26,20 @@ The sites where activity noise or tangents enter (np, fg_a) and the forward-mode
     walk(x, shifts=, tangents=, weight_tangents=, params=)   (trace, output, output tangent or None)
     site_inputs(trace)            per site, {parameter name: its input at every step} (the local update's z)
     walk_parameters()             the parameter names the walk differentiates (others: torch.func)
+
+Declarations the rules and the training module read (class attributes, or set per instance):
+
+    washout                       the first steps of every sequence, the model's transient from its initial
+                                  state: left out of the loss, the metrics and closed-form fits (0: none)
+    rate_recurrence               True: the update is h_t = decay h_{t-1} + input_gain (W_rec r(h_{t-1}) +
+                                  W_in x_t + b) with r = readout_input applied BEFORE W_rec (models/rnn.py),
+                                  and the model gives decay ... recurrent_weight above. rflo, eprop and rtrl
+                                  are written for this form; on any other (an ESN applies tanh after the sum)
+                                  their maths is not exact, and they refuse the model
+    has_sites                     True: the model gives site_shapes, walk, site_inputs and walk_parameters
+                                  (np and fg_a need them; fg_w takes torch.func's jvp without them)
+    output_feedback               True: the readout's output y_{t-1} enters the update, and run(x, state,
+                                  teacher=y) feeds the target in its place (teacher forcing: method=ridge)
 """
 
 from __future__ import annotations
@@ -46,6 +60,10 @@ class TemporalModel(nn.Module):
     """Base of the models that run in time; subclasses implement the methods below."""
 
     time_axis: TimeAxis = "data"
+    washout: int = 0
+    rate_recurrence: bool = False
+    has_sites: bool = False
+    output_feedback: bool = False
 
     def initial_state(self, batch: int) -> State:
         raise NotImplementedError

@@ -46,6 +46,10 @@ class ActivitySpaceRule(LearningRule):
 
     def check_model(self, model: nn.Module) -> None:
         if isinstance(model, TemporalModel):
+            if not model.has_sites:
+                raise ValueError(f"{type(self).__name__} perturbs the sites a model declares (model=rnn: u_t and y_t); "
+                                 f"{type(model).__name__} has none: train it with method=bp, bptt, wp or fg_w "
+                                 f"(its readout alone: method=ridge)")
             if self.exact_readout:
                 raise ValueError(f"{type(self).__name__}: method.exact_readout=true needs a chain model (mlp, cnn, "
                                  "autoencoder); on model=rnn the readout y_t is a site at every time step. "

@@ -52,7 +52,7 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
     def directional_derivatives(self, model, params, tangents, x, y, loss_fn):
         if isinstance(model, BlockChain) and all(_walk_covers(b.norm) for b in model.blocks):
             return self._chain_jvp(model, params, tangents, x, y, loss_fn)
-        if isinstance(model, TemporalModel) and set(tangents) <= set(model.walk_parameters()):
+        if isinstance(model, TemporalModel) and model.has_sites and set(tangents) <= set(model.walk_parameters()):
             return self._temporal_jvp(model, params, tangents, x, y, loss_fn)
 
         def loss_and_output(p):

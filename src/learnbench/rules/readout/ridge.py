@@ -1,15 +1,20 @@
 """A closed-form ridge-regression readout (reservoir computing: Jaeger 2001's echo state networks).
 
 The model's hidden weights stay fixed (a reservoir); its readout y_t = W_out r_t + b_out is fitted in
-closed form over every training step's states r_t (model.readout_input) and targets y_t:
+closed form over every training step's states r_t (model.readout_input) and targets y_t, as reservoirpy's
+Ridge node (0.4) fits it: the bias is not regularised; states and targets are centred on their means,
 
-    W = Y X^T (X X^T + lambda I)^{-1},   X = [r_t; 1] over all examples and steps, W = [W_out, b_out]
+    W_out = Yc Xc^T (Xc Xc^T + lambda I)^{-1},   b_out = mean(y) - W_out mean(r)
 
-through the `closed_form` update mode (rules/base.py): each batch adds X X^T and Y X^T into float64
-buffers (checkpointed), the training module sums them over ranks (a sum: a mean over ranks would scale
-lambda) and calls `solve` before every validation, so what is validated is the fitted readout. One pass
-over the training data fits it; more epochs refit the same statistics. As reservoirpy's Ridge node,
-lambda regularises the bias too (the augmented identity). Class targets are fitted as one-hot vectors.
+(without a readout bias: W_out = Y X^T (X X^T + lambda I)^{-1} on the raw states). The steps of the model's
+washout (`model.washout`: its transient from the initial state) are left out. A model with output feedback
+(`model.output_feedback`) is run with the targets fed back in place of its own outputs (teacher forcing).
+
+Through the `closed_form` update mode (rules/base.py): each batch adds [r; 1][r; 1]^T and y [r; 1]^T into
+float64 buffers (checkpointed; they hold the sums and the count the centring needs), the training module sums
+them over ranks (a sum: a mean over ranks would scale lambda) and calls `solve` before every validation, so what
+is validated is the fitted readout. One pass over the training data fits it; more epochs refit the same
+statistics. Class targets are fitted as one-hot vectors.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ class Ridge(LearningRule):
 
     def check_model(self, model: nn.Module) -> None:
         if not isinstance(model, TemporalModel):
-            raise ValueError(f"method=ridge fits the readout of a model that runs in time (a reservoir, model=rnn); "
-                             f"{type(model).__name__} is not one")
+            raise ValueError(f"method=ridge fits the readout of a reservoir, a model that runs in time (model=esn, or model=rnn "
+                             f"with model.learn_input=false model.learn_recurrent=false); {type(model).__name__} has none")
         learning = sorted({*model.trained_parameters("input"), *model.trained_parameters("recurrent")})
         if learning:
             raise ValueError(f"method=ridge fits only the readout, but {', '.join(learning)} would stay untrained "
@@ -63,14 +68,17 @@ class Ridge(LearningRule):
 
     @torch.no_grad()
     def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
-        hs = model.run(x)
-        output = model.readout(hs)
-        features = self.features(model, hs)
-        targets = (y if y.is_floating_point() else F.one_hot(y, output.shape[-1])).to(torch.float64)
-        if targets.shape[:2] != hs.shape[:2]:
+        n_out = model.readout_weight.shape[0]
+        targets = y if y.is_floating_point() else F.one_hot(y, n_out).to(x.dtype)
+        if targets.shape[:2] != x.shape[:2]:
             raise ValueError(f"method=ridge fits a target at every time step; this task gives targets of shape "
-                             f"{tuple(y.shape)} for sequences of shape {tuple(x.shape)}: use a per-step task (data=sine_trajectory)")
-        targets = targets.reshape(-1, targets.shape[-1])
+                             f"{tuple(y.shape)} for sequences of shape {tuple(x.shape)}: use a per-step task (data=mackey_glass)")
+        # With output feedback the states are the teacher-forced ones: the target fed back, not the readout's output.
+        hs = model.run(x, teacher=targets) if model.output_feedback else model.run(x)
+        output = model.readout(hs)
+        washout = model.washout
+        features = self.features(model, hs[:, washout:])
+        targets = targets[:, washout:].reshape(-1, n_out).to(torch.float64)
         self.xx += features.T @ features
         self.yx += targets.T @ features
         return RuleOutput(loss=loss_fn(output, y).mean(), output=output)
@@ -83,9 +91,17 @@ class Ridge(LearningRule):
     @torch.no_grad()
     def solve(self, model: TemporalModel, statistics: list[Tensor]) -> None:
         xx, yx = statistics
+        if not bool(xx.abs().sum() > 0):
+            raise ValueError("method=ridge has no training step to fit: every step fell inside model.washout, or this "
+                             "epoch gave no batch")
+        params = list(model.trained_parameters("readout").values())
+        if len(params) == 2:  # centred: [r; 1] [r; 1]^T holds sum r r^T, sum r and the count n
+            n = xx[-1, -1]
+            mean_r, mean_y = xx[:-1, -1] / n, yx[:, -1] / n
+            xx = xx[:-1, :-1] - n * torch.outer(mean_r, mean_r)
+            yx = yx[:, :-1] - n * torch.outer(mean_y, mean_r)
         regularised = xx + self.ridge * torch.eye(len(xx), dtype=xx.dtype, device=xx.device)
         w = torch.linalg.solve(regularised, yx.T).T  # X X^T + lambda I is symmetric: W^T = (.)^{-1} X Y^T
-        params = list(model.trained_parameters("readout").values())
-        params[0].copy_(w[:, :params[0].shape[1]].to(params[0].dtype))
+        params[0].copy_(w.to(params[0].dtype))
         if len(params) == 2:
-            params[1].copy_(w[:, -1].to(params[1].dtype))
+            params[1].copy_((mean_y - w @ mean_r).to(params[1].dtype))

@@ -22,6 +22,7 @@ from learnbench.rules.recurrent.recurrent_rule import RecurrentRule, UpdateEvery
 
 
 class BPTT(RecurrentRule):
+    needs_rate_recurrence = False  # autograd through the model's own forward: any model that runs in time
     def __init__(self, truncation: PositiveInt | None = None, update_every: UpdateEvery = "sequence") -> None:
         super().__init__(update_every=update_every)
         self.truncation = truncation

@@ -55,6 +55,8 @@ def sequence_windows(steps: int, truncation: int | None, update_every: int | str
 class RecurrentRule(LearningRule):
     trains = ("recurrent",)
     noise_differs_per_rank = False  # no noise at all
+    #: The rule's maths is written for the rate RNN's form (TemporalModel.rate_recurrence): rflo, eprop, rtrl.
+    needs_rate_recurrence = True
 
     def __init__(self, update_every: UpdateEvery = "sequence") -> None:
         super().__init__()
@@ -68,6 +70,12 @@ class RecurrentRule(LearningRule):
             raise ValueError(
                 f"{type(self).__name__} is a recurrent learning rule and trains models that run in time (model=rnn); "
                 f"{type(model).__name__} is not recurrent: use a feed-forward rule (bp, fa, np, ...) on it"
+            )
+        if self.needs_rate_recurrence and not model.rate_recurrence:
+            raise ValueError(
+                f"method={type(self).__name__.lower()} is written for a rate recurrence with phi applied before W_rec "
+                f"(model=rnn); {type(model).__name__} applies its nonlinearity after the sum, where the rule's traces are "
+                f"not exact: train it with method=bptt or bp (its readout alone: method=ridge)"
             )
 
     def schedule(self, steps: int | None) -> list[Call]:
