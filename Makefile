@@ -14,9 +14,9 @@ help:  ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python  ## make .venv and install learnbench (editable) with its test and cluster extras
+install: $(BIN)/python  ## make .venv and install learnbench (editable) with its test, oracle (snnTorch, norse) and cluster extras
 	$(BIN)/pip install --upgrade pip setuptools wheel >/dev/null
-	$(BIN)/pip install -e ".[dev,cluster]"
+	$(BIN)/pip install -e ".[dev,oracles,cluster]"
 
 train:  ## train backprop on the 2-arm spiral (CPU, under a minute); overrides via ARGS="..."
 	$(RUN) -m learnbench.train $(ARGS)
