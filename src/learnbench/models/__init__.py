@@ -1,10 +1,12 @@
 """Models: plain nn.Modules. Feed-forward models are chains of named blocks (models/blocks.py); the
-recurrent model is a leaky rate RNN (models/rnn.py)."""
+recurrent model is a leaky rate RNN (models/rnn.py); the spiking network is models/snn.py (its neurons
+in neurons.py, its surrogate derivatives in surrogates.py)."""
 
 from learnbench.models.blocks import Block, BlockChain
 from learnbench.models.conv import CNN, LeNet
 from learnbench.models.mlp import MLP, Autoencoder
 from learnbench.models.rnn import RNN, RNNState
+from learnbench.models.snn import SNN, SNNState
 from learnbench.models.temporal import TemporalModel
 
-__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "LeNet", "RNN", "RNNState", "TemporalModel"]
+__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "LeNet", "RNN", "RNNState", "SNN", "SNNState", "TemporalModel"]
