@@ -204,9 +204,13 @@ class SNN(TemporalModel):
         return latency_code(flat, self.steps, self.latency_tau_steps, self.latency_threshold)
 
     def input_currents(self, x: Tensor) -> Tensor:
-        """Layer 1's input current at every step, [batch, steps, units]; W_1 x once for the current code."""
+        """Layer 1's input current at every step, [batch, steps, units]: W_1 applied to `encode(x)`, computed
+        the cheap way where a code allows (current: W_1 x once; latency: W_1's columns added at their spike steps)."""
         if self.encoding == "current":
             return self.hidden[0](x.flatten(1)).unsqueeze(1).expand(-1, self.steps, -1)
+        if self.encoding == "latency":
+            times = latency_times(x.flatten(1), self.steps, self.latency_tau_steps, self.latency_threshold)
+            return latency_currents(self.hidden[0], times, self.steps)
         return self.hidden[0](self.encode(x))
 
     def _encoding_generator(self, device: torch.device) -> torch.Generator:
@@ -223,8 +227,8 @@ class SNN(TemporalModel):
 
     def _run_output(self, currents: Tensor, state: LIFState | IntegratorState) -> tuple[Tensor, LIFState | IntegratorState]:
         outputs = []
-        for t in range(currents.shape[1]):
-            state = self._output_step(state, currents[:, t])
+        for current in currents.unbind(1):  # unbind, not currents[:, t]: one backward for all steps, not T full-size zeros
+            state = self._output_step(state, current)
             outputs.append(state.membrane)
         return torch.stack(outputs, dim=1), state
 
@@ -233,8 +237,9 @@ def run_layer(neuron: Neuron, currents: Tensor, state: LIFState, recurrent: nn.L
     """A spiking layer over all steps: (spikes, membranes) [batch, steps, units] and the last state.
     `currents`: the feed-forward input current at every step; `recurrent`: W_rec, which adds W_rec S_{t-1}."""
     spikes, membranes = [], []
-    for t in range(currents.shape[1]):
-        current = currents[:, t] if recurrent is None else currents[:, t] + recurrent(state.spikes)
+    for current in currents.unbind(1):  # unbind, not currents[:, t]: one backward for all steps, not T full-size zeros
+        if recurrent is not None:
+            current = current + recurrent(state.spikes)
         state = neuron.step(state, current)
         spikes.append(state.spikes)
         membranes.append(state.membrane)
@@ -247,14 +252,32 @@ def rate_code(x: Tensor, steps: int, probability: float, generator: torch.Genera
     return torch.bernoulli(p, generator=generator)
 
 
-def latency_code(x: Tensor, steps: int, tau_steps: float, threshold: float) -> Tensor:
-    """One spike per input at step floor(tau ln(x / (x - thr))) [batch, steps, inputs]; none for x <= thr or
-    at a step >= steps (spytorch's current2firing_time; computed in float64 so the floor matches it)."""
+def latency_times(x: Tensor, steps: int, tau_steps: float, threshold: float) -> Tensor:
+    """Each input's spike step floor(tau ln(x / (x - thr))) (spytorch's current2firing_time), `steps` (never)
+    for x <= thr; [batch, inputs], float64 so that the floor matches spytorch's numpy."""
     x64 = x.to(torch.float64)
     above = x64 > threshold
     safe = torch.where(above, x64, 2.0 * threshold)  # no log of a negative ratio where nothing fires anyway
-    time = torch.where(above, torch.floor(tau_steps * torch.log(safe / (safe - threshold))), float(steps))
-    fires = time < steps
+    return torch.where(above, torch.floor(tau_steps * torch.log(safe / (safe - threshold))), float(steps)).clamp(max=steps)
+
+
+def latency_code(x: Tensor, steps: int, tau_steps: float, threshold: float) -> Tensor:
+    """One spike per input at its latency_times step, [batch, steps, inputs]; none at a step >= steps."""
+    times = latency_times(x, steps, tau_steps, threshold)
     code = x.new_zeros(x.shape[0], steps, x.shape[1])
-    index = time.clamp(max=steps - 1).long().unsqueeze(1)
-    return code.scatter_(1, index, fires.to(x.dtype).unsqueeze(1))
+    index = times.clamp(max=steps - 1).long().unsqueeze(1)
+    return code.scatter_(1, index, (times < steps).to(x.dtype).unsqueeze(1))
+
+
+def latency_currents(linear: nn.Linear, times: Tensor, steps: int) -> Tensor:
+    """linear(latency_code) [batch, steps, units] without the dense code: each input spikes at most once, so the
+    current at step t is the sum of W's columns of the inputs that spike at t (plus the bias). ~B x 150 column
+    additions for an MNIST image instead of a [B x steps, inputs] x [inputs, units] product."""
+    batch = times.shape[0]
+    example, pixel = (times < steps).nonzero(as_tuple=True)
+    rows = example * steps + times[example, pixel].long()
+    columns = linear.weight.T.contiguous()  # rows to gather: contiguous, or the gather crawls
+    currents = columns.new_zeros(batch * steps, linear.out_features).index_add(0, rows, columns[pixel])
+    if linear.bias is not None:
+        currents = currents + linear.bias
+    return currents.view(batch, steps, -1)
