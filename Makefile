@@ -14,7 +14,7 @@ help:  ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python  ## make .venv and install learnbench (editable) with its test, oracle and cluster extras
+install: $(BIN)/python  ## make .venv and install learnbench (editable) with its test, oracle (snnTorch, norse, reservoirpy) and cluster extras
 	$(BIN)/pip install --upgrade pip setuptools wheel >/dev/null
 	$(BIN)/pip install -e ".[dev,oracles,cluster]"
 

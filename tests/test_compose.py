@@ -21,7 +21,7 @@ from learnbench.tasks import per_example_loss
 from learnbench.catalog import comparable_rules, method_config
 from learnbench.paths import CONFIG_DIR
 from learnbench.rules import LearningRule
-from learnbench.train import ConfigError, build, check_config, train
+from learnbench.train import ConfigError, build, check_config, task_of, train
 
 
 def options(group: str) -> list[str]:
@@ -34,7 +34,7 @@ DATA, MODELS, METHODS = options("data"), options("model"), [m for m in options("
 
 def test_the_option_lists_are_not_empty():
     assert {"spiral", "mnist", "fashion_mnist", "mnist_autoencoder", "fashion_mnist_autoencoder"} <= set(DATA)
-    assert {"mlp", "autoencoder", "lenet", "cnn"} <= set(MODELS)
+    assert {"mlp", "autoencoder", "lenet", "cnn", "rnn", "snn"} <= set(MODELS)
     assert "bp" in METHODS
 
 
@@ -44,8 +44,16 @@ SEQUENCE_DATA = {"sine_trajectory", "add_task", "sequential_mnist", "mackey_glas
 ESN_RULES = {"ridge", "bp", "bptt", "wp", "fg_w"}
 
 
+# What model=snn classifies: static examples of a classification task (it owns its time axis).
+STATIC_CLASSIFICATION = {"spiral", "mnist", "fashion_mnist"}
+
+
 def incompatible(data: str, model: str) -> bool:
-    return (model == "autoencoder" and not data.endswith("_autoencoder")) or (model in ("lenet", "cnn") and data in ("spiral", "zipser_andersen", *SEQUENCE_DATA))
+    return (
+        (model == "autoencoder" and not data.endswith("_autoencoder"))
+        or (model in ("lenet", "cnn") and data in ("spiral", "zipser_andersen", *SEQUENCE_DATA))
+        or (model == "snn" and data not in STATIC_CLASSIFICATION | SEQUENCE_DATA)
+    )
 
 
 @cache
@@ -57,10 +65,13 @@ def rule_trains(method: str) -> tuple[str, ...]:
 
 def time_mismatch(data: str, model: str, method: str) -> bool:
     """Sequence data goes with the RNN only, and the RNN with rules that train recurrent models; the recurrent
-    rules (bptt, rtrl, rflo, eprop) train nothing else (train.check_time_fits refuses the rest)."""
+    rules (bptt, rtrl, rflo, eprop) train nothing else; the SNN takes static examples and the rules that train
+    spiking models (train.check_time_fits refuses the rest)."""
     if model == "esn":  # ridge fits a target at every step: sequential MNIST has one per sequence
         return data not in SEQUENCE_DATA or method not in ESN_RULES or (method == "ridge" and data == "sequential_mnist")
     rnn, trains = model == "rnn", rule_trains(method)
+    if model == "snn":
+        return data in SEQUENCE_DATA or "spiking" not in trains
     return (data in SEQUENCE_DATA) != rnn or ("recurrent" if rnn else "feedforward") not in trains
 
 
@@ -95,14 +106,16 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
     check_config(cfg)
     if time_mismatch(data, model, method) and not incompatible(data, model):
         # (a convolutional model on vector data is refused first, for its own reason)
-        with pytest.raises(ConfigError, match="recurrent|sequence|image data|ESN"):
+        with pytest.raises(ConfigError, match="recurrent|sequence|spiking|image data|ESN"):
             build(cfg)
         return
     if incompatible(data, model):
         with pytest.raises(ConfigError) as error:
             build(cfg)
         message = str(error.value)
-        if model == "autoencoder":
+        if model == "snn":  # a rule that does not train it, or data that is not a static classification
+            assert "model=snn" in message and ("does not train spiking models" in message or f"data={data} is a" in message)
+        elif model == "autoencoder":
             assert f"data={data}" in message and "data=mnist_autoencoder" in message and "model=mlp" in message
         else:
             assert f"model={model}" in message and "image" in message and f"data={data}" in message
@@ -123,12 +136,14 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
     x = torch.randn(4, min(shape[0], 100), *shape[1:]) if model in ("rnn", "esn") else torch.randn(4, *shape)  # 100 steps at most
     y = random_target(datamodule.task, x, datamodule.output_dim)
     out_shape = net(x).shape
-    assert out_shape == ((4, x.shape[1], datamodule.output_dim) if model in ("rnn", "esn") else (4, datamodule.output_dim))
+    expected_shape = {"rnn": (4, x.shape[1], datamodule.output_dim), "esn": (4, x.shape[1], datamodule.output_dim),
+                      "snn": (4, cfg.model.get("steps"), datamodule.output_dim)}
+    assert out_shape == expected_shape.get(model, (4, datamodule.output_dim))
     if datamodule.task == "reconstruction":
         assert datamodule.output_dim == datamodule.input_dim == 784
     before = [p.detach().clone() for p in net.parameters()]
     rule.setup(net, seed=0, rank=0, device=torch.device("cpu"))
-    out = rule.estimate_grads(net, x, y, partial(per_example_loss, datamodule.task))
+    out = rule.estimate_grads(net, x, y, partial(per_example_loss, task_of(cfg, datamodule)))  # the SNN's: a loss over time
     assert torch.isfinite(out.loss)
     closed_form = method == "ridge"  # writes no gradient: statistics, solved before validation
     for p, p0 in zip(net.parameters(), before):

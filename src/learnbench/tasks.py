@@ -226,6 +226,45 @@ class SequenceClassification(SequenceTask):
         metrics["acc"].update(output[:, -1], target)
 
 
+class MaxOverTimeClassification(Task):
+    """A static example classified by a model that runs in time (model=snn, output [batch, time, classes]):
+    each output's maximum over time is its class score, the loss the NLL of their log-softmax (spytorch,
+    Zenke & Vogels 2021); the prediction is the largest maximum."""
+
+    name = "max_over_time_classification"
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output.amax(dim=1), target, reduction="none")
+
+    def metrics(self, num_outputs: int) -> dict[str, torchmetrics.Metric]:
+        return {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes=num_outputs, average="micro")}
+
+    def update(self, metrics, output, target):
+        metrics["acc"].update(output.amax(dim=1), target)
+
+
+class SumOverStepsClassification(Task):
+    """A static example classified by a model that runs in time: the cross-entropy of the output (snnTorch: the
+    output layer's membrane) at every step, summed over the steps (snnTorch's tutorial 5). The prediction is
+    the largest mean output over the steps (the tutorial counts the output layer's spikes instead)."""
+
+    name = "sum_over_steps_classification"
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        steps = output.shape[1]
+        per_step = F.cross_entropy(output.flatten(0, 1), target.repeat_interleave(steps), reduction="none")
+        return per_step.view(-1, steps).sum(dim=1)
+
+    def metrics(self, num_outputs: int) -> dict[str, torchmetrics.Metric]:
+        return {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes=num_outputs, average="micro")}
+
+    def update(self, metrics, output, target):
+        metrics["acc"].update(output.mean(dim=1), target)
+
+
+#: The loss over time (a model option, `model.loss_over_time`) -> the task of classifying static examples with it.
+CLASSIFICATION_OVER_TIME = {"max_over_time": MaxOverTimeClassification.name, "sum_over_steps": SumOverStepsClassification.name}
+
 TASKS: dict[str, Task] = {}
 
 
@@ -237,7 +276,8 @@ def register_task(task: Task) -> Task:
 
 register_task(Classification())
 register_task(Reconstruction())
-for _task in (SequenceRegression(), SeriesRegression(), MemoryCapacityTask(), SequenceSoftClassification(), SequenceClassification()):
+for _task in (SequenceRegression(), SeriesRegression(), MemoryCapacityTask(), SequenceSoftClassification(),
+              SequenceClassification(), MaxOverTimeClassification(), SumOverStepsClassification()):
     register_task(_task)
 
 

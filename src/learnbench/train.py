@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from learnbench import ddp_launch
 from learnbench.callbacks import RunRecorder
 from learnbench.config_validation import ConfigError, validate_config
-from learnbench.tasks import RECONSTRUCTION, get_task
+from learnbench.tasks import CLASSIFICATION, CLASSIFICATION_OVER_TIME, RECONSTRUCTION, get_task
 from learnbench.models import CNN, Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.paths import CONFIG_DIR
@@ -58,6 +58,20 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("trainer.gradient_clip_val does not work with manual optimisation: use grad_clip_norm=<value>")
     if trainer.get("accumulate_grad_batches", 1) != 1:
         raise ConfigError("trainer.accumulate_grad_batches does not work with manual optimisation: raise data.batch_size")
+    check_option_combinations(cfg)
+
+
+def check_option_combinations(cfg: DictConfig) -> None:
+    """What no single option's annotation can refuse: a model's options that contradict each other or the data
+    (model=snn: tau_mem and beta both given; a rate or latency code on inputs not scaled to [0, 1]). The model
+    class says (`option_problem`, models/snn.py); one line naming what fits."""
+    problem_of = getattr(get_class(cfg.model._target_), "option_problem", None)
+    if problem_of is None:
+        return
+    data = config_choices(cfg).get("data", cfg.data._target_)
+    problem = problem_of(OmegaConf.to_container(cfg.model, resolve=True), data=data, normalize=cfg.data.get("normalize"))
+    if problem:
+        raise ConfigError(problem)
 
 
 def instantiate_dict(section: DictConfig | None, **kwargs) -> list:
@@ -104,14 +118,16 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
     """Who owns time, read from one declaration each: the task's `sequential` (the data gives time steps) and
     the model's `time_axis` (models/temporal.py: "data", it runs over the data's steps; "model", it makes its
     own steps from a static example; none: feed-forward). Sequence data needs a model that runs over it, such
-    a model needs sequences, a model with its own time axis takes static examples, and a recurrent rule
-    (bptt, rtrl, rflo, eprop) trains only a model that runs in time; each refusal names what fits."""
+    a model needs sequences, a model with its own time axis takes static examples, a recurrent rule
+    (bptt, rtrl, rflo, eprop) trains only a model that runs in time, and a model in time only takes the rules
+    that list its `kind` (recurrent, spiking) in `trains`; each refusal names what fits."""
     from learnbench.catalog import comparable_rules
 
     choices = config_choices(cfg)
     data, model = choices.get("data", cfg.data._target_), choices.get("model", cfg.model._target_)
     method = choices.get("method", cfg.method._target_)
     time_axis = getattr(get_class(cfg.model._target_), "time_axis", None)
+    kind = getattr(get_class(cfg.model._target_), "kind", None)  # recurrent or spiking (models/temporal.py)
     recurrent_model = time_axis is not None
     trains = get_class(cfg.method._target_).trains
     sequential = get_task(datamodule.task).sequential
@@ -142,9 +158,11 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
             f"method={method} fits a target at every time step and data={data} gives one per sequence: use a per-step "
             f"sequence task (data=mackey_glass, narma10, lorenz, memory_capacity, sine_trajectory or add_task)"
         )
-    if recurrent_model and not {"recurrent", "reservoir"} & set(trains):
+    # A rate RNN is trained as a recurrent network or fitted as a reservoir; a spiking network by the rules that say so.
+    kinds = {"recurrent", "reservoir"} if kind == "recurrent" else {kind}
+    if recurrent_model and not kinds & set(trains):
         raise ConfigError(
-            f"method={method} does not train recurrent models: on model={model} use one of {', '.join(comparable_rules('recurrent'))}"
+            f"method={method} does not train {kind} models: on model={model} use one of {', '.join(comparable_rules(kind))}"
         )
 
 
@@ -163,6 +181,21 @@ def check_washout(cfg: DictConfig, datamodule) -> None:
         longer = f"data.{SPLITS[shortest]}_steps" if hasattr(datamodule, "split_steps") else "longer sequences"
         raise ConfigError(f"model.washout={washout} leaves nothing to fit or score: data={data}'s {SPLITS[shortest]} "
                           f"sequences have {steps[shortest]} steps; use model.washout<{steps[shortest]} (or {longer})")
+
+
+def task_of(cfg: DictConfig, datamodule) -> str:
+    """The task the module trains: the data's own; for a model that classifies static examples in time
+    (time_axis "model": model=snn, outputs [batch, time, classes]), classification with the loss over time
+    that the model's config names (`model.loss_over_time`, tasks.CLASSIFICATION_OVER_TIME)."""
+    if getattr(get_class(cfg.model._target_), "time_axis", None) != "model":
+        return datamodule.task
+    if datamodule.task != CLASSIFICATION:
+        choices = config_choices(cfg)
+        raise ConfigError(
+            f"model={choices.get('model', cfg.model._target_)} classifies static examples in time, but "
+            f"data={choices.get('data', cfg.data._target_)} is a {datamodule.task} task: use data=mnist, fashion_mnist or spiral"
+        )
+    return CLASSIFICATION_OVER_TIME[cfg.model.loss_over_time]
 
 
 def build_module(cfg: DictConfig, input_shape, output_dim: int, task: str) -> LearningRuleModule:
@@ -202,7 +235,7 @@ def build(cfg: DictConfig):
     check_model_fits_data(cfg, datamodule)
     check_time_fits(cfg, datamodule)
     check_washout(cfg, datamodule)
-    module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, datamodule.task)
+    module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, task_of(cfg, datamodule))
     recorder = RunRecorder()
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # the switch wins over the default progress bar

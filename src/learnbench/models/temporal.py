@@ -5,6 +5,8 @@ it and never import a model class (`isinstance(model, TemporalModel)` is the one
 
     time_axis                     who owns time: "data" (sequences [batch, time, features] from the
                                   data) or "model" (the model encodes a static example into T steps)
+    kind                          the kind of model a rule must list in `trains` to train it: "recurrent"
+                                  (rate RNNs, reservoirs) or "spiking" (models/snn.py)
     initial_state(batch)          a fresh State for every batch (the reset; learnbench/state.py)
     step(state, x_t)              one time step: (state, output_t)
     forward(x, state, return_state)   the unrolled outputs [batch, time, outputs] (and the last state)
@@ -64,6 +66,7 @@ class TemporalModel(nn.Module):
     rate_recurrence: bool = False
     has_sites: bool = False
     output_feedback: bool = False
+    kind: str = "recurrent"
 
     def initial_state(self, batch: int) -> State:
         raise NotImplementedError

@@ -13,8 +13,9 @@ from learnbench.rules.local_losses import Local, LocalLossesMixin, exact_local_g
 
 
 class Backprop(LocalLossesMixin, LearningRule):
-    # On model=rnn it backpropagates through the whole sequence (method=bptt adds truncation and online updates).
-    trains = ("feedforward", "recurrent")
+    # On model=rnn it backpropagates through the whole sequence (method=bptt adds truncation and online updates);
+    # on model=snn through the spiking layers' time steps, with the spikes' surrogate derivatives (models/surrogates.py).
+    trains = ("feedforward", "recurrent", "spiking")
     writes_grads_by_hand = False
     local_base = "bp"
 

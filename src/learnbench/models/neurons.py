@@ -1,0 +1,131 @@
+"""Spiking neurons, one time step of a layer at a time: the current-based leaky integrate-and-fire neuron
+(LIF), its adaptive-threshold variant (ALIF, Bellec et al. 2020) and the non-spiking leaky integrator.
+
+Units: every time constant (tau_mem, tau_syn, tau_adaptation) and the step dt are in milliseconds; the
+dynamics see only the per-step decays exp(-dt / tau). One step t, from the state after step t-1
+(I current, V membrane, S spikes, a adaptation, r refractory count) and the layer's input current x_t
+(its weights times its input at step t; a recurrent layer adds W_rec S_{t-1}):
+
+    I_t = alpha I_{t-1} + x_t                   alpha = exp(-dt / tau_syn); plain LIF (tau_syn 0 or null): I_t = x_t
+    V_t = beta V_{t-1} + I_t - S_{t-1} thr      reset by subtraction (snnTorch's Leaky/Synaptic, Bellec et al. 2020)
+    V_t = beta (1 - S_{t-1}) V_{t-1} + I_t      reset to zero (snnTorch's Leaky; norse resets within step t-1: same V_t)
+    a_t = rho a_{t-1} + S_{t-1}                 ALIF only: rho = exp(-dt / tau_adaptation), threshold A_t = thr + beta_a a_t
+    S_t = H(V_t - A_t)                          A_t = thr for LIF; backward: the surrogate derivative (models/surrogates.py)
+
+So a spike's reset acts at the next step and V_t, what a layer reports, is the membrane before its own
+spike's reset (snnTorch's recorded `mem`). `detach_reset`: the reset term S_{t-1} carries no gradient
+(spytorch's numbers and e-prop's exactness at W_rec = 0 assume it; snnTorch always detaches it).
+The reset subtracts the base threshold thr, not A_t (Bellec et al. 2020, eq. 6).
+
+Refractory period, k = refractory_steps > 0: for the k steps after a spike the membrane is held where the
+reset left it (V_t = V_{t-1} - S_{t-1} thr, or (1 - S_{t-1}) V_{t-1}: no leak, no input), the unit cannot
+spike and its surrogate derivative is zero; the synaptic current keeps integrating (norse's LIFRefrac).
+spytorch's loop, V_{t+1} = (beta V_t + I_t)(1 - S_t), is reset to zero with k = 1.
+
+State is a per-batch LIFState (learnbench/state.py); nothing is kept in the module between calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from learnbench.models.surrogates import spike
+from learnbench.state import State
+
+Reset = Literal["subtract", "zero"]
+
+
+def decay(dt: float, tau: float | None) -> float:
+    """The per-step decay exp(-dt / tau) (dt and tau in ms); tau 0 or None: 0, no memory."""
+    return math.exp(-dt / tau) if tau else 0.0
+
+
+@dataclass
+class LIFState(State):
+    """One layer's state after a step, [batch, units] each; None where the neuron has no such variable."""
+
+    membrane: Tensor  # V_t, before its own spike's reset
+    spikes: Tensor  # S_t (0 or 1)
+    current: Tensor | None = None  # I_t (None: plain LIF)
+    adaptation: Tensor | None = None  # a_t (None: LIF)
+    refractory: Tensor | None = None  # r_t: steps the unit stays refractory (None: no refractory period)
+
+
+@dataclass
+class IntegratorState(State):
+    """A leaky integrator's state (a non-spiking readout): I_t and V_t, [batch, units]."""
+
+    membrane: Tensor
+    current: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """The neuron model of a layer: its per-step constants (no state, no parameters that learn)."""
+
+    beta: float  # membrane decay per step, exp(-dt / tau_mem)
+    alpha: float = 0.0  # synaptic decay per step, exp(-dt / tau_syn); 0: plain LIF
+    threshold: float = 1.0
+    reset: Reset = "subtract"
+    detach_reset: bool = True
+    refractory_steps: int = 0
+    rho: float = 0.0  # adaptation decay per step, exp(-dt / tau_adaptation)
+    adaptation_strength: float = 0.0  # beta_a: the threshold's rise per unit of adaptation; 0: LIF
+    surrogate: str = "fast_sigmoid"
+    surrogate_scale: float | None = None
+
+    @property
+    def synaptic(self) -> bool:
+        return self.alpha > 0
+
+    @property
+    def adaptive(self) -> bool:
+        return self.adaptation_strength > 0
+
+    def initial_state(self, batch: int, units: int, like: Tensor) -> LIFState:
+        """All zeros (dtype and device of `like`): a fresh state for every batch."""
+        zeros = like.new_zeros(batch, units)
+        return LIFState(
+            membrane=zeros,
+            spikes=zeros,
+            current=zeros if self.synaptic else None,
+            adaptation=zeros if self.adaptive else None,
+            refractory=torch.zeros(batch, units, dtype=torch.int32, device=like.device) if self.refractory_steps else None,
+        )
+
+    def step(self, state: LIFState, input_current: Tensor) -> LIFState:
+        """One time step (the module docstring's equations)."""
+        current = self.alpha * state.current + input_current if self.synaptic else input_current
+        last = state.spikes.detach() if self.detach_reset else state.spikes
+        if self.reset == "subtract":
+            after_reset = state.membrane - last * self.threshold
+            membrane = self.beta * state.membrane + current - last * self.threshold
+        else:
+            after_reset = (1 - last) * state.membrane
+            membrane = self.beta * after_reset + current
+        threshold, adaptation = self.threshold, None
+        if self.adaptive:
+            adaptation = self.rho * state.adaptation + state.spikes
+            threshold = self.threshold + self.adaptation_strength * adaptation
+        if not self.refractory_steps:
+            spikes = spike(membrane - threshold, self.surrogate, self.surrogate_scale, self.threshold)
+            return LIFState(membrane, spikes, current if self.synaptic else None, adaptation)
+        held = (state.refractory > 0).to(membrane.dtype)  # no gradient: a count, not a function of the weights
+        membrane = held * after_reset + (1 - held) * membrane
+        spikes = (1 - held) * spike(membrane - threshold, self.surrogate, self.surrogate_scale, self.threshold)
+        refractory = torch.where(spikes > 0, self.refractory_steps, (state.refractory - 1).clamp(min=0)).to(torch.int32)
+        return LIFState(membrane, spikes, current if self.synaptic else None, adaptation, refractory)
+
+    def integrator_state(self, batch: int, units: int, like: Tensor) -> IntegratorState:
+        zeros = like.new_zeros(batch, units)
+        return IntegratorState(membrane=zeros, current=zeros if self.synaptic else None)
+
+    def integrate(self, state: IntegratorState, input_current: Tensor) -> IntegratorState:
+        """A leaky integrator's step: the LIF equations without threshold or reset (spytorch's readout units)."""
+        current = self.alpha * state.current + input_current if self.synaptic else input_current
+        return IntegratorState(self.beta * state.membrane + current, current if self.synaptic else None)

@@ -1,0 +1,283 @@
+"""A spiking network that classifies static examples in time: encoder -> spiking layers -> readout over T steps.
+
+    x (an image) --encoder--> input [batch, T, inputs] --W_1--> LIF/ALIF layer 1 --...--> layer L (recurrent: + W_rec S_{t-1})
+                 --W_out--> readout: a leaky integrator (spytorch) or a LIF layer's membrane (snnTorch) -> [batch, T, outputs]
+
+The model owns its time axis (`time_axis = "model"`): the data are static examples, the model encodes each
+into `steps` steps of `dt` ms. A loss over time turns the output into a class (tasks.py:
+max_over_time_classification, sum_over_steps_classification; `loss_over_time` names which). The neurons,
+their units and step order are in models/neurons.py, the surrogate derivatives in models/surrogates.py.
+
+Encoders (`encoding`), from the flattened example x:
+
+    current   x itself is the input at every step (snnTorch's tutorial 5): layer 1's current W_1 x is computed once
+    rate      at every step, input i spikes with probability x_i * max_rate * dt (x clipped to [0, 1]; max_rate in Hz,
+              dt in ms / 1000), drawn from a generator seeded per call from (encoding_seed, calls so far): reproducible
+    latency   one spike per input at step floor(tau / dt * ln(x / (x - thr))) (spytorch's current2firing_time with
+              tau = latency_tau ms, thr = latency_threshold); inputs at or below thr, or later than the last step, never spike
+
+Rate and latency read x as intensities in [0, 1] (data.normalize=unit; train refuses other scalings).
+State: an SNNState per batch (every layer's LIFState and the readout's), created by `initial_state`, never
+kept in the module. Weights: `init: pytorch` is nn.Linear's default (U(+-1/sqrt(fan_in)), snnTorch's
+tutorials), `spytorch` draws N(0, (7 (1 - beta) / sqrt(fan_in))^2) with zero biases (Zenke's spytorch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from learnbench.models.neurons import IntegratorState, LIFState, Neuron, Reset, decay
+from learnbench.models.surrogates import Surrogate, resolved_scale
+from learnbench.models.temporal import TemporalModel
+from learnbench.options import MinLen, NonNegative, NonNegativeInt, OpenFraction, Positive, PositiveInt, Seed
+from learnbench.state import State
+
+Encoding = Literal["current", "rate", "latency"]
+Readout = Literal["leaky_integrator", "membrane"]
+LossOverTime = Literal["max_over_time", "sum_over_steps"]
+
+
+@dataclass
+class SNNState(State):
+    hidden: list[LIFState]  # one per spiking hidden layer
+    output: LIFState | IntegratorState  # the readout's (a LIF layer's for readout=membrane)
+
+
+def option_problem(options: dict, data: str | None = None, normalize: str | None = None) -> str | None:
+    """What is wrong with a combination of the model's options (`options`: its config, by name), or with the
+    data (`data`: its name, `normalize`: its pixel scaling), in one line naming what fits; None if nothing.
+    Single options' types and ranges are checked from SNN's annotations (config_validation);
+    train.check_config calls this before anything is built, the constructor for its own options."""
+    tau_mem, beta = options.get("tau_mem", 20.0), options.get("beta")
+    encoding, max_rate, dt = options.get("encoding", "current"), options.get("max_rate", 1000.0), options.get("dt", 1.0)
+    if (tau_mem is None) == (beta is None):
+        shown = {key: "null" if value is None else value for key, value in (("tau_mem", tau_mem), ("beta", beta))}
+        return (f"model.tau_mem={shown['tau_mem']} and model.beta={shown['beta']}: give exactly one, the membrane time constant in ms "
+                f"(a decay of exp(-dt / tau_mem) per step) or snnTorch's decay per step beta, and set the other to null")
+    if encoding == "rate" and max_rate * dt / 1000 > 1:
+        return (f"model.max_rate={max_rate} Hz with model.dt={dt} ms asks for {max_rate * dt / 1000:g} spikes per step; "
+                f"a Bernoulli code gives at most 1: set model.max_rate to {1000 / dt:g} or less")
+    if encoding in ("rate", "latency") and data is not None and normalize != "unit":
+        scaled = f"data.normalize={normalize}" if normalize else "inputs outside it"
+        return (f"model.encoding={encoding} reads every input as an intensity in [0, 1], but data={data} gives {scaled}: "
+                f"set data.normalize=unit (MNIST, Fashion-MNIST) or use model.encoding=current")
+    return None
+
+
+class SNN(TemporalModel):
+    time_axis = "model"  # static examples in, `steps` time steps inside
+    kind = "spiking"  # the rules that train it list "spiking" in `trains`
+    option_problem = staticmethod(option_problem)  # train.check_config asks it about combinations of options
+
+    def __init__(
+        self,
+        input_shape: int | Sequence[int],
+        output_dim: int,
+        hidden_sizes: Annotated[Sequence[PositiveInt], MinLen(1)] = (100,),
+        recurrent: bool = False,
+        neuron: Literal["lif", "alif"] = "lif",
+        tau_mem: Positive | None = 20.0,
+        beta: OpenFraction | None = None,
+        tau_syn: NonNegative | None = None,
+        tau_adaptation: Positive = 200.0,
+        adaptation_strength: Positive = 1.8,
+        threshold: Positive = 1.0,
+        reset: Reset = "subtract",
+        detach_reset: bool = True,
+        refractory_steps: NonNegativeInt = 0,
+        surrogate: Surrogate = "fast_sigmoid",
+        surrogate_scale: Positive | None = None,
+        readout: Readout = "membrane",
+        loss_over_time: LossOverTime = "sum_over_steps",
+        encoding: Encoding = "current",
+        steps: PositiveInt = 25,
+        dt: Positive = 1.0,
+        max_rate: Positive = 1000.0,
+        latency_tau: Positive = 20.0,
+        latency_threshold: Positive = 0.2,
+        encoding_seed: Seed = 0,
+        init: Literal["pytorch", "spytorch"] = "pytorch",
+        bias: bool = True,
+    ):
+        super().__init__()
+        problem = option_problem(dict(tau_mem=tau_mem, beta=beta, encoding=encoding, max_rate=max_rate, dt=dt))
+        if problem:
+            raise ValueError(problem)
+        self.input_dim = input_shape if isinstance(input_shape, int) else math.prod(input_shape)
+        self.output_dim = output_dim
+        self.steps, self.dt, self.encoding = steps, dt, encoding
+        self.spike_probability = max_rate * dt / 1000  # per step, for an input of intensity 1
+        self.latency_tau_steps, self.latency_threshold = latency_tau / dt, latency_threshold
+        self.encoding_seed = encoding_seed
+        self.readout_kind, self.loss_over_time = readout, loss_over_time
+        membrane_decay = decay(dt, tau_mem) if beta is None else beta
+        self.surrogate_scale = resolved_scale(surrogate, surrogate_scale)  # recorded as used
+        self.neuron = Neuron(
+            beta=membrane_decay, alpha=decay(dt, tau_syn), threshold=threshold, reset=reset, detach_reset=detach_reset,
+            refractory_steps=refractory_steps, rho=decay(dt, tau_adaptation) if neuron == "alif" else 0.0,
+            adaptation_strength=adaptation_strength if neuron == "alif" else 0.0, surrogate=surrogate,
+            surrogate_scale=self.surrogate_scale,
+        )
+        # The output layer: the same neuron without adaptation (readout=membrane), or its leaky integrator.
+        self.output_neuron = dataclasses.replace(self.neuron, rho=0.0, adaptation_strength=0.0)
+        sizes = [self.input_dim, *hidden_sizes]
+        self.hidden = nn.ModuleList(nn.Linear(n_in, n_out, bias=bias) for n_in, n_out in zip(sizes, sizes[1:]))
+        self.recurrent = nn.Linear(sizes[-1], sizes[-1], bias=False) if recurrent else None
+        self.readout = nn.Linear(sizes[-1], output_dim, bias=bias)
+        if init == "spytorch":
+            self._spytorch_init(membrane_decay)
+        # Rate-code draws so far: the per-call seed. A buffer, so a resumed run continues the same draws.
+        self.register_buffer("encoding_calls", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _spytorch_init(self, membrane_decay: float) -> None:
+        """spytorch: w ~ N(0, (7 (1 - beta) / sqrt(fan_in))^2), scaled to the membrane's leak; no bias."""
+        for linear in [*self.hidden, *([self.recurrent] if self.recurrent is not None else []), self.readout]:
+            linear.weight.normal_(0.0, 7 * (1 - membrane_decay) / math.sqrt(linear.in_features))
+            if linear.bias is not None:
+                linear.bias.zero_()
+
+    # ------------------------------------------------------------------ TemporalModel
+    def parameter_groups(self) -> dict[str, tuple[str, ...]]:
+        names = [name for name, _ in self.named_parameters()]
+        return {
+            "input": tuple(n for n in names if n.startswith("hidden.")),  # feed-forward weights into the spiking layers
+            "recurrent": tuple(n for n in names if n.startswith("recurrent.")),
+            "readout": tuple(n for n in names if n.startswith("readout.")),
+        }
+
+    def initial_state(self, batch: int) -> SNNState:
+        """Zeros for every layer: a fresh state for every batch (nothing leaks between examples)."""
+        like = self.readout.weight
+        hidden = [self.neuron.initial_state(batch, layer.out_features, like) for layer in self.hidden]
+        if self.readout_kind == "membrane":
+            return SNNState(hidden, self.output_neuron.initial_state(batch, self.output_dim, like))
+        return SNNState(hidden, self.output_neuron.integrator_state(batch, self.output_dim, like))
+
+    def step(self, state: SNNState, x_t: Tensor) -> tuple[SNNState, Tensor]:
+        """One time step of the whole network: x_t is the encoded input at step t, [batch, inputs]; returns
+        the new state and the output at t (the readout's membrane), [batch, outputs]."""
+        inputs, hidden = x_t, []
+        for i, (linear, layer_state) in enumerate(zip(self.hidden, state.hidden)):
+            current = linear(inputs)
+            if self.recurrent is not None and i == len(self.hidden) - 1:
+                current = current + self.recurrent(layer_state.spikes)
+            layer_state = self.neuron.step(layer_state, current)
+            hidden.append(layer_state)
+            inputs = layer_state.spikes
+        output = self._output_step(state.output, self.readout(inputs))
+        return SNNState(hidden, output), output.membrane
+
+    def forward(self, x: Tensor, state: SNNState | None = None, return_state: bool = False):
+        """Outputs [batch, steps, outputs] (the readout's membrane at every step) of static examples x [batch, ...].
+
+        Layer by layer rather than step by step (the same arithmetic as `step`): each feed-forward weight
+        multiplies all steps in one matmul, only the neurons (and W_rec) run in the time loop."""
+        state = self.initial_state(len(x)) if state is None else state
+        currents = self.input_currents(x)
+        hidden = []
+        for i, layer_state in enumerate(state.hidden):
+            if i > 0:
+                currents = self.hidden[i](spikes)
+            recurrent = self.recurrent if i == len(self.hidden) - 1 else None
+            spikes, _, layer_state = run_layer(self.neuron, currents, layer_state, recurrent)
+            hidden.append(layer_state)
+        outputs, output_state = self._run_output(self.readout(spikes), state.output)
+        return (outputs, SNNState(hidden, output_state)) if return_state else outputs
+
+    # ------------------------------------------------------------------ encoders
+    def encode(self, x: Tensor) -> Tensor:
+        """The input spikes (or currents) at every step, [batch, steps, inputs]."""
+        flat = x.flatten(1)
+        if self.encoding == "current":
+            return flat.unsqueeze(1).expand(-1, self.steps, -1)
+        if self.encoding == "rate":
+            return rate_code(flat, self.steps, self.spike_probability, self._encoding_generator(x.device))
+        return latency_code(flat, self.steps, self.latency_tau_steps, self.latency_threshold)
+
+    def input_currents(self, x: Tensor) -> Tensor:
+        """Layer 1's input current at every step, [batch, steps, units]: W_1 applied to `encode(x)`, computed
+        the cheap way where a code allows (current: W_1 x once; latency: W_1's columns added at their spike steps)."""
+        if self.encoding == "current":
+            return self.hidden[0](x.flatten(1)).unsqueeze(1).expand(-1, self.steps, -1)
+        if self.encoding == "latency":
+            times = latency_times(x.flatten(1), self.steps, self.latency_tau_steps, self.latency_threshold)
+            return latency_currents(self.hidden[0], times, self.steps)
+        return self.hidden[0](self.encode(x))
+
+    def _encoding_generator(self, device: torch.device) -> torch.Generator:
+        """A generator seeded from (encoding_seed, calls so far): every run with the same seed draws the same spikes."""
+        seed = int(np.random.SeedSequence([self.encoding_seed, int(self.encoding_calls)]).generate_state(1)[0])
+        self.encoding_calls += 1
+        return torch.Generator(device=device).manual_seed(seed)
+
+    # ------------------------------------------------------------------ the readout
+    def _output_step(self, state: LIFState | IntegratorState, current: Tensor) -> LIFState | IntegratorState:
+        if self.readout_kind == "membrane":
+            return self.output_neuron.step(state, current)
+        return self.output_neuron.integrate(state, current)
+
+    def _run_output(self, currents: Tensor, state: LIFState | IntegratorState) -> tuple[Tensor, LIFState | IntegratorState]:
+        outputs = []
+        for current in currents.unbind(1):  # unbind, not currents[:, t]: one backward for all steps, not T full-size zeros
+            state = self._output_step(state, current)
+            outputs.append(state.membrane)
+        return torch.stack(outputs, dim=1), state
+
+
+def run_layer(neuron: Neuron, currents: Tensor, state: LIFState, recurrent: nn.Linear | None = None):
+    """A spiking layer over all steps: (spikes, membranes) [batch, steps, units] and the last state.
+    `currents`: the feed-forward input current at every step; `recurrent`: W_rec, which adds W_rec S_{t-1}."""
+    spikes, membranes = [], []
+    for current in currents.unbind(1):  # unbind, not currents[:, t]: one backward for all steps, not T full-size zeros
+        if recurrent is not None:
+            current = current + recurrent(state.spikes)
+        state = neuron.step(state, current)
+        spikes.append(state.spikes)
+        membranes.append(state.membrane)
+    return torch.stack(spikes, dim=1), torch.stack(membranes, dim=1), state
+
+
+def rate_code(x: Tensor, steps: int, probability: float, generator: torch.Generator | None = None) -> Tensor:
+    """Bernoulli spikes [batch, steps, inputs]: input i spikes at each step with probability clip(x_i, 0, 1) * probability."""
+    p = (x.clamp(0, 1) * probability).unsqueeze(1).expand(-1, steps, -1)
+    return torch.bernoulli(p, generator=generator)
+
+
+def latency_times(x: Tensor, steps: int, tau_steps: float, threshold: float) -> Tensor:
+    """Each input's spike step floor(tau ln(x / (x - thr))) (spytorch's current2firing_time), `steps` (never)
+    for x <= thr; [batch, inputs], float64 so that the floor matches spytorch's numpy."""
+    x64 = x.to(torch.float64)
+    above = x64 > threshold
+    safe = torch.where(above, x64, 2.0 * threshold)  # no log of a negative ratio where nothing fires anyway
+    return torch.where(above, torch.floor(tau_steps * torch.log(safe / (safe - threshold))), float(steps)).clamp(max=steps)
+
+
+def latency_code(x: Tensor, steps: int, tau_steps: float, threshold: float) -> Tensor:
+    """One spike per input at its latency_times step, [batch, steps, inputs]; none at a step >= steps."""
+    times = latency_times(x, steps, tau_steps, threshold)
+    code = x.new_zeros(x.shape[0], steps, x.shape[1])
+    index = times.clamp(max=steps - 1).long().unsqueeze(1)
+    return code.scatter_(1, index, (times < steps).to(x.dtype).unsqueeze(1))
+
+
+def latency_currents(linear: nn.Linear, times: Tensor, steps: int) -> Tensor:
+    """linear(latency_code) [batch, steps, units] without the dense code: each input spikes at most once, so the
+    current at step t is the sum of W's columns of the inputs that spike at t (plus the bias). ~B x 150 column
+    additions for an MNIST image instead of a [B x steps, inputs] x [inputs, units] product."""
+    batch = times.shape[0]
+    example, pixel = (times < steps).nonzero(as_tuple=True)
+    rows = example * steps + times[example, pixel].long()
+    columns = linear.weight.T.contiguous()  # rows to gather: contiguous, or the gather crawls
+    currents = columns.new_zeros(batch * steps, linear.out_features).index_add(0, rows, columns[pixel])
+    if linear.bias is not None:
+        currents = currents + linear.bias
+    return currents.view(batch, steps, -1)
