@@ -47,22 +47,69 @@ def config_choices(cfg: DictConfig) -> dict[str, str]:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible combinations before any data is loaded or any step is taken."""
-    from learnbench.config_validation import validate_config
+    from learnbench.config_validation import REPLACED_OPTIONS, validate_config
 
     validate_config(cfg, error=ConfigError)  # every option's type and range (learnbench/options.py)
     trainer = cfg.trainer
     if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer uses GPUs but this machine has no CUDA device: use trainer=cpu (or trainer=ddp_sim)")
-    precision = str(trainer.get("precision", "32"))
-    if "16-mixed" in precision and precision.startswith("16") and get_class(cfg.method._target_).writes_grads_by_hand:
+    check_precision(cfg)
+    for dotted, (off, text) in REPLACED_OPTIONS.items():
+        if OmegaConf.select(cfg, dotted, default=None) not in off:
+            raise ConfigError(f"{dotted} {text}")
+    if trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1:
         raise ConfigError(
-            f"trainer.precision={precision} rescales gradients that this rule writes by hand: "
-            f"use trainer.precision=32 or bf16-mixed for non-backprop rules"
+            "trainer.max_epochs=-1 with no trainer.max_steps would train until killed: "
+            "set trainer.max_epochs to a number of epochs (or trainer.max_steps to a number of steps)"
         )
-    if trainer.get("gradient_clip_val"):
-        raise ConfigError("trainer.gradient_clip_val does not work with manual optimisation: use grad_clip_norm=<value>")
-    if trainer.get("accumulate_grad_batches", 1) != 1:
-        raise ConfigError("trainer.accumulate_grad_batches does not work with manual optimisation: raise data.batch_size")
+    check_checkpoint_path(cfg.get("ckpt_path"))
+
+
+# fp16 (AMP's loss scaling, or fp16 weights) breaks gradients written by hand (design note 4).
+FP16_PRECISIONS = {"16", "16-mixed", "16-true"}
+BF16_MIXED_PRECISIONS = {"bf16", "bf16-mixed"}
+
+
+def rules_without_bf16_autocast() -> tuple[type, ...]:
+    """Rules whose hand-written gradients come out in bf16 under bf16-mixed autocast, which torch refuses to
+    store in float32 weights' .grad (a RuntimeError inside the rule, at the first step). Measured on every
+    rule and model kind; tests/test_bad_input.py::test_bf16_mixed_runs_exactly_the_rules_not_listed keeps
+    this list true."""
+    from learnbench.rules import RFLO, RTRL, ForwardGradientActivity, ForwardGradientWeight, NodePerturbation, PredictiveCoding
+
+    return (NodePerturbation, ForwardGradientActivity, ForwardGradientWeight, PredictiveCoding, RTRL, RFLO)
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """fp16 for rules that write gradients by hand, bf16-mixed for the rules that fail under its autocast."""
+    precision = str(cfg.trainer.get("precision", "32"))
+    rule = get_class(cfg.method._target_)
+    method = config_choices(cfg).get("method", cfg.method._target_)
+    bf16_works = not issubclass(rule, rules_without_bf16_autocast())
+    if precision in FP16_PRECISIONS and rule.writes_grads_by_hand:
+        alternatives = "trainer.precision=32" + (" or bf16-mixed" if bf16_works else "")
+        raise ConfigError(
+            f"trainer.precision={precision}: fp16 rescales or rounds the gradients that method={method} writes by hand: "
+            f"use {alternatives}"
+        )
+    if precision in BF16_MIXED_PRECISIONS and not bf16_works:
+        raise ConfigError(
+            f"trainer.precision={precision}: method={method} computes its gradients in bf16 under autocast, which "
+            f"cannot be stored in its float32 weights: use trainer.precision=32"
+        )
+
+
+def check_checkpoint_path(ckpt_path: str | None) -> None:
+    """A checkpoint to resume from must be a file (Lightning would fail with a traceback after setting up)."""
+    if not ckpt_path:
+        return
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise ConfigError(f"ckpt_path={ckpt_path} is a folder: name the checkpoint file, e.g. ckpt_path={path / 'last.ckpt'}")
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no such file (a run's checkpoint is <run dir>/checkpoints/last.ckpt)"
+        )
 
 
 def instantiate_dict(section: DictConfig | None, **kwargs) -> list:
@@ -205,6 +252,10 @@ def train(cfg: DictConfig) -> dict:
         check_config(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module, trainer, recorder = build(cfg)
+        # Loads the data: a batch larger than the training split, or a split the processes cannot share,
+        # is refused now rather than as 0 steps with status ok (or a stall in the metrics' all-gather).
+        datamodule.check_splits_fit(trainer.world_size, f"data={config_choices(cfg).get('data', cfg.data._target_)}")
+        record["precision"] = str(trainer.precision)  # what ran: 16 on a CPU runs as bf16-mixed
         record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
         record["rule_parameters"] = sum(p.numel() for p in module.rule.extra_parameters())
         log_config(trainer, record)
@@ -293,9 +344,10 @@ def resume_from_checkpoint_left_behind(cfg: DictConfig, overrides: list[str] | N
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from learnbench.console import USER_ERRORS, quiet_known_noise, stop
+def hydra_app(cfg: DictConfig) -> float | None:
+    from learnbench.console import USER_ERRORS, app_started, quiet_known_noise, stop
 
+    app_started()  # from here on Hydra reports errors as usual (learnbench.console.run_app)
     # Known harmless library messages are silenced, narrowly (learnbench/console.py). DDP ranks 1..N-1
     # re-run main(), so they install the same filters.
     quiet_known_noise()
@@ -316,6 +368,15 @@ def main(cfg: DictConfig) -> float | None:
     # Returned to Hydra (and its sweepers, e.g. Optuna): the metric named by `optimized_metric`.
     metric = cfg.get("optimized_metric")
     return record["metrics"]["best"].get(metric) if metric else None
+
+
+def main() -> None:
+    """`python -m learnbench.train [overrides]` and the `learnbench-train` script: the Hydra app, with the
+    user errors Hydra meets before it starts (an unknown key without `+`, a run folder that cannot be made)
+    shown as one line (learnbench.console.run_app)."""
+    from learnbench.console import run_app
+
+    run_app(hydra_app)
 
 
 if __name__ == "__main__":
