@@ -456,3 +456,89 @@ def test_max_epochs_minus_one_without_a_step_limit_is_refused(tmp_path):
         "number of epochs (or trainer.max_steps to a number of steps)"
     )
     check_config(compose_config(["trainer.max_epochs=-1", "trainer.max_steps=10"], tmp_path))
+
+
+# ============================================================================= tracebacks before (issue 27)
+def test_a_checkpoint_that_does_not_exist_is_refused(tmp_path):
+    missing = tmp_path / "nope.ckpt"
+    assert refused([f"ckpt_path={missing}"], tmp_path) == (
+        f"ckpt_path={missing}: no such file (a run's checkpoint is <run dir>/checkpoints/last.ckpt)"
+    )
+    assert refused([f"ckpt_path={tmp_path}"], tmp_path).startswith(f"ckpt_path={tmp_path} is a folder: name the checkpoint file")
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_training(tmp_path):
+    """It failed inside Lightning's restore with a size-mismatch traceback."""
+    import lightning as L
+
+    from learnbench.train import build
+
+    checkpoint = tmp_path / "small.ckpt"
+    small = ["data=spiral", "model.hidden_sizes=[16]", *TINY, *CSV_ONLY]
+    L.seed_everything(0, verbose=False)
+    datamodule, module, trainer, _ = build(compose_config(small, tmp_path / "first"))
+    trainer.fit(module, datamodule=datamodule)
+    trainer.save_checkpoint(checkpoint)
+    not_a_checkpoint = tmp_path / "notes.txt"
+    not_a_checkpoint.write_text("not a checkpoint")
+
+    with pytest.raises(ValidationError) as error:
+        train(compose_config([*small[:1], "model.hidden_sizes=[32]", *TINY, *CSV_ONLY, f"ckpt_path={checkpoint}"], tmp_path / "resumed"))
+    assert str(error.value) == (
+        f"ckpt_path={checkpoint} was saved by another model or rule: model.blocks.0.linear.weight is [16, 2] there and "
+        f"[32, 2] here; it was written with model.hidden_sizes=[16] (this run: [32]): resume with the options that wrote it"
+    )
+    with pytest.raises(ValidationError, match=r"it has no rule\.feedback\.\d, which this run has; it was written with method\._target_="):
+        train(compose_config([*small, "method=kp", f"ckpt_path={checkpoint}"], tmp_path / "kp"))
+    with pytest.raises(ValidationError, match=re.escape(f"ckpt_path={not_a_checkpoint} is not a checkpoint that can be read")):
+        train(compose_config([*small, f"ckpt_path={not_a_checkpoint}"], tmp_path / "text"))
+    assert train(compose_config([*small, f"ckpt_path={checkpoint}", "trainer.max_epochs=2"], tmp_path / "same"))["status"] == "ok"
+
+
+def test_what_a_run_folder_that_cannot_be_made_says(tmp_path):
+    from learnbench.console import setup_error_message
+
+    a_file = tmp_path / "logs"
+    a_file.write_text("")
+    error = NotADirectoryError(20, "Not a directory", str(a_file / "runs" / "2026"))
+    assert setup_error_message(error) == (
+        f"cannot make the run folder {a_file / 'runs' / '2026'}: {a_file} is a file, not a folder: "
+        f"set paths.log_dir (or LEARNBENCH_LOG_DIR) to a folder you can write"
+    )
+    error = PermissionError(13, "Permission denied", str(tmp_path / "runs"))
+    assert setup_error_message(error).endswith(f": {tmp_path} is not writable: set paths.log_dir (or LEARNBENCH_LOG_DIR) to a folder you can write")
+
+
+def read_only_folder(tmp_path):
+    """A folder this process cannot create anything in: a chmod 555 folder, or for root (who ignores modes)
+    a folder under /sys, a file system even root cannot write."""
+    import os
+
+    if os.geteuid() != 0:
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    try:
+        (__import__("pathlib").Path("/sys") / "learnbench-probe").mkdir()
+    except OSError:
+        return __import__("pathlib").Path("/sys")
+    pytest.skip("no folder here is read-only for root")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["a file", "read-only"])
+def test_a_log_dir_that_cannot_hold_runs_is_one_line(kind, tmp_path):
+    """Hydra made the run folder before the app ran, and failed with a traceback."""
+    if kind == "a file":
+        log_dir = tmp_path / "logs"
+        log_dir.write_text("")
+        reason = f"{log_dir} is a file, not a folder"
+    else:
+        log_dir = read_only_folder(tmp_path) / "logs"
+        reason = f"{log_dir.parent} is not writable"
+    for multirun in ([], ["-m"]):
+        proc = run_cli(*multirun, "optimizer.lr=0.1", *TINY, *CSV_ONLY, f"paths.log_dir={log_dir}", cwd=tmp_path)
+        assert proc.returncode == 2, describe(proc)
+        assert proc.stderr.startswith("cannot make the run folder ") and proc.stderr.count("\n") == 1, describe(proc)
+        assert f": {reason}: set paths.log_dir (or LEARNBENCH_LOG_DIR) to a folder you can write" in proc.stderr, describe(proc)

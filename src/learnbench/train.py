@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.callbacks import RunRecorder
+from learnbench.checkpoints import check_fits
 from learnbench.tasks import RECONSTRUCTION, get_task
 from learnbench.models import CNN, Autoencoder
 from learnbench.module import LearningRuleModule
@@ -255,6 +256,8 @@ def train(cfg: DictConfig) -> dict:
         # Loads the data: a batch larger than the training split, or a split the processes cannot share,
         # is refused now rather than as 0 steps with status ok (or a stall in the metrics' all-gather).
         datamodule.check_splits_fit(trainer.world_size, f"data={config_choices(cfg).get('data', cfg.data._target_)}")
+        if cfg.get("ckpt_path"):  # a checkpoint of another model would fail inside fit, with a traceback
+            check_fits(cfg.ckpt_path, module, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
         record["precision"] = str(trainer.precision)  # what ran: 16 on a CPU runs as bf16-mixed
         record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
         record["rule_parameters"] = sum(p.numel() for p in module.rule.extra_parameters())
