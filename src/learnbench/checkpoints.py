@@ -24,7 +24,9 @@ from learnbench.config_validation import ConfigError
 from learnbench.module import LearningRuleModule
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LearningRuleModule:
+def load_module(path: str | Path, map_location="cpu", strict: bool = True) -> LearningRuleModule:
+    """The module a checkpoint was saved from, its weights loaded, on the device its tensors were mapped to
+    (`map_location` as torch.load takes it; None: where they were saved), as Lightning's loader places it."""
     from learnbench.train import build_module
 
     checkpoint = torch.load(path, map_location=map_location, weights_only=False)
@@ -33,8 +35,9 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
         raise ValueError(f"{path} has no saved run config (written by a learnbench older than its checkpoints' hyper_parameters)")
     cfg = OmegaConf.create(saved["config"])
     module = build_module(cfg, tuple(saved["input_shape"]), saved["output_dim"], saved["task"])
-    module.load_state_dict(checkpoint["state_dict"])
-    return module
+    module.load_state_dict(checkpoint["state_dict"], strict=strict)
+    device = next((t.device for t in checkpoint["state_dict"].values() if isinstance(t, torch.Tensor)), torch.device("cpu"))
+    return module.to(device)
 
 
 def check_fits(path: str | Path, module: LearningRuleModule, config: dict | None = None) -> None:
