@@ -137,7 +137,7 @@ def test_bad_options_fail_before_the_data_is_looked_at(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("optimizer.lr='abc': expected a number > 0")):
         train(compose_config(overrides, tmp_path))
     record = json.loads((tmp_path / "results.json").read_text())
-    assert record["status"] == "failed"
+    assert record["status"] == "failed" and record["refused"] is True  # reports leave it out, and say so
     assert record["message"] == "ConfigError: optimizer.lr='abc': expected a number > 0 (set on the command line)"
 
 
@@ -318,7 +318,7 @@ def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
         "incomplete batch, so no step would be taken: use data.batch_size=2000 or less (or data.drop_last=false)"
     )
     record = json.loads((tmp_path / "results.json").read_text())
-    assert record["status"] == "failed" and record["steps"] == 0
+    assert record["status"] == "failed" and record["steps"] == 0 and record["refused"] is True
 
 
 def test_the_batch_check_counts_each_process_share():

@@ -40,10 +40,10 @@ def load_module(path: str | Path, map_location="cpu", strict: bool = True) -> Le
     return module.to(device)
 
 
-def check_fits(path: str | Path, module: LearningRuleModule, config: dict | None = None) -> None:
-    """Raise ConfigError when the checkpoint at `path` cannot be loaded into `module` (this run's model and
-    rule): Lightning would otherwise fail with a traceback after setting everything up. `config`: this run's
-    resolved config, to name the options that differ from the ones the checkpoint was written with."""
+def check_fits(path: str | Path, module: LearningRuleModule, config: dict | None = None) -> dict:
+    """The checkpoint at `path`, loaded on the CPU; ConfigError when it cannot be loaded into `module` (this
+    run's model and rule): Lightning would otherwise fail with a traceback after setting everything up.
+    `config`: this run's resolved config, to name the options that differ from the ones it was written with."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # not a checkpoint, or one cut short
@@ -53,7 +53,7 @@ def check_fits(path: str | Path, module: LearningRuleModule, config: dict | None
         raise ConfigError(f"ckpt_path={path} holds no module weights (no state_dict): name a Lightning checkpoint (last.ckpt)")
     mismatch = _first_mismatch(saved, module.state_dict())
     if mismatch is None:
-        return
+        return checkpoint
     written_with = _differences(checkpoint.get("hyper_parameters", {}).get("config"), config)
     raise ConfigError(
         f"ckpt_path={path} was saved by another model or rule: {mismatch}"

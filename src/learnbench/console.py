@@ -34,7 +34,7 @@ from learnbench.data.vision import DamagedDataFileError, DatasetNotFoundError
 
 __all__ = [
     "EXIT_USER_ERROR", "KNOWN_LOG_NOISE", "KNOWN_WARNINGS", "USER_ERRORS", "JobFailed", "WandbLogger",
-    "app_started", "quiet_known_noise", "run_app", "stop",
+    "app_started", "expect_own_checkpoints", "quiet_known_noise", "run_app", "stop",
 ]
 
 
@@ -87,6 +87,12 @@ KNOWN_LOG_NOISE: list[tuple[str, str]] = [
     ("lightning.pytorch.utilities.rank_zero", r"💡 Tip: .*litlogger"),
     ("lightning.fabric.utilities.rank_zero", r"💡 Tip: .*litlogger"),
     ("lightning_utilities.core.rank_zero", r"💡 Tip: .*litlogger"),
+    # Its twin for checkpoints, printed when Lightning adds its default ModelCheckpoint (callbacks=none):
+    # "💡 Tip: For seamless cloud uploads and versioning, try installing [litmodels](...) to enable
+    # LitModelCheckpoint, ..." (lightning/pytorch/trainer/connectors/callback_connector.py). Also an advertisement.
+    ("lightning.pytorch.utilities.rank_zero", r"💡 Tip: .*litmodels"),
+    ("lightning.fabric.utilities.rank_zero", r"💡 Tip: .*litmodels"),
+    ("lightning_utilities.core.rank_zero", r"💡 Tip: .*litmodels"),
 ]
 # W&B's "wandb: WARNING The anonymous setting has no effect and will be removed in a future version."
 # (wandb/sdk/wandb_settings.py, printed straight to stderr by wandb.termwarn: no warnings or logging
@@ -94,6 +100,21 @@ KNOWN_LOG_NOISE: list[tuple[str, str]] = [
 # `anonymous=None` to wandb.init, and wandb warns whenever the argument is passed at all. The
 # WandbLogger below (conf/logger/wandb.yaml) leaves the argument out; W&B then behaves exactly as
 # before (the setting has no effect either way).
+
+
+def expect_own_checkpoints(output_dir: str | Path) -> None:
+    """Two warnings of Lightning's ModelCheckpoint (lightning/pytorch/callbacks/model_checkpoint.py) that a
+    resumed run prints about this run's own <run dir>/checkpoints, silenced for that one folder (a checkpoint
+    folder named elsewhere still warns):
+    - "Checkpoint directory <dir> exists and is not empty.": it holds the checkpoint being resumed (or, for a
+      sweep job run again, the one it replaces);
+    - "The dirpath has changed from '<other>' to '<dir>', therefore `best_model_score`, ... won't be reloaded":
+      resuming another run's checkpoint into this folder; the suite's checkpoint callback keeps the last
+      checkpoint only (monitor null), so there is no best-model bookkeeping to lose."""
+    folder = os.path.realpath(Path(output_dir).expanduser() / "checkpoints")
+    module = r"lightning\.pytorch\.callbacks\.model_checkpoint"
+    warnings.filterwarnings("ignore", message=re.escape(f"Checkpoint directory {folder} exists and is not empty."), module=module)
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from '.*' to " + re.escape(f"'{folder}'"), module=module)
 
 
 class _DropMessages(logging.Filter):
