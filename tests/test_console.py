@@ -249,3 +249,29 @@ def test_the_offline_reason_names_what_chose_it(monkeypatch, tmp_path):
     assert wandb_mode_note(compose_config(["logger=wandb", "logger.wandb.offline=true"], tmp_path)).startswith(
         "W&B is offline (logger.wandb.offline=true)")
     assert wandb_mode_note(compose_config(["logger=csv"], tmp_path)) is None
+
+
+@pytest.mark.parametrize("user_value", [None, "1"])
+def test_hydra_reports_errors_inside_the_app_as_the_user_asked(user_value, monkeypatch):
+    """run_app asks Hydra to raise what it meets before the app starts (to show it as one line); inside the app,
+    and in processes started from it, HYDRA_FULL_ERROR is the user's own again."""
+    import subprocess as sp
+
+    from learnbench.console import app_started, run_app
+
+    if user_value is None:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    else:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", user_value)
+    seen = {}
+
+    def app():
+        seen["before"] = os.environ.get("HYDRA_FULL_ERROR")
+        app_started()
+        seen["inside"] = os.environ.get("HYDRA_FULL_ERROR")
+        child = sp.run([sys.executable, "-c", "import os; print(os.environ.get('HYDRA_FULL_ERROR'))"], capture_output=True, text=True)
+        seen["child"] = child.stdout.strip()
+
+    run_app(app)
+    assert seen == {"before": "1", "inside": user_value, "child": str(user_value)}
+    assert os.environ.get("HYDRA_FULL_ERROR") == user_value

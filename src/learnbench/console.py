@@ -219,38 +219,39 @@ def _in_multirun() -> bool:
 # advice that adds the typo), a run folder it cannot make (a traceback). run_app() turns these into one
 # line that says what to change. It asks Hydra to raise what it meets (HYDRA_FULL_ERROR=1) until the app
 # starts; app_started(), first thing in the app, gives the variable back its own value, so errors inside
-# the app (and in DDP ranks and later multirun jobs) are reported as before.
+# the app are reported as before. The user's own value waits in an environment variable, not in this
+# process: processes started before any app ran (joblib workers, SLURM jobs of a multirun) inherit both
+# and restore it the same way when their app starts.
 _FULL_ERROR = "HYDRA_FULL_ERROR"
-_held: dict[str, str | None] = {}  # while run_app holds HYDRA_FULL_ERROR: {"value": the user's own, or None}
+_HELD = "LEARNBENCH_HELD_HYDRA_FULL_ERROR"  # the user's HYDRA_FULL_ERROR while run_app holds it
+_UNSET = "<unset>"
 
 
 def app_started() -> None:
     """Give HYDRA_FULL_ERROR back its own value (the app is running: Hydra reports its errors as usual)."""
-    if not _held:
-        return
-    value = _held.pop("value")
-    if value is None:
+    held = os.environ.pop(_HELD, None)
+    if held == _UNSET:
         os.environ.pop(_FULL_ERROR, None)
-    else:
-        os.environ[_FULL_ERROR] = value
+    elif held is not None:
+        os.environ[_FULL_ERROR] = held
 
 
 def run_app(app: Callable[[], object]) -> None:
     """Run a @hydra.main app; an error Hydra meets before the app starts is one line and exit status 2 when
     the user can fix it (see above), and reported as Hydra reports it otherwise."""
-    _held["value"] = os.environ.get(_FULL_ERROR)
-    user_wants_tracebacks = bool(_held["value"])
+    user_value = os.environ.get(_FULL_ERROR)
+    os.environ[_HELD] = _UNSET if user_value is None else user_value
     os.environ[_FULL_ERROR] = "1"
     try:
         app()
     except Exception as error:
-        before_the_app = bool(_held)
+        before_the_app = _HELD in os.environ
         app_started()
         message = setup_error_message(error) if before_the_app else None
         if message is not None:
             sys.stderr.write(message + "\n")
             raise SystemExit(EXIT_USER_ERROR) from None
-        if user_wants_tracebacks or not before_the_app or not isinstance(error, CompactHydraException):
+        if user_value or not before_the_app or not isinstance(error, CompactHydraException):
             raise
         _report_as_hydra_does(error)
     finally:

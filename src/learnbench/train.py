@@ -424,7 +424,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
     app_started()  # from here on Hydra reports errors as usual (learnbench.console.run_app)
     quiet_by_default()  # W&B's banner and summary (WANDB_SILENT, unless the user set it)
     # Known harmless library messages are silenced, narrowly (learnbench/console.py). DDP ranks 1..N-1
-    # re-run main(), so they install the same filters.
+    # re-run the app, so they install the same filters.
     quiet_known_noise()
     expect_own_checkpoints(cfg.paths.output_dir)  # a resumed run's checkpoint folder is not empty, by design
     # A re-run sweep skips jobs that already finished in their (fixed) output directory.
