@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN := $(BIN)/python
-DATA_DIR ?= ../shared/datasets
+# Datasets (paths.data_dir) for `make train` and `make sweep`, e.g. DATA_DIR=../shared/datasets; left empty,
+# the app's own default applies (LEARNBENCH_DATA_DIR, conf/local/default.yaml, else ./data).
+DATA_DIR ?=
+DATA_ARG = $(if $(DATA_DIR),paths.data_dir=$(DATA_DIR))
 export WANDB_SILENT := true
 
 .PHONY: help install train test test-slow test-all bench table sweep clean
@@ -18,8 +21,8 @@ install: $(BIN)/python  ## make .venv and install learnbench (editable) with its
 	$(BIN)/pip install --upgrade pip setuptools wheel >/dev/null
 	$(BIN)/pip install -e ".[dev,oracles,cluster]"
 
-train:  ## train backprop on the 2-arm spiral (CPU, under a minute); overrides via ARGS="..."
-	$(RUN) -m learnbench.train $(ARGS)
+train:  ## train backprop on the 2-arm spiral (CPU, under a minute); overrides via ARGS="...", datasets via DATA_DIR=...
+	$(RUN) -m learnbench.train $(DATA_ARG) $(ARGS)
 
 test:  ## the fast tests (a few minutes; touches every module): unit tests, oracles, a covering few of each config matrix
 	$(RUN) -m pytest -q $(ARGS)
@@ -30,8 +33,14 @@ test-slow:  ## only the slow tests: CLI/multirun/DDP/SLURM/Optuna/resume runs, m
 test-all:  ## every test (test + test-slow in one run; what CI runs)
 	$(RUN) -m pytest -q -m "slow or not slow" $(ARGS)
 
+# Each benchmark row runs in a process forked from a forkserver that preloads learnbench.tools.bench
+# (tools/bench.py, time_in_processes); started with `-m learnbench.tools.bench`, every such process also
+# re-runs its main module by name, already imported, and runpy warns: "RuntimeWarning: 'learnbench.tools.bench'
+# found in sys.modules after import of package 'learnbench.tools', ...", once per row. Harmless (the module
+# is the same); -W reaches the forkserver and its children (interpreter flags are passed on).
+BENCH_QUIET := -W "ignore:'learnbench.tools.bench' found in sys.modules:RuntimeWarning"
 bench:  ## step time of every rule over backprop; DDP bytes/step with ARGS="comm" (ARGS="comm --help" for its options)
-	$(RUN) -m learnbench.tools.bench $(ARGS)
+	$(RUN) $(BENCH_QUIET) -m learnbench.tools.bench $(ARGS)
 
 clean:  ## remove logs and caches (not the venv)
 	rm -rf logs multirun outputs .pytest_cache
@@ -45,4 +54,4 @@ LAUNCHER ?=
 sweep:  ## run conf/sweep/<SWEEP>.yaml into logs/sweeps/<SWEEP>; a re-run skips finished jobs. LAUNCHER=joblib|slurm_cpu|slurm_gpu|slurm_ddp, ARGS="..."
 	@test -f conf/sweep/$(SWEEP).yaml || { echo "no sweep conf/sweep/$(SWEEP).yaml; choose one of: $$(ls conf/sweep | sed 's/\.yaml$$//' | tr '\n' ' ')" >&2; exit 2; }
 	@mkdir -p "$${LEARNBENCH_LOG_DIR:-logs}/sweeps"
-	$(RUN) -m learnbench.train -m sweep=$(SWEEP) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
+	$(RUN) -m learnbench.train -m sweep=$(SWEEP) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(DATA_ARG) $(ARGS)

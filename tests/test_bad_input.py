@@ -92,6 +92,12 @@ def test_a_truncated_idx_file(tmp_path):
         (["grad_clip_norm=off"], "grad_clip_norm='off': expected a number > 0 or null"),
         (["diagnostics.every_n_steps=-5"], "diagnostics.every_n_steps=-5: expected an integer >= 0"),
         (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0: expected an integer >= 1 or null"),
+        # A size of 0 built a model without units (status ok, 2 parameters); -5 failed inside torch.
+        (["model.hidden_sizes=[0]"], "model.hidden_sizes=[0]: expected a list (each item an integer >= 1)"),
+        (["model.hidden_sizes=[-5]"], "model.hidden_sizes=[-5]: expected a list (each item an integer >= 1)"),
+        (["model=cnn", "data=mnist", "model.channels=[16,0]"], "model.channels=[16, 0]: expected a list (each item an integer >= 1)"),
+        (["model=autoencoder", "data=mnist_autoencoder", "model.bottleneck=0"], "model.bottleneck=0: expected an integer >= 1"),
+        (["model.activation=relu6"], "model.activation='relu6': expected one of 'relu', "),
     ],
 )
 def test_out_of_range_and_wrongly_typed_options(overrides, expected, tmp_path):
@@ -131,7 +137,7 @@ def test_bad_options_fail_before_the_data_is_looked_at(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("optimizer.lr='abc': expected a number > 0")):
         train(compose_config(overrides, tmp_path))
     record = json.loads((tmp_path / "results.json").read_text())
-    assert record["status"] == "failed"
+    assert record["status"] == "failed" and record["refused"] is True  # reports leave it out, and say so
     assert record["message"] == "ConfigError: optimizer.lr='abc': expected a number > 0 (set on the command line)"
 
 
@@ -300,3 +306,239 @@ def test_the_cli_prints_the_message_and_records_it(tmp_path):
     assert record["status"] == "failed"
     assert record["message"] == f"ConfigError: {expected}"
     assert record["steps"] == 0
+
+
+# ============================================================================= accepted silently before (issue 27)
+def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
+    """It trained 0 steps (the incomplete batch dropped) and reported status ok."""
+    with pytest.raises(ValidationError) as error:
+        train(compose_config(["data.batch_size=5000", *TINY, *CSV_ONLY], tmp_path))
+    assert str(error.value) == (
+        "data.batch_size=5000 is larger than the training split (2000 examples) and data.drop_last=true drops the "
+        "incomplete batch, so no step would be taken: use data.batch_size=2000 or less (or data.drop_last=false)"
+    )
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["status"] == "failed" and record["steps"] == 0 and record["refused"] is True
+
+
+def test_the_batch_check_counts_each_process_share():
+    from learnbench.data import SpiralDataModule
+
+    data = SpiralDataModule(train_per_arm=500, batch_size=600)  # 1000 examples, 500 per process on 2
+    data.check_splits_fit(world_size=1)
+    with pytest.raises(ValidationError, match=re.escape("(500 per process on the 2 processes, of 1000 examples)")):
+        data.check_splits_fit(world_size=2)
+    SpiralDataModule(train_per_arm=500, batch_size=600, drop_last=False).check_splits_fit(world_size=2)  # one short batch
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["+foo=1"], "foo=1: the config's top level has no option 'foo'; it accepts: allreduce_grads, callbacks, ckpt_path, "),
+        (["+grad_clip=1.0"], "grad_clip=1.0: the config's top level has no option 'grad_clip' (did you mean 'grad_clip_norm'?)"),
+        (["+diagnostics.every_n_step=5"], "diagnostics.every_n_step=5: diagnostics has no option 'every_n_step' (did you mean 'every_n_steps'?); it accepts: every_n_steps"),
+        (["+paths.datadir=x"], "paths.datadir='x': paths has no option 'datadir' (did you mean 'data_dir'?)"),
+    ],
+)
+def test_an_added_key_nothing_reads_is_refused(overrides, expected, tmp_path):
+    message = refused(overrides, tmp_path)
+    assert message.startswith(expected), message
+    assert message.endswith("(set on the command line)"), message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "dotted", "shown", "expected"),
+    [
+        (["method=np"], "method.sigmaa", "0.1", "method.sigmaa=0.1: learnbench.rules.NodePerturbation has no option 'sigmaa' (did you mean 'sigma'?); it accepts: "),
+        ([], "trainer.max_step", "3", "trainer.max_step=3: lightning.pytorch.Trainer has no option 'max_step' (did you mean 'max_steps', "),
+        ([], "trainer.gradient_clip_val", "1.0", "trainer.gradient_clip_val does not work with manual optimisation: use grad_clip_norm=<value>"),
+        ([], "trainer.limit_val_batches", "2", "trainer.limit_val_batches=2: trainer's config file does not list 'limit_val_batches'; add it with +trainer.limit_val_batches=2"),
+        ([], "grad_clip", "1.0", "grad_clip=1.0: the config's top level has no option 'grad_clip' (did you mean 'grad_clip_norm'?)"),
+    ],
+)
+def test_what_an_override_of_a_missing_key_says(overrides, dotted, shown, expected, tmp_path):
+    """Hydra refuses `key=value` for a key the config lacks, and suggests adding the typo with `+`; the app says
+    instead what the close matches are (the node is the key's parent in the composed config, as Hydra's error holds it)."""
+    from omegaconf import OmegaConf
+
+    from learnbench.config_validation import missing_key_message
+
+    cfg = compose_config(overrides, tmp_path)
+    parent = OmegaConf.select(cfg, dotted.rsplit(".", 1)[0]) if "." in dotted else cfg
+    assert missing_key_message(dotted, shown, parent).startswith(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("method.sigmaa=0.1", "method.sigmaa=0.1: learnbench.rules.NodePerturbation has no option 'sigmaa' (did you mean 'sigma'?)"),
+        ("trainer.max_step=3", "trainer.max_step=3: lightning.pytorch.Trainer has no option 'max_step' (did you mean 'max_steps'"),
+        ("trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val does not work with manual optimisation: use grad_clip_norm=<value>"),
+    ],
+)
+def test_the_cli_names_the_close_matches_of_a_typo_without_plus(override, expected, tmp_path):
+    log_dir = tmp_path / "logs"
+    proc = run_cli("method=np", override, *TINY, *CSV_ONLY, f"paths.log_dir={log_dir}", cwd=tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, describe(proc)
+    assert "+" + override not in proc.stderr and "Traceback" not in proc.stderr, describe(proc)
+    assert not log_dir.exists()  # refused before Hydra made a run folder
+
+
+@pytest.mark.parametrize("precision", ["16", "'16'", "16-true", "16-mixed"])
+def test_fp16_is_refused_for_every_rule_that_writes_gradients_by_hand(precision, tmp_path):
+    """The check matched only "16-mixed": `trainer.precision=16 method=fa` ran."""
+    message = refused(["method=fa", f"trainer.precision={precision}"], tmp_path)
+    assert message == (
+        f"trainer.precision={precision.strip(chr(39))}: fp16 rescales or rounds the gradients that method=fa writes by hand: "
+        f"use trainer.precision=32 or bf16-mixed"
+    )
+
+
+def test_the_fp16_refusal_recommends_only_what_works(tmp_path):
+    """fg_w fails under bf16-mixed: its fp16 refusal must not send the user there."""
+    assert refused(["method=fg_w", "trainer.precision=16"], tmp_path).endswith("use trainer.precision=32")
+    assert refused(["method=fg_w", "trainer.precision=bf16-mixed"], tmp_path) == (
+        "trainer.precision=bf16-mixed: method=fg_w computes its gradients in bf16 under autocast, which cannot be "
+        "stored in its float32 weights: use trainer.precision=32"
+    )
+
+
+def test_precision_16_with_backprop_records_the_precision_that_ran(tmp_path):
+    """On a CPU Lightning runs fp16 AMP as bf16-mixed: results.json says so, not 16."""
+    record = train(compose_config(["method=bp", "trainer.precision=16", *TINY, *CSV_ONLY], tmp_path))
+    assert record["status"] == "ok"
+    assert record["precision"] == ("16-mixed" if __import__("torch").cuda.is_available() else "bf16-mixed")
+    assert json.loads((tmp_path / "results.json").read_text())["precision"] == record["precision"]
+
+
+def _rules_and_models() -> list[tuple[str, str]]:
+    from learnbench.catalog import comparable_rules
+
+    recurrent = set(comparable_rules("recurrent")) - set(comparable_rules("feedforward"))
+    return [(method, "rnn" if method in recurrent else "mlp") for method in options("method")]
+
+
+@pytest.mark.parametrize(("method", "model"), few_fast(_rules_and_models()))
+def test_bf16_mixed_runs_exactly_the_rules_not_listed(method, model, tmp_path):
+    """Oracle: two real steps under bf16-mixed autocast. A rule listed in train.rules_without_bf16_autocast fails
+    there (so its refusal is needed) and one not listed trains (so bf16-mixed may be recommended to it)."""
+    import lightning as L
+    from hydra.utils import get_class
+
+    from learnbench.train import build, rules_without_bf16_autocast
+
+    data = ["data=add_task", "data.steps=6", "data.train_sequences=4", "data.val_sequences=2", "model=rnn", "model.hidden_size=4"]
+    if model == "mlp":
+        data = ["data=spiral", "data.train_per_arm=50", "model.hidden_sizes=[8]"]
+    cfg = compose_config([*data, f"method={method}", "trainer.precision=bf16-mixed", *TINY, *CSV_ONLY], tmp_path)
+    listed = issubclass(get_class(cfg.method._target_), rules_without_bf16_autocast())
+    if listed:
+        with pytest.raises(ConfigError, match="bf16"):
+            check_config(cfg)
+    else:
+        check_config(cfg)
+    L.seed_everything(0, verbose=False)
+    datamodule, module, trainer, _ = build(cfg)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        failed = None
+    except RuntimeError as error:
+        failed = error
+    assert (failed is not None) == listed, f"{method}: listed={listed}, bf16-mixed run: {failed or 'trained'}"
+
+
+def test_max_epochs_minus_one_without_a_step_limit_is_refused(tmp_path):
+    """It trained until killed ("Epoch 0/-2"); with a step limit it stops there, as Lightning documents."""
+    assert refused(["trainer.max_epochs=-1"], tmp_path) == (
+        "trainer.max_epochs=-1 with no trainer.max_steps would train until killed: set trainer.max_epochs to a "
+        "number of epochs (or trainer.max_steps to a number of steps)"
+    )
+    check_config(compose_config(["trainer.max_epochs=-1", "trainer.max_steps=10"], tmp_path))
+
+
+# ============================================================================= tracebacks before (issue 27)
+def test_a_checkpoint_that_does_not_exist_is_refused(tmp_path):
+    missing = tmp_path / "nope.ckpt"
+    assert refused([f"ckpt_path={missing}"], tmp_path) == (
+        f"ckpt_path={missing}: no such file (a run's checkpoint is <run dir>/checkpoints/last.ckpt)"
+    )
+    assert refused([f"ckpt_path={tmp_path}"], tmp_path).startswith(f"ckpt_path={tmp_path} is a folder: name the checkpoint file")
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_training(tmp_path):
+    """It failed inside Lightning's restore with a size-mismatch traceback."""
+    import lightning as L
+
+    from learnbench.train import build
+
+    checkpoint = tmp_path / "small.ckpt"
+    small = ["data=spiral", "model.hidden_sizes=[16]", *TINY, *CSV_ONLY]
+    L.seed_everything(0, verbose=False)
+    datamodule, module, trainer, _ = build(compose_config(small, tmp_path / "first"))
+    trainer.fit(module, datamodule=datamodule)
+    trainer.save_checkpoint(checkpoint)
+    not_a_checkpoint = tmp_path / "notes.txt"
+    not_a_checkpoint.write_text("not a checkpoint")
+
+    with pytest.raises(ValidationError) as error:
+        train(compose_config([*small[:1], "model.hidden_sizes=[32]", *TINY, *CSV_ONLY, f"ckpt_path={checkpoint}"], tmp_path / "resumed"))
+    assert str(error.value) == (
+        f"ckpt_path={checkpoint} was saved by another model or rule: model.blocks.0.linear.weight is [16, 2] there and "
+        f"[32, 2] here; it was written with model.hidden_sizes=[16] (this run: [32]): resume with the options that wrote it"
+    )
+    with pytest.raises(ValidationError, match=r"it has no rule\.feedback\.\d, which this run has; it was written with method\._target_="):
+        train(compose_config([*small, "method=kp", f"ckpt_path={checkpoint}"], tmp_path / "kp"))
+    with pytest.raises(ValidationError, match=re.escape(f"ckpt_path={not_a_checkpoint} is not a checkpoint that can be read")):
+        train(compose_config([*small, f"ckpt_path={not_a_checkpoint}"], tmp_path / "text"))
+    assert train(compose_config([*small, f"ckpt_path={checkpoint}", "trainer.max_epochs=2"], tmp_path / "same"))["status"] == "ok"
+
+
+def test_what_a_run_folder_that_cannot_be_made_says(tmp_path):
+    from learnbench.console import setup_error_message
+
+    a_file = tmp_path / "logs"
+    a_file.write_text("")
+    error = NotADirectoryError(20, "Not a directory", str(a_file / "runs" / "2026"))
+    assert setup_error_message(error) == (
+        f"cannot make the run folder {a_file / 'runs' / '2026'}: {a_file} is a file, not a folder: "
+        f"set paths.log_dir (or LEARNBENCH_LOG_DIR) to a folder you can write"
+    )
+    error = PermissionError(13, "Permission denied", str(tmp_path / "runs"))
+    assert setup_error_message(error).endswith(f": {tmp_path} is not writable: set paths.log_dir (or LEARNBENCH_LOG_DIR) to a folder you can write")
+
+
+def read_only_folder(tmp_path):
+    """A folder this process cannot create anything in: a chmod 555 folder, or for root (who ignores modes)
+    a folder under /sys, a file system even root cannot write."""
+    import os
+
+    if os.geteuid() != 0:
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    try:
+        (__import__("pathlib").Path("/sys") / "learnbench-probe").mkdir()
+    except OSError:
+        return __import__("pathlib").Path("/sys")
+    pytest.skip("no folder here is read-only for root")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["a file", "read-only"])
+def test_a_log_dir_that_cannot_hold_runs_is_one_line(kind, tmp_path):
+    """Hydra made the run folder before the app ran, and failed with a traceback."""
+    if kind == "a file":
+        log_dir = tmp_path / "logs"
+        log_dir.write_text("")
+        reason = f"{log_dir} is a file, not a folder"
+    else:
+        log_dir = read_only_folder(tmp_path) / "logs"
+        reason = f"{log_dir.parent} is not writable"
+    for multirun in ([], ["-m"]):
+        proc = run_cli(*multirun, "optimizer.lr=0.1", *TINY, *CSV_ONLY, f"paths.log_dir={log_dir}", cwd=tmp_path)
+        assert proc.returncode == 2, describe(proc)
+        assert proc.stderr.startswith("cannot make the run folder ") and proc.stderr.count("\n") == 1, describe(proc)
+        assert f": {reason}: set paths.log_dir (or LEARNBENCH_LOG_DIR) to a folder you can write" in proc.stderr, describe(proc)

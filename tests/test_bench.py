@@ -95,3 +95,20 @@ def test_local_heads_last_builds_the_ren_s11_preset_model():
     assert bench.model_name(args.model, args.hidden, args.layer_norm, args.local_heads) == "MLP 784-256-256-10, LayerNorm, local heads last"
     default = bench.build_parser().parse_args(["--hidden", "256", "256", "--layer-norm", "--batch", "2"])
     assert bench.model_and_batch(default, torch.device("cpu"))[0].local_heads == "every"
+
+
+@pytest.mark.slow
+def test_make_bench_prints_no_runpy_warning(tmp_path):
+    """`make bench` printed runpy's "RuntimeWarning: 'learnbench.tools.bench' found in sys.modules ..." once per
+    row process (tools/bench.py's forkserver preloads the module that `-m` also runs); the Makefile silences it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = "--hidden 16 --batch 8 --rounds 1 --warmup 0 --rules bp fa --no-variants"
+    done = subprocess.run(["make", "-s", "-C", str(root), "bench", f"RUN={sys.executable}", f"ARGS={args}"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Step time over backprop" in done.stdout
+    assert "RuntimeWarning" not in done.stdout + done.stderr, done.stderr[-3000:]

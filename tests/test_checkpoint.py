@@ -98,3 +98,50 @@ def test_a_checkpoint_loads_back_without_hydra(method, tmp_path):
     for key, value in module.rule.state_dict().items():
         torch.testing.assert_close(loaded.rule.state_dict()[key], value, rtol=0, atol=0, equal_nan=True)
     assert type(loaded.rule) is type(module.rule) and loaded.hparams["config"]["seed"] == cfg.seed
+
+
+# Every model kind, each on data it trains on (the vision ones on the synthetic IDX files of conftest.vision_data).
+MODEL_KINDS = {
+    "mlp": ["data=spiral", "model.hidden_sizes=[16]"],
+    "cnn": ["data=mnist", "model=cnn", "model.channels=[2,4]", "model.hidden_sizes=[8]"],
+    "lenet": ["data=fashion_mnist", "model=lenet"],
+    "autoencoder": ["data=mnist_autoencoder", "model=autoencoder", "model.encoder_sizes=[16]", "model.bottleneck=4"],
+    "rnn": ["data=add_task", "data.steps=8", "data.train_sequences=4", "data.val_sequences=2", "data.test_sequences=2",
+            "model=rnn", "model.hidden_size=6", "data.batch_size=2"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_lightnings_load_from_checkpoint_rebuilds_every_model_kind(kind, vision_data, tmp_path):
+    """Oracle: the trained module itself. `LearningRuleModule.load_from_checkpoint(path)` failed (its constructor
+    takes built objects); it now rebuilds model and rule from the config saved in the checkpoint and predicts
+    exactly what the trained module predicts, on a batch of the data it trained on."""
+    from learnbench.module import LearningRuleModule
+
+    root, _ = vision_data
+    overrides = [*MODEL_KINDS[kind], "method=bp", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", *COMMON[4:7], *CSV_ONLY]
+    if "data=spiral" not in overrides and "data=add_task" not in overrides:
+        overrides += [f"paths.data_dir={root}", "data.download=false", "data.val_size=40", "data.batch_size=50"]
+    cfg = compose_config(overrides, tmp_path)
+    datamodule, module, trainer, _ = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    checkpoint = tmp_path / f"{kind}.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    loaded = LearningRuleModule.load_from_checkpoint(checkpoint)
+    assert type(loaded) is LearningRuleModule and type(loaded.model) is type(module.model)
+    assert loaded.hparams["config"]["model"] == cfg_section(cfg, "model")
+    x = datamodule.splits.test[0][:3]
+    module.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), module(x), rtol=0, atol=0)
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+    with pytest.raises(TypeError, match="takes no hparams_file or overrides"):
+        LearningRuleModule.load_from_checkpoint(checkpoint, seed=3)
+
+
+def cfg_section(cfg, name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg[name], resolve=True)

@@ -175,8 +175,9 @@ def test_a_config_error_is_one_message_and_exit_2(tmp_path):
     assert proc.returncode == EXIT_USER_ERROR == 2, describe(proc)
     assert expected in text, describe(proc)
     assert "Traceback" not in text and "Error executing job" not in text, describe(proc)
+    assert len(text.strip().splitlines()) == 1, describe(proc)  # no status=failed / outputs: lines around it
     (record,) = results_under(log_dir).values()
-    assert record["status"] == "failed" and record["message"] == f"ConfigError: {expected}"
+    assert record["status"] == "failed" and record["message"] == f"ConfigError: {expected}" and record["refused"]
 
 
 @pytest.mark.slow
@@ -211,3 +212,66 @@ def test_a_multirun_goes_on_after_a_config_error(tmp_path):
     assert set(records) == set(jobs) and len(jobs) == 2
     assert [records[j]["status"] for j in jobs] == ["failed", "ok"]
     assert records[jobs[1]]["steps"] == 3
+
+
+# ----------------------------------------------------------------------------- W&B
+@pytest.mark.slow
+def test_wandb_is_quiet_unless_asked_and_the_log_says_why_it_is_offline(tmp_path):
+    """W&B printed a banner and a ~20-line summary per run unless WANDB_SILENT was set (only `make` set it); the
+    log said "not logged in" also when WANDB_MODE=offline chose offline."""
+    env = {k: v for k, v in cli_env().items() if k != "WANDB_SILENT"}
+    args = cli_command("logger=wandb", *TINY, f"paths.log_dir={tmp_path / 'logs'}")
+    quiet = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, describe(quiet)
+    assert not [line for line in output(quiet).splitlines() if line.startswith("wandb:")], describe(quiet)
+    assert "W&B is offline (WANDB_MODE=offline); sync later with: wandb sync " in output(quiet), describe(quiet)
+    (record,) = results_under(tmp_path / "logs").values()
+    assert list((Path(record["output_dir"]) / "wandb").glob("offline-run-*")), "W&B no longer logged the run"
+
+    loud = subprocess.run(args, cwd=tmp_path, env={**env, "WANDB_SILENT": "false"}, capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and "wandb: " in output(loud), describe(loud)  # the user's own setting wins
+
+
+def test_the_offline_reason_names_what_chose_it(monkeypatch, tmp_path):
+    from conftest import compose_config
+    from learnbench.train import wandb_mode_note
+
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose_config(["logger=wandb"], tmp_path)
+    for mode, reason in [("offline", "WANDB_MODE=offline"), ("", "not logged in")]:
+        monkeypatch.setenv("WANDB_MODE", mode)
+        assert wandb_mode_note(cfg) == f"W&B is offline ({reason}); sync later with: wandb sync {tmp_path}/wandb/offline-run-*"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode_note(cfg) == "W&B is disabled (WANDB_MODE=disabled): nothing is logged to W&B"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert wandb_mode_note(cfg) is None  # online: the run's URL is logged once it exists
+    assert wandb_mode_note(compose_config(["logger=wandb", "logger.wandb.offline=true"], tmp_path)).startswith(
+        "W&B is offline (logger.wandb.offline=true)")
+    assert wandb_mode_note(compose_config(["logger=csv"], tmp_path)) is None
+
+
+@pytest.mark.parametrize("user_value", [None, "1"])
+def test_hydra_reports_errors_inside_the_app_as_the_user_asked(user_value, monkeypatch):
+    """run_app asks Hydra to raise what it meets before the app starts (to show it as one line); inside the app,
+    and in processes started from it, HYDRA_FULL_ERROR is the user's own again."""
+    import subprocess as sp
+
+    from learnbench.console import app_started, run_app
+
+    if user_value is None:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    else:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", user_value)
+    seen = {}
+
+    def app():
+        seen["before"] = os.environ.get("HYDRA_FULL_ERROR")
+        app_started()
+        seen["inside"] = os.environ.get("HYDRA_FULL_ERROR")
+        child = sp.run([sys.executable, "-c", "import os; print(os.environ.get('HYDRA_FULL_ERROR'))"], capture_output=True, text=True)
+        seen["child"] = child.stdout.strip()
+
+    run_app(app)
+    assert seen == {"before": "1", "inside": user_value, "child": str(user_value)}
+    assert os.environ.get("HYDRA_FULL_ERROR") == user_value

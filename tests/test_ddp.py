@@ -170,3 +170,77 @@ def test_lightning_still_builds_the_relaunch_command_where_we_replace_it():
         assert subprocess_script._hydra_subprocess_cmd is ddp_launch._job_subprocess_cmd
     finally:
         subprocess_script._hydra_subprocess_cmd = original
+
+
+# ----------------------------------------------------------------------------- splits smaller than the processes
+# Every generated task (no download): (data, model, the option that sets an evaluation split's size).
+GENERATED = [
+    ("spiral", "mlp", ["data.arms=3", "data.test_per_arm={n}"]),  # 3 arms: the split holds 3 n points
+    ("add_task", "rnn", ["data.steps=6", "data.test_sequences={n}"]),
+    ("zipser_andersen", "mlp", ["data.test_size={n}"]),
+    ("sine_trajectory", "rnn", ["data.steps=6"]),  # one validation and one test trial, always
+]
+
+
+def generated(data: str, model: str, sizes: list[str], n: int) -> list[str]:
+    small = {"mlp": ["model.hidden_sizes=[8]"], "rnn": ["model.hidden_size=4"]}[model]
+    return [f"data={data}", f"model={model}", *small, *(s.format(n=n) for s in sizes)]
+
+
+@pytest.mark.parametrize(("data", "model", "sizes"), GENERATED, ids=[g[0] for g in GENERATED])
+def test_a_split_smaller_than_the_processes_is_refused_at_start(data, model, sizes, tmp_path):
+    """One rank without an evaluation batch never joins the metrics' all-gather: the other dies in gloo."""
+    from hydra.utils import instantiate
+
+    from learnbench.config_validation import ConfigError
+
+    fixed = data == "sine_trajectory"
+    datamodule = instantiate(compose_config(generated(data, model, sizes, n=1), tmp_path).data)
+    datamodule.check_splits_fit(world_size=1)
+    spiral_points = 3  # data.arms=3: one per arm is still 3 >= 2 processes; 4 processes are too many
+    world = 4 if data == "spiral" else 2
+    with pytest.raises(ConfigError) as error:
+        datamodule.check_splits_fit(world_size=world, name=f"data={data}")
+    split = "validation" if fixed else "test"
+    count = spiral_points if data == "spiral" else 1
+    assert str(error.value).startswith(
+        f"the {split} split of data={data} has {count} example(s), fewer than the {world} processes: each process needs at least one: "
+    )
+    remedy = "its size is fixed: run on one process (trainer=cpu)" if fixed else "or run on one process (trainer=cpu)"
+    assert str(error.value).endswith(remedy)
+
+
+@pytest.mark.slow
+def test_the_reported_sine_trajectory_command_is_refused_in_one_line(tmp_path):
+    proc = run_cli("trainer=ddp_sim", "data=sine_trajectory", "model=rnn", "method=rflo", "trainer.max_steps=10",
+                   *CSV_ONLY, f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, describe(proc)
+    assert ("the validation split of data=sine_trajectory has 1 example(s), fewer than the 2 processes: each process "
+            "needs at least one: its size is fixed: run on one process (trainer=cpu)") in proc.stdout + proc.stderr, describe(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr and "gloo" not in proc.stdout + proc.stderr, describe(proc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("data", "model", "sizes"), GENERATED[:3], ids=[g[0] for g in GENERATED[:3]])
+def test_an_uneven_split_is_scored_on_two_processes_as_on_one(data, model, sizes, tmp_path):
+    """Oracle: the one-process score of the same model. 3 test examples on 2 processes (2 + 1, eval batch 1: the ranks
+    run unequal numbers of batches); torchmetrics' all-gather sums weighted means, so nothing is counted twice or lost."""
+    from hydra.utils import instantiate
+
+    from learnbench.train import build_module
+
+    n = 1 if data == "spiral" else 3
+    cfg = compose_config([*generated(data, model, sizes, n), "data.eval_batch_size=1"], tmp_path)
+    scores = []
+    for devices in (1, 2):
+        datamodule = instantiate(cfg.data)
+        datamodule.check_splits_fit(world_size=devices)
+        torch.manual_seed(0)
+        module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, datamodule.task)
+        strategy = {"strategy": "ddp_spawn"} if devices > 1 else {}
+        trainer = L.Trainer(accelerator="cpu", devices=devices, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, **strategy)
+        scores.append(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+    assert scores[0].keys() == scores[1].keys()
+    for key in scores[0]:
+        assert scores[1][key] == pytest.approx(scores[0][key], rel=1e-6), (key, scores)

@@ -435,3 +435,45 @@ def test_one_methods_settings_get_a_colour_each(tmp_path, monkeypatch):
     fg_a = [c for label, c in colour.items() if label.startswith("fg_a")]
     assert len(fg_a) == 2 and fg_a[0] == fg_a[1] and colour[next(l for l in colour if l.startswith("bp"))] != fg_a[0]
     assert len({line[2] for line in lines if line[0].startswith("fg_a")}) == 2
+
+
+# --------------------------------------------------------------------------------- refused runs, empty plots
+def refused_run(root: Path, job: str) -> Path:
+    """What train.py writes for a run refused before any work: status failed, refused, its own odd setting."""
+    out = write_run(root, job, "bp", 0, status="failed", lr="abc")
+    record = json.loads((out / "results.json").read_text())
+    record.update(refused=True, message="ConfigError: optimizer.lr='abc': expected a number > 0 (set on the command line)",
+                  steps=0, epochs=0, metrics={"final": {}, "best": {}})
+    (out / "results.json").write_text(json.dumps(record))
+    return out
+
+
+def test_runs_refused_before_any_work_are_left_out_and_counted(sweep, capsys):
+    """A refused run trained nothing; counted in, its odd lr made an extra column and a row of its own."""
+    expected = build_table(load_records([sweep]), ["test/acc"])
+    refused_run(sweep, "9")
+    refused_run(sweep, "10")
+    assert report_main([str(sweep), "--metrics", "test/acc", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == len(expected.rows) and "abc" not in out
+    assert list(rows[0])[:len(expected.group_columns)] == expected.group_columns
+    assert "left out 2 run(s) refused before any work (each results.json says why):" in err
+    assert err.count("refused: ") == 2 and "optimizer.lr='abc': expected a number > 0" in err
+    assert "9 runs in" in err  # the table's count: the 9 runs of the sweep
+
+
+def test_only_refused_runs_make_no_table(tmp_path, capsys):
+    refused_run(tmp_path, "0")
+    assert report_main([str(tmp_path)]) == 1
+    assert "no run to report: every run was refused before any work" in capsys.readouterr().err
+
+
+def test_plots_without_a_validation_epoch_say_so_and_write_nothing(tmp_path, capsys):
+    """It wrote an empty folder, silently."""
+    write_run(tmp_path / "runs", "0", "bp", 0, acc=0.9, loss=0.3)  # no history: no epoch finished
+    figures = tmp_path / "figures"
+    assert report_main([str(tmp_path / "runs"), "--plots", str(figures)]) == 0
+    assert not figures.exists()
+    assert ("no learning curves to draw: no finished run completed a validation epoch (their history is empty); "
+            f"nothing written to {figures}") in capsys.readouterr().err

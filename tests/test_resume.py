@@ -115,6 +115,14 @@ def test_a_run_stopped_part_way_resumes_from_its_checkpoint_and_ends_as_an_unint
     expected, got = (json.loads((d / "results.json").read_text()) for d in (whole, stopped))
     assert 2 <= json.loads(json.dumps(got["history"]))[-1]["epoch"] == 6
     assert comparable(got) == comparable(expected)
+    # It says it was resumed, and from where; the uninterrupted run was not.
+    assert got["resumed_from"]["checkpoint"] == str((stopped / "checkpoints" / "last.ckpt").resolve())
+    assert 2 <= got["resumed_from"]["epoch"] + 1 < 6 and expected["resumed_from"] is None
+    # Every logged row, those of the epochs before the kill included, as the uninterrupted run logged them.
+    assert (stopped / "csv" / "metrics.csv").read_text() == (whole / "csv" / "metrics.csv").read_text()
+    # Lightning's warnings about the run's own non-empty folders (printed with its file paths) are gone.
+    output = resumed.stdout + resumed.stderr
+    assert "exists and is not empty" not in output and "site-packages" not in output, describe(resumed)
     final = [torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"] for d in (whole, stopped)]
     assert final[0].keys() == final[1].keys()
     for key in final[0]:
@@ -143,3 +151,49 @@ def test_an_unreadable_checkpoint_starts_the_job_from_scratch(tmp_path):
     path.parent.mkdir()
     path.write_bytes(b"PK\x03\x04 cut short by the kill")
     assert checkpoint_to_resume(tmp_path, ["seed=0"]) is None
+
+
+def test_a_resumed_run_keeps_the_logged_rows_before_its_checkpoint(tmp_path):
+    """Lightning's CSV logger deleted metrics.csv when the resumed run started: the epochs before the stop were
+    lost. Oracle: the uninterrupted run's file. Two epochs straight; one epoch, then a run resumed from its
+    checkpoint, in the same folder, for the second (no schedule: the epoch budget changes nothing else)."""
+    from conftest import compose_config, tiny
+
+    from learnbench.train import train
+
+    keep = [o for o in tiny(train_batches=4) if o not in ("callbacks=none", "+trainer.enable_checkpointing=false")]
+    common = ["data=spiral", *keep, "trainer.log_every_n_steps=1", *CSV_ONLY]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert train(compose_config([*common, "trainer.max_epochs=2"], whole))["resumed_from"] is None
+    train(compose_config([*common, "trainer.max_epochs=1"], stopped))
+    checkpoint = stopped / "checkpoints" / "last.ckpt"
+    record = train(compose_config([*common, "trainer.max_epochs=2", f"ckpt_path={checkpoint}"], stopped))
+    assert record["resumed_from"] == {"checkpoint": str(checkpoint.resolve()), "epoch": 0, "step": 4}
+    assert (stopped / "csv" / "metrics.csv").read_text() == (whole / "csv" / "metrics.csv").read_text()
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+
+
+def test_the_csv_logger_replaces_an_earlier_attempt_or_keeps_the_rows_before_a_resume(tmp_path):
+    """A sweep job run again from scratch (it failed, no checkpoint) starts its metrics.csv afresh; a resumed one
+    keeps the rows logged before its checkpoint's step and logs the rest again."""
+    import csv as csv_module
+
+    from learnbench.resume import CSVLogger
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("epoch,step,train/loss\n0,0,9.0\n0,1,8.0\n")
+    (folder / "hparams.yaml").write_text("lr: 1\n")
+    logger = CSVLogger(save_dir=str(tmp_path), name="csv", version="")
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    logger.save()
+    rows = list(csv_module.DictReader((folder / "metrics.csv").open()))
+    assert rows == [{"step": "0", "train/loss": "1.0"}]
+
+    (folder / "metrics.csv").write_text("epoch,step,train/loss\n0,0,9.0\n0,1,8.0\n1,2,7.0\n")
+    resumed = CSVLogger(save_dir=str(tmp_path), name="csv", version="")
+    resumed.resume_before(2)
+    resumed.log_metrics({"train/loss": 6.5, "epoch": 1}, step=2)
+    resumed.save()
+    rows = list(csv_module.DictReader((folder / "metrics.csv").open()))
+    assert [(r["step"], r["train/loss"]) for r in rows] == [("0", "9.0"), ("1", "8.0"), ("2", "6.5")]

@@ -252,3 +252,27 @@ def test_slurm_settings_come_from_the_local_config(tmp_path):
     for key in ("partition", "account", "qos", "constraint", "timeout_min", "mem_gb", "cpus_per_task", "array_parallelism", "additional_parameters", "setup"):
         assert launcher[key] == example[key], key
     assert launcher["gpus_per_node"] == 1
+
+
+def test_the_readme_counts_the_jobs_each_sweep_makes():
+    """sweeps/README.md said spiral_rules is 15 jobs; the rule catalogue had grown to 13 rules (39 jobs)."""
+    import re
+
+    rows = re.findall(r"^\| `(\w+)` \| (\d+) \|", (REPO / "sweeps" / "README.md").read_text(), flags=re.MULTILINE)
+    counted = {name: int(jobs) for name, jobs in rows}
+    assert set(counted) == set(GRID_SWEEPS), "every grid sweep has a row (the Optuna one counts trials)"
+    assert counted == {name: len(hydra_jobs(name)) for name in GRID_SWEEPS}
+
+
+@pytest.mark.parametrize("target", ["train", "sweep"])
+def test_make_passes_data_dir_only_when_given(target):
+    """The Makefile's DATA_DIR was set and never used."""
+    import subprocess
+
+    def command(*make_args: str) -> str:
+        done = subprocess.run(["make", "-n", "-s", "-C", str(REPO), target, *make_args], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "paths.data_dir=/data/sets seed=1" in command("DATA_DIR=/data/sets", "ARGS=seed=1")
+    assert "paths.data_dir" not in command("ARGS=seed=1")

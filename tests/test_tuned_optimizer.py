@@ -89,3 +89,24 @@ def test_a_run_with_adam_and_a_tuned_file_trains(tmp_path):
     assert record["tuned"] == ["conf/tuned/spiral/bp.yaml"]
     assert record["config"]["optimizer"]["_target_"] == "torch.optim.Adam" and "momentum" not in record["config"]["optimizer"]
     assert list(results_under(tmp_path).values())[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "files"),
+    [
+        (["data=mnist", "method=bp"], ["model/mnist/mlp", "mnist/bp", "cosine/None/none", "momentum/sgd/0.7"]),
+        (["data=mnist", "method=bp", "optimizer=adam", "scheduler=exponential"], ["model/mnist/mlp", "mnist/bp"]),
+        (["data=spiral", "method=fa"], ["spiral/fa", "momentum/sgd/0.9"]),
+        (["experiment=ren_s11_mnist", "method=fg_w"], ["model/mnist/mlp", "ren_s11_mnist/fg_w"]),
+    ],
+)
+def test_results_list_the_tuned_pieces_a_tuned_file_included(overrides, files, tmp_path):
+    """results.json's `tuned` left out the files a tuned file includes (momentum, cosine), which change the run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from learnbench.train import tuned_files
+
+    compose_config(overrides, tmp_path)
+    listed = tuned_files(dict(HydraConfig.get().runtime.choices))
+    assert sorted(listed) == sorted(f"conf/tuned/{name}.yaml" for name in files)
+    assert all((CONFIG_DIR.parent / path).is_file() for path in listed)

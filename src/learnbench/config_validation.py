@@ -45,6 +45,7 @@ import yaml
 from annotated_types import Ge, Gt, Interval, Le, Lt, MaxLen, MinLen
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from learnbench.models.blocks import ACTIVATIONS
 from learnbench.options import (
     Fraction,
     HalfOpenFraction,
@@ -55,7 +56,7 @@ from learnbench.options import (
     Seed,
 )
 
-__all__ = ["ConfigError", "TOP_LEVEL", "describe", "schema_for", "validate_config"]
+__all__ = ["ConfigError", "REPLACED_OPTIONS", "TOP_LEVEL", "describe", "missing_key_message", "schema_for", "validate_config"]
 
 
 class ConfigError(ValueError):
@@ -147,6 +148,23 @@ class SpiralOptions:
     data_seed: NonNegativeInt
 
 
+Activation = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]  # the names a Block knows
+
+
+# The models' sizes (their signatures say `int` or `Sequence[int]`): a zero or negative size would build
+# a model without units (status ok, 2 parameters) or fail deep inside torch.
+@schema_for("learnbench.models.MLP", "learnbench.models.Autoencoder", "learnbench.models.CNN")
+class ModelOptions:
+    hidden_sizes: collections.abc.Sequence[PositiveInt]
+    encoder_sizes: collections.abc.Sequence[PositiveInt]
+    bottleneck: PositiveInt
+    channels: collections.abc.Sequence[PositiveInt]
+    kernel_sizes: collections.abc.Sequence[PositiveInt]
+    pool: PositiveInt
+    first_padding: Optional[NonNegativeInt]
+    activation: Activation
+
+
 # Keys outside any group: dotted key -> what it accepts.
 TOP_LEVEL: dict[str, Any] = {
     "seed": Seed,
@@ -155,6 +173,13 @@ TOP_LEVEL: dict[str, Any] = {
     "diagnostics.every_n_steps": NonNegativeInt,
     "ckpt_path": Optional[str],
     "optimized_metric": Optional[str],
+}
+
+# Options of a target that this suite's training cannot honour: the values that leave them off, and what to
+# use instead (train.check_config refuses any other value; given without `+`, the same text says so).
+REPLACED_OPTIONS: dict[str, tuple[tuple, str]] = {
+    "trainer.gradient_clip_val": ((None, 0), "does not work with manual optimisation: use grad_clip_norm=<value>"),
+    "trainer.accumulate_grad_batches": ((None, 1), "does not work with manual optimisation: raise data.batch_size"),
 }
 
 # Parameters the code passes in when it builds the object: never set in the config.
@@ -263,6 +288,22 @@ def _show(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
     return repr(value)
+
+
+# ============================================================================= unknown keys
+def did_you_mean(key: str, options) -> str:
+    """' (did you mean 'a' or 'b'?)' for the options close to `key` (difflib), else ''."""
+    close = [repr(name) for name in difflib.get_close_matches(key, list(options), n=3, cutoff=0.6)]
+    if not close:
+        return ""
+    return f" (did you mean {close[0] if len(close) == 1 else ', '.join(close[:-1]) + ' or ' + close[-1]}?)"
+
+
+def _unknown_option(dotted: str, shown: str, owner: str, options) -> str:
+    """'<key>=<value>: <owner> has no option <name> (did you mean ...?); it accepts: ...'."""
+    key = dotted.rsplit(".", 1)[-1]
+    options = sorted(options)
+    return f"{dotted}={shown}: {owner} has no option {key!r}{did_you_mean(key, options)}; it accepts: {', '.join(options)}"
 
 
 # ============================================================================= checking one value
@@ -541,11 +582,72 @@ def _check_target(path: str, node: DictConfig, problems: list[_Problem]) -> None
             if problem:
                 problems.append(_Problem(dotted, problem, via))
         elif not is_open:
-            options = sorted(k for k in accepted if k not in supplied)
-            close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            text = f"{dotted}={_show(value)}: {target_name} has no option {key!r}{hint}; it accepts: {', '.join(options)}"
-            problems.append(_Problem(dotted, text, via))
+            options = [k for k in accepted if k not in supplied]
+            problems.append(_Problem(dotted, _unknown_option(dotted, _show(value), target_name, options), via))
+
+
+def known_plain_keys() -> dict[str, set[str]]:
+    """The keys a config may hold outside the `_target_` groups: '' -> the top-level keys (train.yaml's own,
+    its groups, and what conf/local.example.yaml documents, e.g. `slurm`), 'diagnostics' and 'paths' -> theirs.
+    Read from the files, so a key added there is known at once."""
+    from learnbench.paths import CONFIG_DIR
+
+    root, _ = _yaml(CONFIG_DIR / "train.yaml")
+    # The groups chosen outright (`- data: spiral`) are top-level keys; the optional and null ones
+    # (tuned, experiment, sweep, debug, local) merge into the others (`# @package _global_`).
+    groups = {
+        group for entry in root.get("defaults", []) if isinstance(entry, dict)
+        for group, choice in entry.items() if choice is not None and " " not in group and "@" not in group
+    }
+    top = ({k for k in root if k != "defaults"} | groups) - {"hydra"}  # hydra.* is Hydra's own, never the app's
+    for extra in (CONFIG_DIR / "local.example.yaml", CONFIG_DIR / "local" / "default.yaml"):
+        if extra.is_file():  # a site's own top-level keys (slurm.*) are read by the launchers
+            top |= set(_yaml(extra)[0])
+    paths, _ = _yaml(CONFIG_DIR / "paths" / "default.yaml")
+    return {"": top, "diagnostics": set(root.get("diagnostics") or {}), "paths": set(paths)}
+
+
+def _unknown_plain_keys(cfg: DictConfig) -> list[_Problem]:
+    """Keys added (with `+`) outside the `_target_` groups that nothing reads: `+grad_clip=1.0` would
+    otherwise be accepted and ignored."""
+    known = known_plain_keys()
+    problems = []
+    for path, options in known.items():
+        node = cfg if not path else cfg._get_node(path)
+        if not isinstance(node, DictConfig) or node._is_none():
+            continue
+        for key in map(str, node.keys()):
+            if key not in options and key != "hydra":
+                dotted = f"{path}.{key}" if path else key
+                owner = f"{path}" if path else "the config's top level"
+                value = _resolved(node, key)
+                shown = "..." if value is _ABSENT else _show(value)
+                problems.append(_Problem(dotted, _unknown_option(dotted, shown, owner, options)))
+    return problems
+
+
+def missing_key_message(dotted: str, shown: str, node: DictConfig) -> str:
+    """What to say when `<dotted>=<value>` (no `+`) names a key that `node`, its parent in the composed config,
+    does not have (Hydra's own message suggests adding the typo with `+`)."""
+    key = dotted.rsplit(".", 1)[-1]
+    if dotted in REPLACED_OPTIONS:
+        return f"{dotted} {REPLACED_OPTIONS[dotted][1]}"
+    target_name = _resolved(node, "_target_") if "_target_" in node else _ABSENT
+    if target_name is _ABSENT:
+        path = dotted.rsplit(".", 1)[0] if "." in dotted else ""
+        options = known_plain_keys().get(path) or {k for k in map(str, node.keys()) if k != "hydra"}
+        return _unknown_option(dotted, shown, path or "the config's top level", options)
+    try:
+        from hydra.utils import get_object
+
+        accepted, is_open = parameters(get_object(target_name))
+    except Exception:
+        accepted, is_open = {}, True
+    group = dotted.rsplit(".", 1)[0]
+    options = [k for k in accepted if k not in SUPPLIED.get(group, {})]
+    if key in options or is_open:  # a real option that the config file does not list: Hydra's `+` is right
+        return f"{dotted}={shown}: {group}'s config file does not list {key!r}; add it with +{dotted}={shown}"
+    return _unknown_option(dotted, shown, target_name, options)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -553,7 +655,7 @@ def validate_config(cfg: DictConfig) -> None:
 
     Nothing is loaded or built: the targets are imported and their signatures read, that is all.
     """
-    problems: list[_Problem] = []
+    problems: list[_Problem] = _unknown_plain_keys(cfg)
     for group in map(str, cfg.keys()):
         node = cfg._get_node(group)
         if isinstance(node, DictConfig) and not node._is_none() and "_target_" in node:

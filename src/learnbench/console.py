@@ -1,8 +1,8 @@
 """What a run prints: known harmless messages from the libraries are silenced, everything else shows;
 an error the user can fix (a bad option, a missing or damaged data file) is one message, no traceback.
 
-`quiet_known_noise()` is called first thing in `learnbench.train.main()` (also in DDP ranks 1..N-1,
-which re-run `main()`). Each entry below silences ONE message, matched by its text (a regex) and by
+`quiet_known_noise()` is called first thing in the app, `learnbench.train.hydra_app()` (also in DDP ranks 1..N-1,
+which re-run it). Each entry below silences ONE message, matched by its text (a regex) and by
 the module or logger that emits it, so a new warning, or the same words from another place, still
 shows. When a library drops or rewords a message, its entry simply stops matching; nothing else
 changes. Two messages no filter can single out are avoided at their source instead: W&B's
@@ -19,19 +19,22 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, ConfigCompositionException
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from omegaconf.errors import OmegaConfBaseException
 
 from learnbench.config_validation import ConfigError
 from learnbench.data.vision import DamagedDataFileError, DatasetNotFoundError
 
 __all__ = [
     "EXIT_USER_ERROR", "KNOWN_LOG_NOISE", "KNOWN_WARNINGS", "USER_ERRORS", "JobFailed", "WandbLogger",
-    "quiet_known_noise", "stop",
+    "app_started", "expect_own_checkpoints", "quiet_known_noise", "run_app", "stop",
 ]
 
 
@@ -84,6 +87,12 @@ KNOWN_LOG_NOISE: list[tuple[str, str]] = [
     ("lightning.pytorch.utilities.rank_zero", r"💡 Tip: .*litlogger"),
     ("lightning.fabric.utilities.rank_zero", r"💡 Tip: .*litlogger"),
     ("lightning_utilities.core.rank_zero", r"💡 Tip: .*litlogger"),
+    # Its twin for checkpoints, printed when Lightning adds its default ModelCheckpoint (callbacks=none):
+    # "💡 Tip: For seamless cloud uploads and versioning, try installing [litmodels](...) to enable
+    # LitModelCheckpoint, ..." (lightning/pytorch/trainer/connectors/callback_connector.py). Also an advertisement.
+    ("lightning.pytorch.utilities.rank_zero", r"💡 Tip: .*litmodels"),
+    ("lightning.fabric.utilities.rank_zero", r"💡 Tip: .*litmodels"),
+    ("lightning_utilities.core.rank_zero", r"💡 Tip: .*litmodels"),
 ]
 # W&B's "wandb: WARNING The anonymous setting has no effect and will be removed in a future version."
 # (wandb/sdk/wandb_settings.py, printed straight to stderr by wandb.termwarn: no warnings or logging
@@ -91,6 +100,21 @@ KNOWN_LOG_NOISE: list[tuple[str, str]] = [
 # `anonymous=None` to wandb.init, and wandb warns whenever the argument is passed at all. The
 # WandbLogger below (conf/logger/wandb.yaml) leaves the argument out; W&B then behaves exactly as
 # before (the setting has no effect either way).
+
+
+def expect_own_checkpoints(output_dir: str | Path) -> None:
+    """Two warnings of Lightning's ModelCheckpoint (lightning/pytorch/callbacks/model_checkpoint.py) that a
+    resumed run prints about this run's own <run dir>/checkpoints, silenced for that one folder (a checkpoint
+    folder named elsewhere still warns):
+    - "Checkpoint directory <dir> exists and is not empty.": it holds the checkpoint being resumed (or, for a
+      sweep job run again, the one it replaces);
+    - "The dirpath has changed from '<other>' to '<dir>', therefore `best_model_score`, ... won't be reloaded":
+      resuming another run's checkpoint into this folder; the suite's checkpoint callback keeps the last
+      checkpoint only (monitor null), so there is no best-model bookkeeping to lose."""
+    folder = os.path.realpath(Path(output_dir).expanduser() / "checkpoints")
+    module = r"lightning\.pytorch\.callbacks\.model_checkpoint"
+    warnings.filterwarnings("ignore", message=re.escape(f"Checkpoint directory {folder} exists and is not empty."), module=module)
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from '.*' to " + re.escape(f"'{folder}'"), module=module)
 
 
 class _DropMessages(logging.Filter):
@@ -186,3 +210,98 @@ def _in_multirun() -> bool:
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:
         return False
+
+
+# ----------------------------------------------------------------------------- before the app starts
+# Hydra meets some user errors before the app runs, and prints them its own way: an override of a key the
+# config lacks ("Could not override 'method.sigmaa'. To append to your config use +method.sigmaa=0.1":
+# advice that adds the typo), a run folder it cannot make (a traceback). run_app() turns these into one
+# line that says what to change. It asks Hydra to raise what it meets (HYDRA_FULL_ERROR=1) until the app
+# starts; app_started(), first thing in the app, gives the variable back its own value, so errors inside
+# the app are reported as before. The user's own value waits in an environment variable, not in this
+# process: processes started before any app ran (joblib workers, SLURM jobs of a multirun) inherit both
+# and restore it the same way when their app starts.
+_FULL_ERROR = "HYDRA_FULL_ERROR"
+_HELD = "LEARNBENCH_HELD_HYDRA_FULL_ERROR"  # the user's HYDRA_FULL_ERROR while run_app holds it
+_UNSET = "<unset>"
+
+
+def app_started() -> None:
+    """Give HYDRA_FULL_ERROR back its own value (the app is running: Hydra reports its errors as usual)."""
+    held = os.environ.pop(_HELD, None)
+    if held == _UNSET:
+        os.environ.pop(_FULL_ERROR, None)
+    elif held is not None:
+        os.environ[_FULL_ERROR] = held
+
+
+def run_app(app: Callable[[], object]) -> None:
+    """Run a @hydra.main app; an error Hydra meets before the app starts is one line and exit status 2 when
+    the user can fix it (see above), and reported as Hydra reports it otherwise."""
+    user_value = os.environ.get(_FULL_ERROR)
+    os.environ[_HELD] = _UNSET if user_value is None else user_value
+    os.environ[_FULL_ERROR] = "1"
+    try:
+        app()
+    except Exception as error:
+        before_the_app = _HELD in os.environ
+        app_started()
+        message = setup_error_message(error) if before_the_app else None
+        if message is not None:
+            sys.stderr.write(message + "\n")
+            raise SystemExit(EXIT_USER_ERROR) from None
+        if user_value or not before_the_app or not isinstance(error, CompactHydraException):
+            raise
+        _report_as_hydra_does(error)
+    finally:
+        app_started()
+
+
+def setup_error_message(error: Exception) -> str | None:
+    """One line for an error Hydra met before the app started that the user can fix, else None."""
+    if isinstance(error, ConfigCompositionException):
+        return _missing_key_message(error)
+    if isinstance(error, OSError):
+        return _run_folder_message(error)
+    return None
+
+
+def _missing_key_message(error: ConfigCompositionException) -> str | None:
+    """`key=value` for a key the composed config lacks: the key's close matches, or what to use instead."""
+    from learnbench.config_validation import missing_key_message
+
+    cause, text = error.__cause__, str(error)
+    marker = "To append to your config use +"
+    node, dotted = getattr(cause, "parent_node", None), getattr(cause, "full_key", None)
+    if marker not in text or node is None or not dotted:
+        return None
+    shown = text.split(marker, 1)[1].strip().split("=", 1)[-1]
+    try:
+        return missing_key_message(str(dotted), shown, node)
+    except Exception:  # a config this check does not understand: Hydra's own message stays
+        return None
+
+
+def _run_folder_message(error: OSError) -> str | None:
+    """The run folder could not be made or written (before the app, Hydra writes nothing else: the run or
+    sweep folder, its .hydra/ and the job's log): say which path stands in the way."""
+    if not error.filename:
+        return None
+    failed = Path(error.filename).absolute()
+    blocker = next(p for p in (failed, *failed.parents) if p.exists())
+    if blocker.is_file():
+        reason = f"{blocker} is a file, not a folder"
+    elif isinstance(error, PermissionError) or not os.access(blocker, os.W_OK):
+        reason = f"{blocker} is not writable"
+    else:
+        reason = error.strerror or str(error)
+    return f"cannot make the run folder {failed}: {reason}: set paths.log_dir (or LEARNBENCH_LOG_DIR) to a folder you can write"
+
+
+def _report_as_hydra_does(error: CompactHydraException) -> NoReturn:
+    """Hydra's own report of a compact error (hydra._internal.utils.run_and_report), had it not raised it."""
+    sys.stderr.write(str(error) + os.linesep)
+    if isinstance(error.__cause__, OmegaConfBaseException):
+        sys.stderr.write(str(error.__cause__) + os.linesep)
+    sys.stderr.write(f"\nSet the environment variable {_FULL_ERROR}=1 for a complete stack trace.\n")
+    raise SystemExit(1)

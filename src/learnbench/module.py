@@ -308,6 +308,20 @@ class LearningRuleModule(L.LightningModule):
         self.run_diagnostics = {k: list(v) for k, v in checkpoint.get("run_diagnostics", {}).items()}
         self.batches_trained = checkpoint.get("batches_trained", 0)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """Lightning's convention, `LearningRuleModule.load_from_checkpoint(path)`. The constructor takes built
+        objects (model, rule, optimiser factory), not the hyper-parameters Lightning would pass it, so the
+        module is rebuilt from the run config saved in the checkpoint (learnbench.checkpoints.load_module)."""
+        from learnbench.checkpoints import load_module
+
+        if hparams_file is not None or kwargs:
+            raise TypeError(
+                "LearningRuleModule.load_from_checkpoint rebuilds the module from the config saved in the checkpoint; "
+                f"it takes no hparams_file or overrides (got {', '.join(['hparams_file'] * (hparams_file is not None) + list(kwargs))})"
+            )
+        return load_module(checkpoint_path, map_location=map_location, strict=strict is not False)
+
     def on_train_epoch_start(self) -> None:
         self._first_batch_of_epoch = True
         self.rule.begin_epoch(self.model)

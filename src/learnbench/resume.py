@@ -12,17 +12,21 @@ A stopped job left `checkpoints/last.ckpt` (written at every epoch's end) and no
 the same command continues from it (model, rule state, optimiser and scheduler, epoch and step,
 the history and the diagnostics' sums), and ends with the results of an uninterrupted run, since the
 data order depends on the epoch and the rule's noise on the step alone. The checkpoint must also be
-this job's (the same overrides, saved in its hyper-parameters).
+this job's (the same overrides, saved in its hyper-parameters). csv/metrics.csv keeps the rows logged
+before the checkpoint (CSVLogger below); the rows of the part after it are logged again by the resumed run.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from learnbench.results import OK, RESULTS_FILE
 
@@ -76,3 +80,63 @@ def checkpoint_to_resume(output_dir: str | Path, overrides: Sequence[str] | None
         )
         return None
     return path
+
+
+def logged_step_to_resume_from(checkpoint: dict) -> int:
+    """The step a run resumed from `checkpoint` logs next (Lightning's `_batches_that_stepped`, the `step` of
+    every logged row): the stopped run's rows before it are kept, those from it on are logged again."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's CSVLogger (csv/metrics.csv, conf/logger/*.yaml), which deletes the file it finds when it
+    starts, with a warning: a resumed run lost the rows of the epochs before the stop. Here a run resumed from
+    a checkpoint (`resume_before(step)`) keeps the rows logged before it; a run started afresh in a folder that
+    holds an earlier attempt's files (a sweep job run again) replaces them, without the warning."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_rows_before: int | None = None
+
+    def resume_before(self, step: int) -> None:
+        """Keep the rows of the file already there whose step is below `step` (call before anything is logged)."""
+        self._keep_rows_before = step
+
+    @property
+    def experiment(self):
+        starting = self._experiment is None and rank_zero_only.rank == 0
+        kept = self._take_over_earlier_files() if starting else []
+        writer = super().experiment
+        if kept:
+            writer.metrics = kept
+            writer.save()
+        return writer
+
+    def _take_over_earlier_files(self) -> list[dict]:
+        """The rows to keep from an earlier attempt's metrics.csv; its files removed (Lightning's writer would
+        warn about them, then delete the metrics)."""
+        folder = Path(self.log_dir)
+        metrics = folder / "metrics.csv"
+        kept = []
+        if self._keep_rows_before is not None and metrics.is_file():
+            with metrics.open(newline="") as file:
+                kept = [row for row in map(_numbers, csv.DictReader(file)) if row.get("step", 0) < self._keep_rows_before]
+        for name in ("metrics.csv", "hparams.yaml"):
+            (folder / name).unlink(missing_ok=True)
+        return kept
+
+
+def _numbers(row: dict[str, str]) -> dict:
+    """A metrics.csv row as logged: numbers (step and epoch as integers), empty cells left out."""
+    out: dict = {}
+    for key, text in row.items():
+        if text in ("", None):
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            out[key] = text
+            continue
+        out[key] = int(value) if key in ("step", "epoch") else value
+    return out

@@ -17,20 +17,23 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.callbacks import RunRecorder
+from learnbench.checkpoints import check_fits
 from learnbench.config_validation import ConfigError, validate_config
 from learnbench.tasks import CLASSIFICATION, CLASSIFICATION_OVER_TIME, RECONSTRUCTION, get_task
 from learnbench.models import CNN, Autoencoder
 from learnbench.module import LearningRuleModule
 from learnbench.paths import CONFIG_DIR
-from learnbench.resume import checkpoint_to_resume, finished_record
+from learnbench.resume import CSVLogger as ResumableCSVLogger
+from learnbench.resume import checkpoint_to_resume, finished_record, logged_step_to_resume_from
 from learnbench.rules.local_losses import method_name
 from learnbench.results import DIVERGED, FAILED, OK, git_revision, library_versions, now_iso, write_results
-from learnbench.wandb_mode import choose_offline
+from learnbench.wandb_mode import offline_reason, quiet_by_default
 
 log = logging.getLogger("learnbench")
 
@@ -44,21 +47,70 @@ def config_choices(cfg: DictConfig) -> dict[str, str]:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse impossible combinations before any data is loaded or any step is taken."""
+    from learnbench.config_validation import REPLACED_OPTIONS
+
     validate_config(cfg)  # every option's type and range (learnbench/options.py)
     trainer = cfg.trainer
     if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer uses GPUs but this machine has no CUDA device: use trainer=cpu (or trainer=ddp_sim)")
-    precision = str(trainer.get("precision", "32"))
-    if "16-mixed" in precision and precision.startswith("16") and get_class(cfg.method._target_).writes_grads_by_hand:
+    check_precision(cfg)
+    for dotted, (off, text) in REPLACED_OPTIONS.items():
+        if OmegaConf.select(cfg, dotted, default=None) not in off:
+            raise ConfigError(f"{dotted} {text}")
+    if trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1:
         raise ConfigError(
-            f"trainer.precision={precision} rescales gradients that this rule writes by hand: "
-            f"use trainer.precision=32 or bf16-mixed for non-backprop rules"
+            "trainer.max_epochs=-1 with no trainer.max_steps would train until killed: "
+            "set trainer.max_epochs to a number of epochs (or trainer.max_steps to a number of steps)"
         )
-    if trainer.get("gradient_clip_val"):
-        raise ConfigError("trainer.gradient_clip_val does not work with manual optimisation: use grad_clip_norm=<value>")
-    if trainer.get("accumulate_grad_batches", 1) != 1:
-        raise ConfigError("trainer.accumulate_grad_batches does not work with manual optimisation: raise data.batch_size")
+    check_checkpoint_path(cfg.get("ckpt_path"))
     check_option_combinations(cfg)
+
+
+# fp16 (AMP's loss scaling, or fp16 weights) breaks gradients written by hand (design note 4).
+FP16_PRECISIONS = {"16", "16-mixed", "16-true"}
+BF16_MIXED_PRECISIONS = {"bf16", "bf16-mixed"}
+
+
+def rules_without_bf16_autocast() -> tuple[type, ...]:
+    """Rules whose hand-written gradients come out in bf16 under bf16-mixed autocast, which torch refuses to
+    store in float32 weights' .grad (a RuntimeError inside the rule, at the first step). Measured on every
+    rule and model kind; tests/test_bad_input.py::test_bf16_mixed_runs_exactly_the_rules_not_listed keeps
+    this list true."""
+    from learnbench.rules import RFLO, RTRL, ForwardGradientActivity, ForwardGradientWeight, NodePerturbation, PredictiveCoding
+
+    return (NodePerturbation, ForwardGradientActivity, ForwardGradientWeight, PredictiveCoding, RTRL, RFLO)
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """fp16 for rules that write gradients by hand, bf16-mixed for the rules that fail under its autocast."""
+    precision = str(cfg.trainer.get("precision", "32"))
+    rule = get_class(cfg.method._target_)
+    method = config_choices(cfg).get("method", cfg.method._target_)
+    bf16_works = not issubclass(rule, rules_without_bf16_autocast())
+    if precision in FP16_PRECISIONS and rule.writes_grads_by_hand:
+        alternatives = "trainer.precision=32" + (" or bf16-mixed" if bf16_works else "")
+        raise ConfigError(
+            f"trainer.precision={precision}: fp16 rescales or rounds the gradients that method={method} writes by hand: "
+            f"use {alternatives}"
+        )
+    if precision in BF16_MIXED_PRECISIONS and not bf16_works:
+        raise ConfigError(
+            f"trainer.precision={precision}: method={method} computes its gradients in bf16 under autocast, which "
+            f"cannot be stored in its float32 weights: use trainer.precision=32"
+        )
+
+
+def check_checkpoint_path(ckpt_path: str | None) -> None:
+    """A checkpoint to resume from must be a file (Lightning would fail with a traceback after setting up)."""
+    if not ckpt_path:
+        return
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise ConfigError(f"ckpt_path={ckpt_path} is a folder: name the checkpoint file, e.g. ckpt_path={path / 'last.ckpt'}")
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: no such file (a run's checkpoint is <run dir>/checkpoints/last.ckpt)"
+        )
 
 
 def check_option_combinations(cfg: DictConfig) -> None:
@@ -81,14 +133,26 @@ def instantiate_dict(section: DictConfig | None, **kwargs) -> list:
     return [instantiate(entry, **kwargs) for entry in section.values() if entry is not None and "_target_" in entry]
 
 
+def wandb_mode_note(cfg: DictConfig) -> str | None:
+    """The log line that says where W&B writes this run and why (None: no W&B, or online: its URL is logged
+    once the run exists). Read before build_loggers settles `logger.wandb.offline`."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if wandb_cfg is None:
+        return None
+    configured = wandb_cfg.get("offline")
+    reason = "logger.wandb.offline=true" if configured else None if configured is False else offline_reason()
+    if reason is None:
+        return None
+    if reason == "WANDB_MODE=disabled":
+        return "W&B is disabled (WANDB_MODE=disabled): nothing is logged to W&B"
+    return f"W&B is offline ({reason}); sync later with: wandb sync {cfg.paths.output_dir}/wandb/offline-run-*"
+
+
 def build_loggers(cfg: DictConfig) -> list:
     logger_cfg = cfg.get("logger")
     if logger_cfg and logger_cfg.get("wandb") is not None and logger_cfg.wandb.get("offline") is None:
-        offline = choose_offline()
         with open_dict(logger_cfg):
-            logger_cfg.wandb.offline = offline
-        if offline:
-            log.info("W&B is offline (not logged in); sync later with: wandb sync %s/wandb/offline-run-*", cfg.paths.output_dir)
+            logger_cfg.wandb.offline = offline_reason() is not None
     return instantiate_dict(logger_cfg)
 
 
@@ -229,11 +293,31 @@ def build_module(cfg: DictConfig, input_shape, output_dim: int, task: str) -> Le
     return module
 
 
+def data_name(cfg: DictConfig) -> str:
+    return f"data={config_choices(cfg).get('data', cfg.data._target_)}"
+
+
+def expected_processes(trainer_cfg: DictConfig) -> int | None:
+    """The number of processes the trainer will run, when the config says it plainly (devices as a count or
+    a list, times num_nodes; more than one device means DDP); None when Lightning decides ("auto", -1)."""
+    devices, nodes = trainer_cfg.get("devices", "auto"), trainer_cfg.get("num_nodes", 1) or 1
+    if isinstance(devices, bool) or not isinstance(nodes, int):
+        return None
+    if isinstance(devices, int) and devices > 0:
+        return devices * nodes
+    if isinstance(devices, ListConfig | list) and devices:
+        return len(devices) * nodes
+    return None
+
+
 def build(cfg: DictConfig):
     """Data, model, rule, training module and trainer, all from the config."""
     datamodule = instantiate(cfg.data)
     check_model_fits_data(cfg, datamodule)
     check_time_fits(cfg, datamodule)
+    processes = expected_processes(cfg.trainer)
+    if processes is not None:  # before the trainer exists, so a refusal is the only line printed
+        datamodule.check_splits_fit(processes, data_name(cfg))
     check_washout(cfg, datamodule)
     module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, task_of(cfg, datamodule))
     recorder = RunRecorder()
@@ -273,11 +357,11 @@ def train(cfg: DictConfig) -> dict:
     trainer = recorder = module = None
     try:
         check_config(cfg)
+        wandb_note = wandb_mode_note(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module, trainer, recorder = build(cfg)
-        record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
-        record["rule_parameters"] = sum(p.numel() for p in module.rule.extra_parameters())
-        log_config(trainer, record)
+        prepare_fit(cfg, datamodule, module, trainer, record)
+        log_config(trainer, record, wandb_note)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         final = {}
         if module.diverged_at_step is None:
@@ -292,6 +376,9 @@ def train(cfg: DictConfig) -> dict:
         record["metrics"]["best"] = {**recorder.best, **{k: v for k, v in final.items()}}
     except Exception as error:
         record["status"], record["message"] = FAILED, f"{type(error).__name__}: {error}"
+        # Refused before any step (a bad option, a missing data file): its message is the one line shown, and
+        # reports leave the run out (learnbench.tools.report counts such runs).
+        record["refused"] = is_user_error(error) and (trainer is None or trainer.global_step == 0)
         raise
     finally:
         record["steps"] = trainer.global_step if trainer is not None else 0
@@ -301,30 +388,70 @@ def train(cfg: DictConfig) -> dict:
         record["wall_time_s"] = time.perf_counter() - start
         if trainer is None or trainer.global_rank == 0:
             path = write_results(Path(cfg.paths.output_dir), record)
-            announce(record, path)
+            if not record.get("refused"):
+                announce(record, path)
         _finish_wandb(record)
     return record
 
 
+def prepare_fit(cfg: DictConfig, datamodule, module: LearningRuleModule, trainer, record: dict) -> None:
+    """The checks that need the data or the built module, then what results.json says of the run before it starts."""
+    # A batch larger than the training split, or a split the processes cannot share, is refused before fit
+    # rather than as 0 steps with status ok (or a stall in the metrics' all-gather). Already checked in build()
+    # when the number of processes could be read from the config; checked again with the trainer's own count.
+    datamodule.check_splits_fit(trainer.world_size, data_name(cfg))
+    record["resumed_from"] = None
+    if cfg.get("ckpt_path"):  # a checkpoint of another model would fail inside fit, with a traceback
+        checkpoint = check_fits(cfg.ckpt_path, module, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+        record["resumed_from"] = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "epoch": checkpoint.get("epoch"),
+                                  "step": checkpoint.get("global_step")}  # where it was saved (epoch counts from 0)
+        for logger in trainer.loggers:  # csv/metrics.csv keeps the rows the stopped run logged before the checkpoint
+            if isinstance(logger, ResumableCSVLogger):
+                logger.resume_before(logged_step_to_resume_from(checkpoint))
+    record["precision"] = str(trainer.precision)  # what ran: 16 on a CPU runs as bf16-mixed
+    record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+    record["rule_parameters"] = sum(p.numel() for p in module.rule.extra_parameters())
+
+
+def is_user_error(error: Exception) -> bool:
+    """An error whose message says what the user should change (no traceback is shown for it)."""
+    from learnbench.console import USER_ERRORS
+
+    return isinstance(error, (ConfigError, *USER_ERRORS))
+
+
 def tuned_files(choices: dict[str, str]) -> list[str]:
     """The conf/tuned/ files that applied to this run (the model's size on the dataset, the rule on the
-    dataset, then the rule in an experiment)."""
+    dataset and the pieces it includes, e.g. momentum/sgd/0.9 and cosine/None/none, then the rule in an
+    experiment)."""
+    included = sorted(  # `optional /tuned/<folder>@<package>: ...` in a tuned file: choices 'tuned/<folder>@<package>'
+        f"{key.split('@', 1)[0].removeprefix('tuned/')}/{value}"
+        for key, value in choices.items() if key.startswith("tuned/") and key != "tuned/model@model" and value
+    )
     names = [
         f"model/{choices['tuned/model@model']}" if choices.get("tuned/model@model") else None,
         choices.get("tuned"),
+        *included,
         choices.get("tuned@_global_"),
     ]
     # dict.fromkeys: an experiment named like its dataset (zipser_andersen) selects the same file twice.
     return [f"conf/tuned/{name}.yaml" for name in dict.fromkeys(names) if name and (CONFIG_DIR / "tuned" / f"{name}.yaml").is_file()]
 
 
-def log_config(trainer, record: dict) -> None:
+def log_config(trainer, record: dict, wandb_note: str | None = None) -> None:
     """The resolved config and the group choices go to every logger (W&B's run config, CSV's hparams.yaml),
-    so runs can be filtered by method, data, seed, lr, ... in the W&B UI."""
+    so runs can be filtered by method, data, seed, lr, ... in the W&B UI. The log says where W&B writes
+    (W&B's own banner is silenced: wandb_mode.quiet_by_default)."""
     choices = {k: record[k] for k in ("method", "data", "model", "optimizer", "experiment")}
     log.info("tuned settings: %s", ", ".join(record["tuned"]) or "none (the rule's and the data's defaults)")
+    if wandb_note:
+        log.info("%s", wandb_note)
     for logger in trainer.loggers:
         logger.log_hyperparams({**record["config"], "choices": choices, "tuned": record["tuned"], "parameters": record["parameters"]})
+        if isinstance(logger, WandbLogger) and trainer.global_rank == 0:
+            url = getattr(logger.experiment, "url", None)
+            if isinstance(url, str) and url:  # online (an offline run has no URL)
+                log.info("W&B run: %s", url)
 
 
 @rank_zero_only
@@ -363,12 +490,15 @@ def resume_from_checkpoint_left_behind(cfg: DictConfig, overrides: list[str] | N
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from learnbench.console import USER_ERRORS, quiet_known_noise, stop
+def hydra_app(cfg: DictConfig) -> float | None:
+    from learnbench.console import USER_ERRORS, app_started, expect_own_checkpoints, quiet_known_noise, stop
 
+    app_started()  # from here on Hydra reports errors as usual (learnbench.console.run_app)
+    quiet_by_default()  # W&B's banner and summary (WANDB_SILENT, unless the user set it)
     # Known harmless library messages are silenced, narrowly (learnbench/console.py). DDP ranks 1..N-1
-    # re-run main(), so they install the same filters.
+    # re-run the app, so they install the same filters.
     quiet_known_noise()
+    expect_own_checkpoints(cfg.paths.output_dir)  # a resumed run's checkpoint folder is not empty, by design
     # A re-run sweep skips jobs that already finished in their (fixed) output directory.
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     record = finished_record(cfg.paths.output_dir, overrides)
@@ -386,6 +516,15 @@ def main(cfg: DictConfig) -> float | None:
     # Returned to Hydra (and its sweepers, e.g. Optuna): the metric named by `optimized_metric`.
     metric = cfg.get("optimized_metric")
     return record["metrics"]["best"].get(metric) if metric else None
+
+
+def main() -> None:
+    """`python -m learnbench.train [overrides]` and the `learnbench-train` script: the Hydra app, with the
+    user errors Hydra meets before it starts (an unknown key without `+`, a run folder that cannot be made)
+    shown as one line (learnbench.console.run_app)."""
+    from learnbench.console import run_app
+
+    run_app(hydra_app)
 
 
 if __name__ == "__main__":

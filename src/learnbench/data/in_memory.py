@@ -104,6 +104,9 @@ class InMemoryDataModule(L.LightningDataModule):
     input_shape: tuple[int, ...] = ()
     output_dim: int = 0
     task: str = CLASSIFICATION
+    # The option that sets each split's size, named when a size does not fit (a split without an entry
+    # has a fixed size).
+    split_options: dict[str, str] = {}
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 1000, seed: int = 0, drop_last: bool = True):
         super().__init__()
@@ -112,6 +115,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.seed = seed  # data order only; the run's `seed` is passed in here by the config
         self.drop_last = drop_last
         self.splits: Splits | None = None
+        self._loaded: Splits | None = None  # on the CPU, until setup() moves it to the device
         self._train_batches: TensorBatches | None = None
 
     @property
@@ -121,12 +125,52 @@ class InMemoryDataModule(L.LightningDataModule):
     def load_splits(self) -> Splits:
         raise NotImplementedError
 
+    def load(self) -> Splits:
+        """The splits, loaded once (on the CPU until setup() moves them to the training device)."""
+        if self.splits is not None:
+            return self.splits
+        if self._loaded is None:
+            self._loaded = self.load_splits()
+        return self._loaded
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        splits = self.load_splits()
+        splits = self.load()
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.splits = Splits(*(tuple(t.to(device) for t in pair) for pair in (splits.train, splits.val, splits.test)))
+        self._loaded = None  # only the device copy is kept
+
+    def check_splits_fit(self, world_size: int = 1, name: str = "the data") -> None:
+        """Refuse, before any step, sizes that would train nothing or stall the processes: a training split
+        that gives no batch (a batch larger than it, the incomplete batch dropped: 0 steps and status ok), and
+        under DDP an evaluation split smaller than the number of processes (a process without a batch never
+        joins the others' metric all-gather: the run dies in gloo or hangs). Loads the data."""
+        from learnbench.config_validation import ConfigError
+
+        sizes = {split: len(getattr(self.load(), split)[0]) for split in ("train", "val", "test")}
+        on = f" on the {world_size} processes" if world_size > 1 else ""
+        for split, what in (("train", "training"), ("val", "validation"), ("test", "test")):
+            if sizes[split] < world_size:
+                raise ConfigError(
+                    f"the {what} split of {name} has {sizes[split]} example(s), fewer than the {world_size} "
+                    f"processes: each process needs at least one: {self._raise_size(split, world_size)}"
+                )
+        per_process = sizes["train"] // world_size
+        if self.drop_last and self.batch_size > per_process:
+            share = f"{per_process} per process{on}, of {sizes['train']}" if world_size > 1 else f"{per_process}"
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the training split ({share} examples) and "
+                f"data.drop_last=true drops the incomplete batch, so no step would be taken: "
+                f"use data.batch_size={per_process} or less (or data.drop_last=false)"
+            )
+
+    def _raise_size(self, split: str, world_size: int) -> str:
+        """What to change when a split has fewer examples than processes."""
+        option = self.split_options.get(split)
+        if option is None:
+            return "its size is fixed: run on one process (trainer=cpu)"
+        return f"raise {option} (the split needs at least {world_size} examples), or run on one process (trainer=cpu)"
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is None:

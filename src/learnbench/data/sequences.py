@@ -31,6 +31,7 @@ class SineTrajectoryDataModule(InMemoryDataModule):
 
     task = "sequence_regression"
     output_dim = 1
+    split_options = {"train": "data.train_sequences"}  # validation and test: the one trial
 
     def __init__(self, steps: PositiveInt = 100, period: float = 100.0, train_sequences: PositiveInt = 100, **batching):
         super().__init__(**batching)
@@ -62,6 +63,7 @@ class AddTaskDataModule(InMemoryDataModule):
 
     task = "sequence_soft_classification"
     output_dim = 2
+    split_options = {"train": "data.train_sequences", "val": "data.val_sequences", "test": "data.test_sequences"}
     MILESTONES = {"no memory": 0.662, "lag_1 remembered": 0.519, "both remembered": 0.454}
 
     def __init__(

@@ -41,6 +41,7 @@ def make_spiral(
 class SpiralDataModule(InMemoryDataModule):
     input_shape = (2,)
     task = CLASSIFICATION
+    split_options = {"train": "data.train_per_arm", "val": "data.val_per_arm", "test": "data.test_per_arm"}
 
     def __init__(
         self,

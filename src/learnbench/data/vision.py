@@ -167,6 +167,7 @@ def scale_pixels(x: Tensor, normalize: str, mean: float, std: float) -> Tensor:
 
 class VisionDataModule(InMemoryDataModule):
     input_shape = (1, 28, 28)
+    split_options = {"val": "data.val_size"}  # the rest of the training set trains; the test set is the official one
 
     def __init__(
         self,
@@ -262,7 +263,10 @@ class VisionDataModule(InMemoryDataModule):
         self.prepare_data()  # also here: under ddp_spawn, prepare_data ran in another process
         x, y = self._load(train=True)
         if not 0 < self.val_size < len(x):
-            raise ValueError(f"data.val_size={self.val_size} must lie between 0 and the training set size {len(x)}")
+            from learnbench.config_validation import ConfigError
+
+            raise ConfigError(f"data.val_size={self.val_size}: the validation split is carved from the {len(x)} training "
+                              f"images and must leave some to train on: use data.val_size={len(x) - 1} or less")
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
         return Splits(train=(x[train], y[train]), val=(x[val], y[val]), test=self._load(train=False))

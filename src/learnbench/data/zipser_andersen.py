@@ -151,6 +151,8 @@ def sample_positions(
 class ZipserAndersenDataModule(InMemoryDataModule):
     """Coordinate transform: inputs [retina 64 | eye 32 or 2], targets [head-centred code | h (2)]."""
 
+    split_options = {"train": "data.train_size", "val": "data.val_size", "test": "data.test_size"}
+
     def __init__(
         self,
         eye_encoding: Literal["monotonic", "linear"] = MONOTONIC,

@@ -24,6 +24,37 @@ def _list_unfinished(records: list[dict], limit: int = 10) -> None:
         warn(f"... and {len(unfinished) - limit} more diverged/failed runs")
 
 
+def _leave_out_refused(records: list[dict], limit: int = 10) -> list[dict]:
+    """Runs refused before any work (a bad option, a missing data file: `refused` in results.json) trained
+    nothing; in a table their settings would only add columns. Left out, and said so, with why."""
+    refused = [r for r in records if r.get("refused")]
+    if refused:
+        warn(f"left out {len(refused)} run(s) refused before any work (each results.json says why):")
+        for record in refused[:limit]:
+            warn(f"  refused: {record.get('_source')}: {record.get('message') or ''}")
+        if len(refused) > limit:
+            warn(f"  ... and {len(refused) - limit} more refused runs")
+    return [r for r in records if not r.get("refused")]
+
+
+def _draw_plots(records: list[dict], out_dir: Path, band: str) -> None:
+    """Learning curves into out_dir; without any finished validation epoch there is nothing to draw: say so
+    rather than leave an empty folder."""
+    from learnbench.tools.plots import plot_learning_curves
+
+    curves = [r for r in records if r.get("status") == OK and any(
+        k.startswith("val/") for entry in r.get("history") or [] for k in entry)]
+    if not curves:
+        warn(f"no learning curves to draw: no finished run completed a validation epoch (their history is empty); "
+             f"nothing written to {out_dir}")
+        return
+    written = plot_learning_curves(records, out_dir, band=band)
+    for path in written:
+        warn(f"wrote {path}")
+    if not written:
+        warn(f"no figure drawn from {len(curves)} runs; nothing written to {out_dir}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m learnbench.tools.report",
@@ -59,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         warn("no results.json found" + (f" under {', '.join(args.dirs)}" if args.dirs else ""))
         return 1
+    records = _leave_out_refused(records)
+    if not records:
+        warn("no run to report: every run was refused before any work")
+        return 1
     metrics = args.metrics.split(",") if args.metrics else default_metrics(records)
     table = build_table(records, metrics, error=args.error, digits=args.digits)
     fmt = args.format or SUFFIX_FORMATS.get(args.out.suffix if args.out else "", "markdown")
@@ -74,8 +109,5 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     if args.plots:
-        from learnbench.tools.plots import plot_learning_curves
-
-        for path in plot_learning_curves(records, args.plots, band=args.band):
-            warn(f"wrote {path}")
+        _draw_plots(records, args.plots, args.band)
     return 0
