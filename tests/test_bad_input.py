@@ -311,7 +311,7 @@ def test_the_cli_prints_the_message_and_records_it(tmp_path):
 # ============================================================================= accepted silently before (issue 27)
 def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
     """It trained 0 steps (the incomplete batch dropped) and reported status ok."""
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(ConfigError) as error:
         train(compose_config(["data.batch_size=5000", *TINY, *CSV_ONLY], tmp_path))
     assert str(error.value) == (
         "data.batch_size=5000 is larger than the training split (2000 examples) and data.drop_last=true drops the "
@@ -326,7 +326,7 @@ def test_the_batch_check_counts_each_process_share():
 
     data = SpiralDataModule(train_per_arm=500, batch_size=600)  # 1000 examples, 500 per process on 2
     data.check_splits_fit(world_size=1)
-    with pytest.raises(ValidationError, match=re.escape("(500 per process on the 2 processes, of 1000 examples)")):
+    with pytest.raises(ConfigError, match=re.escape("(500 per process on the 2 processes, of 1000 examples)")):
         data.check_splits_fit(world_size=2)
     SpiralDataModule(train_per_arm=500, batch_size=600, drop_last=False).check_splits_fit(world_size=2)  # one short batch
 
@@ -413,11 +413,27 @@ def test_precision_16_with_backprop_records_the_precision_that_ran(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["precision"] == record["precision"]
 
 
-def _rules_and_models() -> list[tuple[str, str]]:
-    from learnbench.catalog import comparable_rules
+# The model each kind of rule is tried on (its first kind that has one), and the data and options of that model.
+MODEL_OF_KIND = {"feedforward": "mlp", "recurrent": "rnn", "reservoir": "esn", "spiking": "snn"}
+SEQUENCES = ["data=add_task", "data.steps=6", "data.train_sequences=4", "data.val_sequences=2"]
+MODEL_DATA = {
+    "mlp": ["data=spiral", "data.train_per_arm=50", "model.hidden_sizes=[8]"],
+    "rnn": [*SEQUENCES, "model=rnn", "model.hidden_size=4"],
+    "esn": [*SEQUENCES, "model=esn", "model.units=4"],
+    "snn": ["data=spiral", "data.train_per_arm=50", "model=snn", "model.hidden_sizes=[8]", "model.steps=4"],
+}
 
-    recurrent = set(comparable_rules("recurrent")) - set(comparable_rules("feedforward"))
-    return [(method, "rnn" if method in recurrent else "mlp") for method in options("method")]
+
+def _rules_and_models() -> list[tuple[str, str]]:
+    from hydra.utils import get_class
+
+    from learnbench.catalog import method_config
+
+    def model_for(method: str) -> str:
+        trains = get_class(method_config(method)._target_).trains
+        return next(MODEL_OF_KIND[kind] for kind in MODEL_OF_KIND if kind in trains)
+
+    return [(method, model_for(method)) for method in options("method")]
 
 
 @pytest.mark.parametrize(("method", "model"), few_fast(_rules_and_models()))
@@ -429,10 +445,7 @@ def test_bf16_mixed_runs_exactly_the_rules_not_listed(method, model, tmp_path):
 
     from learnbench.train import build, rules_without_bf16_autocast
 
-    data = ["data=add_task", "data.steps=6", "data.train_sequences=4", "data.val_sequences=2", "model=rnn", "model.hidden_size=4"]
-    if model == "mlp":
-        data = ["data=spiral", "data.train_per_arm=50", "model.hidden_sizes=[8]"]
-    cfg = compose_config([*data, f"method={method}", "trainer.precision=bf16-mixed", *TINY, *CSV_ONLY], tmp_path)
+    cfg = compose_config([*MODEL_DATA[model], f"method={method}", "trainer.precision=bf16-mixed", *TINY, *CSV_ONLY], tmp_path)
     listed = issubclass(get_class(cfg.method._target_), rules_without_bf16_autocast())
     if listed:
         with pytest.raises(ConfigError, match="bf16"):
@@ -482,15 +495,15 @@ def test_a_checkpoint_of_another_model_is_refused_before_training(tmp_path):
     not_a_checkpoint = tmp_path / "notes.txt"
     not_a_checkpoint.write_text("not a checkpoint")
 
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(ConfigError) as error:
         train(compose_config([*small[:1], "model.hidden_sizes=[32]", *TINY, *CSV_ONLY, f"ckpt_path={checkpoint}"], tmp_path / "resumed"))
     assert str(error.value) == (
         f"ckpt_path={checkpoint} was saved by another model or rule: model.blocks.0.linear.weight is [16, 2] there and "
         f"[32, 2] here; it was written with model.hidden_sizes=[16] (this run: [32]): resume with the options that wrote it"
     )
-    with pytest.raises(ValidationError, match=r"it has no rule\.feedback\.\d, which this run has; it was written with method\._target_="):
+    with pytest.raises(ConfigError, match=r"it has no rule\.feedback\.\d, which this run has; it was written with method\._target_="):
         train(compose_config([*small, "method=kp", f"ckpt_path={checkpoint}"], tmp_path / "kp"))
-    with pytest.raises(ValidationError, match=re.escape(f"ckpt_path={not_a_checkpoint} is not a checkpoint that can be read")):
+    with pytest.raises(ConfigError, match=re.escape(f"ckpt_path={not_a_checkpoint} is not a checkpoint that can be read")):
         train(compose_config([*small, f"ckpt_path={not_a_checkpoint}"], tmp_path / "text"))
     assert train(compose_config([*small, f"ckpt_path={checkpoint}", "trainer.max_epochs=2"], tmp_path / "same"))["status"] == "ok"
 
