@@ -591,9 +591,16 @@ def test_a_snn_checkpoint_loads_back_with_its_loss_over_time_and_rate_draws(tmp_
 @pytest.mark.parametrize(("experiment", "task", "steps"), [("spytorch_fashion_mnist", "max_over_time_classification", 100),
                                                            ("snntorch_mnist", "sum_over_steps_classification", 25)])
 def test_presets_build_the_published_model(experiment, task, steps, tmp_path):
+    """The preset's model and loss over time, built as train.build builds them (without loading the dataset:
+    the images are not needed for the shapes)."""
+    from hydra.utils import instantiate
+
+    from learnbench.train import build_module, task_of
+
     cfg = compose_config([f"experiment={experiment}", *CSV_ONLY], tmp_path)
     check_config(cfg)
-    datamodule, module, _, _ = build(cfg)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, task_of(cfg, datamodule))
     assert module.task.name == task and module.model.steps == steps
     out = module.model(torch.rand(2, *datamodule.input_shape))
     assert out.shape == (2, steps, 10)
