@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
+from learnbench.budget import budget_of, describe
 from learnbench.callbacks import RunRecorder
 from learnbench.config_validation import ConfigError, validate_config
 from learnbench.tasks import RECONSTRUCTION, get_task
@@ -187,6 +188,7 @@ def base_record(cfg: DictConfig) -> dict:
         "optimizer": choices.get("optimizer"),
         "experiment": choices.get("experiment"),
         "tuned": tuned_files(choices),
+        "budget": budget_of(cfg),  # epochs, batch size, schedule: what every rule of a comparison must share
         "seed": cfg.seed,
         "status": None,
         "message": None,
@@ -257,6 +259,7 @@ def log_config(trainer, record: dict) -> None:
     so runs can be filtered by method, data, seed, lr, ... in the W&B UI."""
     choices = {k: record[k] for k in ("method", "data", "model", "optimizer", "experiment")}
     log.info("tuned settings: %s", ", ".join(record["tuned"]) or "none (the rule's and the data's defaults)")
+    log.info("budget: %s", describe(record["budget"]))
     for logger in trainer.loggers:
         logger.log_hyperparams({**record["config"], "choices": choices, "tuned": record["tuned"], "parameters": record["parameters"]})
 
