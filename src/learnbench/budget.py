@@ -49,7 +49,7 @@ def describe_schedule(schedule: Mapping | None) -> str:
     """'constant' or the schedule's function with its options: warmup_cosine(warmup_epochs=0, min_lr_ratio=0.0)."""
     if not schedule:
         return "constant"
-    options = ", ".join(f"{k}={v}" for k, v in schedule.items() if k != "_target_")
+    options = ", ".join(f"{k}={v}" for k, v in schedule.items() if not k.startswith("_"))
     return f"{str(schedule.get('_target_', '?')).rsplit('.', 1)[-1]}({options})"
 
 
