@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.budget import budget_of, describe
-from learnbench.callbacks import RunRecorder
+from learnbench.callbacks import ResourceMeter, RunRecorder
 from learnbench.config_validation import ConfigError, validate_config
 from learnbench.tasks import RECONSTRUCTION, get_task
 from learnbench.models import CNN, Autoencoder
@@ -165,8 +165,8 @@ def build_module(cfg: DictConfig, input_shape, output_dim: int, task: str) -> Le
     return module
 
 
-def build(cfg: DictConfig):
-    """Data, model, rule, training module and trainer, all from the config."""
+def build(cfg: DictConfig, extra_callbacks: list | None = None):
+    """Data, model, rule, training module and trainer, all from the config (plus the app's own callbacks)."""
     datamodule = instantiate(cfg.data)
     check_model_fits_data(cfg, datamodule)
     check_time_fits(cfg, datamodule)
@@ -175,7 +175,7 @@ def build(cfg: DictConfig):
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # the switch wins over the default progress bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=[*callbacks, recorder])
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=[*callbacks, recorder, *(extra_callbacks or [])])
     return datamodule, module, trainer, recorder
 
 
@@ -207,10 +207,11 @@ def train(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     record = base_record(cfg)
     trainer = recorder = module = None
+    meter = ResourceMeter()  # before build: the peak memory counts the data and the model
     try:
         check_config(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule, module, trainer, recorder = build(cfg)
+        datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter])
         record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
         record["rule_parameters"] = sum(p.numel() for p in module.rule.extra_parameters())
         log_config(trainer, record)
@@ -235,6 +236,7 @@ def train(cfg: DictConfig) -> dict:
         record["history"] = recorder.history if recorder is not None else []
         record["fit_time_s"] = recorder.fit_seconds if recorder is not None else None
         record["wall_time_s"] = time.perf_counter() - start
+        record["resources"] = meter.summary()  # CPU seconds per phase, peak memory (ResourceMeter)
         if trainer is None or trainer.global_rank == 0:
             path = write_results(Path(cfg.paths.output_dir), record)
             announce(record, path)
@@ -280,7 +282,7 @@ def _finish_wandb(record: dict) -> None:
 
         if wandb.run is not None:
             wandb.run.summary.update(
-                {key: record.get(key) for key in ("status", "message", "steps", "epochs", "wall_time_s", "fit_time_s")}
+                {key: record.get(key) for key in ("status", "message", "steps", "epochs", "wall_time_s", "fit_time_s", "resources")}
             )
             wandb.finish(exit_code=0 if record["status"] == OK else 1)
     except Exception as error:  # never let logging hide the run's own outcome
