@@ -54,7 +54,7 @@ def describe_schedule(schedule: Mapping | None) -> str:
 
 
 def describe(budget: Mapping) -> str:
-    """One line: '100 epochs, batch 100, constant lr'; step and batch limits when set."""
+    """One line: '100 epochs, batch 100, lr schedule constant'; step and batch limits when set."""
     epochs = budget.get("max_epochs")
     parts = [f"{epochs} epoch{'' if epochs == 1 else 's'}"]
     if (budget.get("max_steps") or -1) > 0:
@@ -74,9 +74,10 @@ def unequal_budgets(jobs: Sequence[tuple[Sequence[str], Mapping]]) -> list[str]:
     swept = sorted({k for s in settings for k in s if len({t.get(k) for t in settings}) > 1} - set(COMPARED))
     comparisons: dict[tuple, dict[str, list[str]]] = {}
     for job, (_, budget) in zip(settings, jobs):
+        method = job.get("method", "(the default method)")
         methods = comparisons.setdefault(tuple(job.get(k) for k in swept), {}).setdefault(describe(budget), [])
-        if job.get("method") not in methods:
-            methods.append(job.get("method", "(the default method)"))
+        if method not in methods:
+            methods.append(method)
     messages = []
     for values, by_budget in comparisons.items():
         if len(by_budget) > 1:
@@ -112,15 +113,18 @@ class BudgetCheck(Callback):
             if jobs is None:
                 return
             budgets = _budgets_of_jobs(config, jobs)
-        except Exception as error:  # a job that does not compose fails in Hydra's own check, with its message
-            log.debug("budget check skipped: %r", error)
+        except Exception as error:  # a job that does not compose fails next, in Hydra's own check, with its message
+            log.warning("budget check skipped: %s: %s", type(error).__name__, error)
             return
         messages = unequal_budgets(budgets)
         for message in messages:
             log.warning("%s. A comparison should hold the budget equal (conf/budget/, or the preset); the "
                         "table will show each row's epochs and settings.", message)
-        if not messages and len({describe(b) for _, b in budgets}) == 1:
-            log.info("one budget for every job: %s", describe(budgets[0][1]))
+        distinct = sorted({describe(b) for _, b in budgets})
+        if len(distinct) == 1:
+            log.info("one budget for every job: %s", distinct[0])
+        elif not messages:
+            log.info("one budget per comparison of rules (the jobs differ in a swept key): %s", "; ".join(distinct))
 
 
 def _budgets_of_jobs(config: DictConfig, jobs: list[list[str]]) -> list[tuple[list[str], dict]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from learnbench.budget import describe_schedule
 from learnbench.results import DIVERGED, FAILED, OK
 from learnbench.tools.report.common import CHOICE_KEYS, DASH, warn
 
@@ -115,7 +116,8 @@ def settings_keys(records: list[dict], columns: list[str]) -> list[str]:
     flat = [flatten(r["config"]) for r in with_config]
     keys = []
     for key in _varying_keys(with_config):
-        if key in columns or key.endswith(("._target_", "._partial_")) and not key.startswith("scheduler."):
+        implied_by_a_choice = key.endswith(("._target_", "._partial_")) and not key.startswith("scheduler.")
+        if key in columns or implied_by_a_choice:
             continue
         present = {f[key] for f in flat if key in f}
         if key.startswith("method.") and len(present) < 2:
@@ -134,8 +136,6 @@ def _reading_order(key: str) -> int:
 
 def settings_of(record: dict, keys: list[str]) -> dict[str, object]:
     """A run's values of the settings keys (those it has; SCHEDULE always)."""
-    from learnbench.budget import describe_schedule
-
     flat = flatten(record.get("config") or {})
     values = {}
     for key in keys:
