@@ -4,7 +4,7 @@ The budget is what every rule of a comparison must get alike: the epochs (or the
 the batches per epoch, the batch size and the learning-rate schedule's shape (its function and options).
 A rule's own settings (lr, momentum, sigma, directions, inference steps, ...) are not part of it and may
 differ by rule. The budget of a dataset lives in conf/budget/<data>.yaml, a preset's in the preset; the
-tuned files hold no budget (tests/test_sweeps.py checks every comparison sweep and preset).
+tuned files hold no budget (tests/test_sweeps.py checks every comparison sweep and every tuned file).
 
 `BudgetCheck` (a Hydra callback, conf/hydra/default.yaml) composes each job of a multirun before any job
 starts and logs a warning when jobs that differ only in `method` (and seed) would train different budgets:
