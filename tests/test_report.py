@@ -34,8 +34,10 @@ FIXTURE = Path(__file__).parent / "fixtures" / "wandb_runs.json"
 
 
 def write_run(root: Path, job: str, method: str, seed: int, *, acc=None, loss=None, status="ok", lr=0.1,
-              data="spiral", history=None, mse=None, started="2025-01-01T00:00:00+0000") -> Path:
-    """A results.json shaped like train.py's, with the given final test metrics."""
+              data="spiral", history=None, mse=None, started="2025-01-01T00:00:00+0000", config=None,
+              epochs=3, steps=30) -> Path:
+    """A results.json shaped like train.py's, with the given final test metrics; `config`: sections merged
+    into the config ({"optimizer": {"momentum": 0.9}}), `epochs` and `steps`: what the run trained."""
     out = root / job
     final = {k: v for k, v in {"test/acc": acc, "test/loss": loss, "test/mse": mse}.items() if v is not None}
     record = {
@@ -57,8 +59,13 @@ def write_run(root: Path, job: str, method: str, seed: int, *, acc=None, loss=No
             "seed": seed,
         },
         "history": history or [],
-        "steps": 30, "epochs": 3, "wall_time_s": 1.0 + seed,
+        "steps": steps, "epochs": epochs, "wall_time_s": 1.0 + seed,
     }
+    for section, values in (config or {}).items():
+        if isinstance(values, dict):
+            record["config"].setdefault(section, {}).update(values)
+        else:
+            record["config"][section] = values
     out.mkdir(parents=True)
     (out / "results.json").write_text(json.dumps(record))
     return out
@@ -81,20 +88,23 @@ def sweep(tmp_path: Path) -> Path:
 
 
 def markdown_cells(text: str) -> list[list[str]]:
-    """A Markdown table's cells, row by row, split on unescaped pipes and stripped."""
-    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in text.strip().splitlines()]
+    """A Markdown table's cells, row by row, split on unescaped pipes and stripped (the notes under it left out)."""
+    lines = [line for line in text.strip().splitlines() if line.startswith("|")]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
 
 
 def assert_markdown_shows(table) -> None:
     """Every Markdown cell says what the table holds, formatted here by hand (for tables whose numbers
     are not known in advance, as from a live W&B project)."""
     cells = markdown_cells(to_markdown(table))
-    assert cells[0] == [*table.group_columns, "n", "diverged/failed", *table.metric_columns]
+    settings = ["settings"] if table.has_settings else []
+    assert cells[0] == [*table.group_columns, *settings, "epochs", "steps", "n", "diverged/failed", *table.metric_columns]
     assert len(cells) == 2 + len(table.rows)
-    k = len(table.group_columns)
+    k = len(table.group_columns) + len(settings)
     for line, row in zip(cells[2:], table.rows):
-        assert line[k : k + 2] == [str(row["n"]), f"{row['diverged']}/{row['failed']}"]
-        for cell, stat in zip(line[k + 2 :], row["stats"]):
+        assert line[k - len(settings) : k + 4] == [row["settings"]] * len(settings) + [
+            row["epochs"], row["steps"], str(row["n"]), f"{row['diverged']}/{row['failed']}"]
+        for cell, stat in zip(line[k + 4 :], row["stats"]):
             if stat.mean is None:
                 text = stat.note or "—"
             else:
@@ -142,19 +152,19 @@ def test_markdown_table_parses_and_marks_the_best_cells(sweep):
     lines = text.strip().splitlines()
     cells = [re.split(r"(?<!\\)\|", line)[1:-1] for line in lines]
     assert all(line.startswith("|") and line.endswith("|") for line in lines)
-    assert len({len(c) for c in cells}) == 1 and len(cells) == 2 + 4  # header, rule, 4 groups
+    assert len({len(c) for c in cells}) == 1 and len(cells) == 2 + 4  # header, rule, 4 groups (no note: one budget)
     assert all(re.fullmatch(r"-+:?", c.strip()) for c in cells[1])
     header = [c.strip() for c in cells[0]]
     bold = {header[j]: c.strip() for row in cells[2:] for j, c in enumerate(row) if c.strip().startswith("**")}
     assert bold == {"test/acc": "**0.9200 ± 0.0200**", "test/loss": "**0.2000 ± 0.1000**"}  # max acc, min loss
     # Every cell, by hand from the fixture: means and sample stds of the ok runs, n = 1 has no std.
     assert markdown_cells(text) == [
-        ["method", "data", "model", "optimizer.lr", "n", "diverged/failed", "test/acc", "test/loss"],
-        ["---"] * 4 + ["---:"] * 4,
-        ["bp", "spiral", "mlp", "0.1", "3", "0/0", "**0.9200 ± 0.0200**", "**0.2000 ± 0.1000**"],
-        ["bp", "spiral", "mlp", "0.2", "1", "0/0", "0.8000 ± —", "0.5000 ± —"],
-        ["np", "spiral", "mlp", "0.1", "0", "2/0", "diverged", "diverged"],
-        ["wp", "spiral", "mlp", "0.1", "1", "1/1", "0.7000 ± —", "0.6000 ± —"],
+        ["method", "data", "model", "optimizer.lr", "epochs", "steps", "n", "diverged/failed", "test/acc", "test/loss"],
+        ["---"] * 4 + ["---:"] * 6,
+        ["bp", "spiral", "mlp", "0.1", "3", "30", "3", "0/0", "**0.9200 ± 0.0200**", "**0.2000 ± 0.1000**"],
+        ["bp", "spiral", "mlp", "0.2", "3", "30", "1", "0/0", "0.8000 ± —", "0.5000 ± —"],
+        ["np", "spiral", "mlp", "0.1", "3", "30", "0", "2/0", "diverged", "diverged"],
+        ["wp", "spiral", "mlp", "0.1", "3", "30", "1", "1/1", "0.7000 ± —", "0.6000 ± —"],
     ]
     assert_markdown_shows(table)
 
@@ -233,6 +243,62 @@ def test_display_settings_do_not_split_a_group(tmp_path):
     (out / "results.json").write_text(json.dumps(record))
     table = build_table(load_records([tmp_path]), ["test/acc"])
     assert "trainer.max_epochs" in table.group_columns and sorted(r["n"] for r in table.rows) == [1, 3]
+
+
+COSINE = {"_target_": "learnbench.schedules.warmup_cosine", "_partial_": True, "warmup_epochs": 0, "min_lr_ratio": 0.0}
+
+
+@pytest.fixture
+def unequal(tmp_path: Path) -> Path:
+    """The issue's `-m data=mnist method=bp,fa` before budgets were made equal, 2 seeds each: bp with its tuned
+    lr 0.15, momentum 0.7, a cosine and 3 epochs; fa with lr 0.1, no momentum, no schedule and 10 epochs.
+    Each rule also has an option of its own (fa's init), and np and fg_a share one with different values."""
+    bp = {"optimizer": {"momentum": 0.7}, "scheduler": COSINE, "trainer": {"max_epochs": 3}}
+    fa = {"optimizer": {"momentum": 0.0}, "trainer": {"max_epochs": 10}, "method": {"init": "kaiming_uniform"}}
+    for seed in (0, 1):
+        write_run(tmp_path, f"bp{seed}", "bp", seed, acc=0.97, loss=0.1, lr=0.15, config=bp, epochs=3, steps=1650)
+        write_run(tmp_path, f"fa{seed}", "fa", seed, acc=0.95, loss=0.2, lr=0.1, config=fa, epochs=10, steps=5500)
+    return tmp_path
+
+
+def test_settings_that_a_rule_explains_are_shown_with_the_budget_each_row_trained(unequal, capsys):
+    """lr, momentum, epochs and the schedule follow the method (its tuned file), so they split no group and make no
+    column; each row's settings cell still names them, the epochs and steps columns say what was trained, and a
+    note under the table (and on stderr) says the budgets differ. fa's own option (init) is not shown."""
+    table = build_table(load_records([unequal]), ["test/acc"])
+    assert table.group_columns == ["method", "data", "model"] and table.has_settings
+    rows = {row["group"][0]: row for row in table.rows}
+    assert rows["bp"]["settings"] == ("lr=0.15, momentum=0.7, max_epochs=3, "
+                                      "schedule=warmup_cosine(warmup_epochs=0, min_lr_ratio=0.0)")
+    assert rows["fa"]["settings"] == "lr=0.1, momentum=0, max_epochs=10, schedule=constant"
+    assert (rows["bp"]["epochs"], rows["bp"]["steps"], rows["fa"]["epochs"], rows["fa"]["steps"]) == ("3", "1650", "10", "5500")
+    note = ("Unequal budgets between rows (spiral, mlp): bp: 3 epochs, batch 100, lr schedule warmup_cosine(warmup_epochs=0, "
+            "min_lr_ratio=0.0); fa: 10 epochs, batch 100, lr schedule constant")
+    assert table.notes == [note]
+
+    text = to_markdown(table)
+    assert markdown_cells(text)[0] == ["method", "data", "model", "settings", "epochs", "steps", "n", "diverged/failed", "test/acc"]
+    assert markdown_cells(text)[2][3:7] == [rows["bp"]["settings"], "3", "1650", "2"]
+    assert text.strip().splitlines()[-1] == "**Unequal budgets between rows (spiral, mlp)**: " + note.split(": ", 1)[1]
+    latex = to_latex(table)
+    assert "Unequal budgets between rows (spiral, mlp)" in latex and latex.strip().endswith("\\end{tabular}")
+    assert report_main([str(unequal)]) == 0
+    assert note in capsys.readouterr().err
+
+
+def test_settings_show_a_shared_rule_option_only_where_it_differs(tmp_path):
+    """np and fg_a both have `directions` (64 and 32): shown; both have `noise: rademacher`: the same, not shown.
+    One budget for both: no note, and no settings column once nothing differs but the method."""
+    for method, directions in (("np", 64), ("fg_a", 32)):
+        write_run(tmp_path / "two", method, method, 0, acc=0.9, loss=0.2,
+                  config={"method": {"directions": directions, "noise": "rademacher"}})
+    table = build_table(load_records([tmp_path / "two"]), ["test/acc"])
+    assert {row["group"][0]: row["settings"] for row in table.rows} == {"np": "directions=64", "fg_a": "directions=32"}
+    assert table.notes == []
+    for seed in (0, 1):
+        write_run(tmp_path / "one", f"bp{seed}", "bp", seed, acc=0.9, loss=0.2)
+    same = build_table(load_records([tmp_path / "one"]), ["test/acc"])
+    assert not same.has_settings and same.notes == [] and "settings" not in markdown_cells(to_markdown(same))[0]
 
 
 def test_plots_write_png_and_pdf_curves_and_alignment(tmp_path):
@@ -367,9 +433,10 @@ def test_wandb_runs_become_the_same_records_and_table():
     assert rows["wp"]["stats"][0].mean == pytest.approx(0.6)
     # bp: test/acc 0.9, 0.8 and test/loss 0.3, 0.4 -> means 0.85, 0.35, sample stds sqrt(0.005) = 0.0707.
     # wp's run names say no model and no optimizer: a dash. Different blocks: no best cell.
+    # Budget: 2 epochs (the summary's last 0-based epoch, 1) and 40 steps (trainer/global_step).
     assert markdown_cells(to_markdown(table))[2:] == [
-        ["bp", "spiral", "mlp", "sgd", "2", "0/0", "0.8500 ± 0.0707", "0.3500 ± 0.0707"],
-        ["wp", "spiral", "—", "—", "1", "1/1", "0.6000 ± —", "0.6500 ± —"],
+        ["bp", "spiral", "mlp", "sgd", "2", "40", "2", "0/0", "0.8500 ± 0.0707", "0.3500 ± 0.0707"],
+        ["wp", "spiral", "—", "—", "2", "40", "1", "1/1", "0.6000 ± —", "0.6500 ± —"],
     ]
     assert_markdown_shows(table)  # the check the online test makes, here where the numbers are known
 

@@ -276,3 +276,52 @@ def test_make_passes_data_dir_only_when_given(target):
 
     assert "paths.data_dir=/data/sets seed=1" in command("DATA_DIR=/data/sets", "ARGS=seed=1")
     assert "paths.data_dir" not in command("ARGS=seed=1")
+
+
+# ----------------------------------------------------------------------------- one budget for every rule
+COMPARISON_SWEEPS = [name for name in GRID_SWEEPS if "method" in hydra_grid(name)]
+# Folders of conf/tuned/ that hold pieces other configs include, not a rule's settings.
+TUNED_HELPERS = {"model", "momentum", "cosine"}
+TUNED_FILES = sorted(p for p in (CONFIG_DIR / "tuned").glob("*/*.yaml") if p.parent.name not in TUNED_HELPERS)
+
+
+def budget(cfg) -> str:
+    """What every rule of a comparison must share, read straight from the composed config: epochs, step and
+    batch limits, batch size, the schedule (its function and shape options)."""
+    schedule = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else {}
+    trainer = cfg.trainer
+    return yaml.safe_dump({"max_epochs": trainer.max_epochs, "max_steps": trainer.get("max_steps", -1),
+                           "limit_train_batches": trainer.get("limit_train_batches"), "batch_size": cfg.data.batch_size,
+                           "schedule": schedule}, sort_keys=True)
+
+
+@pytest.mark.parametrize("name", [n if n == "spiral_rules" else pytest.param(n, marks=pytest.mark.slow) for n in COMPARISON_SWEEPS])
+def test_every_rule_of_a_comparison_sweep_trains_one_budget(name):
+    """Each job of the sweep composed for each of its rules (seed 0): one budget per comparison. A config group swept
+    beside `method` (ren_table's experiment) makes a comparison per value; a plain key's first value stands for the
+    others (an lr grid point changes no budget)."""
+    grid = hydra_grid(name)
+    methods = grid.pop("method")
+    grid.pop("seed", None)
+    for others in product({k: v if "." not in k else v[:1] for k, v in grid.items()}):
+        extra = [f"{k}={v}" for k, v in others.items()]
+        budgets: dict[str, list[str]] = {}
+        for method in methods:
+            cfg = compose_config([f"sweep={name}", f"method={method}", "seed=0", *extra])
+            budgets.setdefault(budget(cfg), []).append(method)
+        assert len(budgets) == 1, f"sweep={name} {extra}: the rules train different budgets: {budgets}"
+
+
+@pytest.mark.parametrize("path", TUNED_FILES, ids=[f"{p.parent.name}/{p.stem}" for p in TUNED_FILES])
+def test_no_tuned_file_sets_a_budget(path):
+    """A tuned file holds what its rule owns; the budget is the dataset's (conf/budget/) or the preset's. Read as plain
+    YAML: no budget key, and no include into trainer, data or scheduler (conf/tuned/cosine is conf/budget/mnist.yaml's)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    for entry in raw.get("defaults", []):
+        target = next(iter(entry)) if isinstance(entry, dict) else str(entry)
+        assert not any(f"@{group}" in target for group in ("trainer", "data", "scheduler")), f"{path}: {entry}"
+    for key in ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches", "data.batch_size", "scheduler"):
+        node = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        assert node is None, f"{path.relative_to(CONFIG_DIR)} sets {key}: move it to conf/budget/<data>.yaml or the preset"

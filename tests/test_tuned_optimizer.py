@@ -58,11 +58,13 @@ def test_optimizer_sgd_given_on_the_command_line_keeps_the_tuned_momentum(tmp_pa
     assert overridden["optimizer"]["momentum"] == 0.5  # a value on the command line wins over the tuned one
 
 
-def test_mnist_backprop_schedule_yields_to_a_chosen_schedule_or_preset(tmp_path):
-    """conf/tuned/mnist/bp.yaml decays the lr along a cosine only when nothing else chose a schedule."""
-    plain, _ = composed(["data=mnist", "method=bp"], tmp_path)
-    assert plain["scheduler"]["_target_"] == "learnbench.schedules.warmup_cosine"
-    assert plain["trainer"]["max_epochs"] == OmegaConf.load(CONFIG_DIR / "tuned" / "mnist" / "bp.yaml").trainer.max_epochs
+def test_mnist_budget_schedule_yields_to_a_chosen_schedule_or_preset(tmp_path):
+    """conf/budget/mnist.yaml decays the lr along a cosine, for every rule, only when nothing else chose a schedule."""
+    budget_epochs = OmegaConf.load(CONFIG_DIR / "budget" / "mnist.yaml").trainer.max_epochs
+    for method in ("bp", "fa"):
+        plain, _ = composed(["data=mnist", f"method={method}"], tmp_path)
+        assert plain["scheduler"]["_target_"] == "learnbench.schedules.warmup_cosine"
+        assert plain["trainer"]["max_epochs"] == budget_epochs
     # The model's size on MNIST comes from conf/tuned/model/mnist/mlp.yaml, for every rule, unless a preset sets it.
     mnist_mlp = OmegaConf.load(CONFIG_DIR / "tuned" / "model" / "mnist" / "mlp.yaml").hidden_sizes
     for method in ("bp", "fa", "np"):

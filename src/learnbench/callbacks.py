@@ -6,6 +6,7 @@ import math
 import time
 
 import lightning as L
+import torch
 
 from learnbench.metric_direction import higher_is_better
 
@@ -64,3 +65,86 @@ class RunRecorder(L.Callback):
         for key, value in metrics.items():
             if key.startswith("val/") and _is_better(key, value, self.best.get(key)):
                 self.best[key] = value
+
+
+# ----------------------------------------------------------------------------- compute and memory
+def reset_peak_rss() -> bool:
+    """Start the peak resident memory afresh (Linux: writing 5 to /proc/self/clear_refs resets VmHWM to the current
+    RSS), so a multirun job, which shares its process with the jobs before it, gets its own peak. False elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory in MiB: VmHWM where /proc has it, else getrusage's ru_maxrss (KiB on
+    Linux, bytes on macOS), which only ever grows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+class ResourceMeter(L.Callback):
+    """What a run cost, for results.json's `resources`: CPU seconds of this process (every thread; time.process_time)
+    while training, validating and testing, its peak resident memory since the run started, and on CUDA the peak
+    memory torch allocated on this rank's device while fitting and while testing. Measured on rank 0's process (the
+    one that writes results.json); a resumed run counts only the part after the resume."""
+
+    def __init__(self) -> None:
+        self.rss_reset = reset_peak_rss()  # at construction: before the data and the model are built
+        self._start = time.process_time()
+        self.cpu_s = {"fit": 0.0, "validation": 0.0, "test": 0.0}
+        self.cuda_peak_mb: dict[str, float] = {}
+        self._phase_start: dict[str, float] = {}
+
+    def _begin(self, phase: str, pl_module) -> None:
+        self._phase_start[phase] = time.process_time()
+        if phase != "validation" and pl_module.device.type == "cuda":  # validation is part of fit's peak
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def _end(self, phase: str, pl_module) -> None:
+        if phase in self._phase_start:
+            self.cpu_s[phase] += time.process_time() - self._phase_start.pop(phase)
+        if phase != "validation" and pl_module.device.type == "cuda":
+            self.cuda_peak_mb[phase] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._begin("fit", pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._end("fit", pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._begin("validation", pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._end("validation", pl_module)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._begin("test", pl_module)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._end("test", pl_module)
+
+    def summary(self) -> dict:
+        """CPU seconds (training = fit minus its validations), peak RSS, CUDA peaks (null on a CPU run)."""
+        cpu = self.cpu_s
+        return {
+            "cpu_s": {"train": cpu["fit"] - cpu["validation"], "validation": cpu["validation"], "test": cpu["test"],
+                      "total": time.process_time() - self._start},
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_since": "run start" if self.rss_reset else "process start",
+            "cuda_peak_allocated_mb": dict(self.cuda_peak_mb) or None,
+        }

@@ -509,7 +509,7 @@ def _source(key: str, overrides: set[str], choices: dict[str, str]) -> str:
         candidates.append((CONFIG_DIR / "train.yaml", ""))
         if group in choices:
             candidates += _files(group, choices[group], CONFIG_DIR)
-        for choice in ("tuned", "experiment", "tuned@_global_", "debug", "local"):
+        for choice in ("budget", "tuned", "experiment", "tuned@_global_", "debug", "local"):
             if choices.get(choice):
                 sub_group = choice.split("@", 1)[0]
                 files = _files(sub_group, choices[choice], CONFIG_DIR)

@@ -22,7 +22,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
-from learnbench.callbacks import RunRecorder
+from learnbench.budget import budget_of, describe
+from learnbench.callbacks import ResourceMeter, RunRecorder
 from learnbench.checkpoints import check_fits
 from learnbench.config_validation import ConfigError, validate_config
 from learnbench.tasks import CLASSIFICATION, CLASSIFICATION_OVER_TIME, RECONSTRUCTION, get_task
@@ -310,8 +311,8 @@ def expected_processes(trainer_cfg: DictConfig) -> int | None:
     return None
 
 
-def build(cfg: DictConfig):
-    """Data, model, rule, training module and trainer, all from the config."""
+def build(cfg: DictConfig, extra_callbacks: list | None = None):
+    """Data, model, rule, training module and trainer, all from the config (plus the app's own callbacks)."""
     datamodule = instantiate(cfg.data)
     check_model_fits_data(cfg, datamodule)
     check_time_fits(cfg, datamodule)
@@ -324,7 +325,7 @@ def build(cfg: DictConfig):
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # the switch wins over the default progress bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=[*callbacks, recorder])
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=[*callbacks, recorder, *(extra_callbacks or [])])
     return datamodule, module, trainer, recorder
 
 
@@ -337,6 +338,7 @@ def base_record(cfg: DictConfig) -> dict:
         "optimizer": choices.get("optimizer"),
         "experiment": choices.get("experiment"),
         "tuned": tuned_files(choices),
+        "budget": budget_of(cfg),  # epochs, batch size, schedule: what every rule of a comparison must share
         "seed": cfg.seed,
         "status": None,
         "message": None,
@@ -355,11 +357,12 @@ def train(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     record = base_record(cfg)
     trainer = recorder = module = None
+    meter = ResourceMeter()  # before build: the peak memory counts the data and the model
     try:
         check_config(cfg)
         wandb_note = wandb_mode_note(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule, module, trainer, recorder = build(cfg)
+        datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter])
         prepare_fit(cfg, datamodule, module, trainer, record)
         log_config(trainer, record, wandb_note)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -386,6 +389,7 @@ def train(cfg: DictConfig) -> dict:
         record["history"] = recorder.history if recorder is not None else []
         record["fit_time_s"] = recorder.fit_seconds if recorder is not None else None
         record["wall_time_s"] = time.perf_counter() - start
+        record["resources"] = meter.summary()  # CPU seconds per phase, peak memory (ResourceMeter)
         if trainer is None or trainer.global_rank == 0:
             path = write_results(Path(cfg.paths.output_dir), record)
             if not record.get("refused"):
@@ -444,6 +448,7 @@ def log_config(trainer, record: dict, wandb_note: str | None = None) -> None:
     (W&B's own banner is silenced: wandb_mode.quiet_by_default)."""
     choices = {k: record[k] for k in ("method", "data", "model", "optimizer", "experiment")}
     log.info("tuned settings: %s", ", ".join(record["tuned"]) or "none (the rule's and the data's defaults)")
+    log.info("budget: %s", describe(record["budget"]))
     if wandb_note:
         log.info("%s", wandb_note)
     for logger in trainer.loggers:
@@ -470,7 +475,7 @@ def _finish_wandb(record: dict) -> None:
 
         if wandb.run is not None:
             wandb.run.summary.update(
-                {key: record.get(key) for key in ("status", "message", "steps", "epochs", "wall_time_s", "fit_time_s")}
+                {key: record.get(key) for key in ("status", "message", "steps", "epochs", "wall_time_s", "fit_time_s", "resources")}
             )
             wandb.finish(exit_code=0 if record["status"] == OK else 1)
     except Exception as error:  # never let logging hide the run's own outcome

@@ -14,6 +14,18 @@ A group is one value of (method, data, model) plus every config key that varies 
 and is not already fixed by those choices (say optimizer.lr in an lr sweep). Seeds, paths, loggers,
 callbacks and anything pointing into a run's own directory never split groups.
 
+So that an unequal comparison shows at a glance, every row also says
+- `settings`: key=value for every config key that differs between the table's rows and is not a column,
+  including those the method choice explains (a rule's tuned lr, momentum, epochs; the schedule as one
+  `schedule=` entry), in reading order (optimiser, budget, clipping, model, the rule's options). A rule's
+  own options (fa's `init`) are left out unless they differ between the runs that have them (np's and
+  fg_a's `directions`). The column is left out when nothing differs.
+- `epochs`, `steps`: the budget the row's finished runs trained (results.json's `epochs` and `steps`,
+  optimiser steps: iPC's per-step updates count each); a range where its runs differ.
+and where the rows of a (data, model) block trained different budgets (epochs trained, step and batch
+limits, batch size, schedule: learnbench.budget), a note under the table (and on stderr) names each
+row's budget.
+
 The parts, each importable alone: load (results.json files), wandb_source (the W&B API), grouping,
 stats (means, stds, best cells), render (Markdown, LaTeX, CSV), cli (the command line; nothing
 imports it but __main__). learnbench.tools.plots draws from the same grouping.

@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     text = RENDERERS[fmt](table)
     not_ok = sum(r["diverged"] + r["failed"] for r in table.rows)
     _list_unfinished(records)
+    for note in table.notes:
+        warn(note)
     warn(f"{len(records)} runs in {len(table.rows)} groups, grouped by {', '.join(table.group_columns)}; "
          f"{not_ok} diverged/failed (counted, not averaged)")
     if args.out:

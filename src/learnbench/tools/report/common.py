@@ -23,3 +23,14 @@ def as_number(value):
     if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "infinity", "-inf", "-infinity"):
         return float(value.strip().lower().replace("infinity", "inf"))
     return None
+
+
+def show_value(value) -> str:
+    """A config value in a cell: floats compactly (0.1, 1e-05), lists in brackets, None as a dash."""
+    if value is None:
+        return DASH
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(show_value, value)) + "]"
+    return str(value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from learnbench.budget import describe_schedule
 from learnbench.results import DIVERGED, FAILED, OK
 from learnbench.tools.report.common import CHOICE_KEYS, DASH, warn
 
@@ -14,6 +15,8 @@ ALWAYS_SHOWN = ("method", "data", "model")
 # were logged. The seed itself (also as data.seed, which interpolates it) is left out in _ignored.
 IGNORED_PREFIXES = ("paths.", "hydra.", "logger.", "callbacks.", "trainer.default_root_dir", "choices.", "slurm.")
 IGNORED_KEYS = {"ckpt_path", "tags", "output_dir", "optimized_metric",
+                # what the app logs beside the config to W&B (the group choices are choices.*)
+                "tuned", "parameters",
                 # what the console and the logger show, not what is trained (`+trainer.enable_progress_bar=false`
                 # on some seeds must not split a row in two)
                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps"}
@@ -64,15 +67,12 @@ def record_choices(record: dict) -> dict:
     return choices
 
 
-def grouping_keys(records: list[dict]) -> list[str]:
-    """Chosen config-group options shown as columns (method, data, model always; the others when
-    they vary), then the varying config keys the choices do not explain."""
-    chosen = [record_choices(r) for r in records]
-    names = list(CHOICE_KEYS) + sorted({k for c in chosen for k in c} - set(CHOICE_KEYS))
-    shown = [k for k in names if k in ALWAYS_SHOWN or len({c.get(k) for c in chosen}) > 1]
+def _varying_keys(records: list[dict]) -> list[str]:
+    """Config keys (dotted) whose values differ between the runs, besides what never splits groups: where a run
+    was written and logged, and its seed under any name."""
     flat = [flatten(r.get("config") or {}) for r in records]
     candidates = sorted({k for f in flat for k in f if not _ignored(k)})
-    extra = []
+    varying = []
     for key in candidates:
         values = [f.get(key, DASH) for f in flat]
         if len(set(values)) < 2:
@@ -81,12 +81,69 @@ def grouping_keys(records: list[dict]) -> list[str]:
             continue
         if all(v == r.get("seed") for v, r in zip(values, records) if v != DASH):
             continue  # an interpolated seed under another name
+        varying.append(key)
+    return varying
+
+
+def grouping_keys(records: list[dict]) -> list[str]:
+    """Chosen config-group options shown as columns (method, data, model always; the others when
+    they vary), then the varying config keys the choices do not explain."""
+    chosen = [record_choices(r) for r in records]
+    names = list(CHOICE_KEYS) + sorted({k for c in chosen for k in c} - set(CHOICE_KEYS))
+    shown = [k for k in names if k in ALWAYS_SHOWN or len({c.get(k) for c in chosen}) > 1]
+    flat = [flatten(r.get("config") or {}) for r in records]
+    extra = []
+    for key in _varying_keys(records):
         by_choice: dict[tuple, set] = {}
-        for value, choice in zip(values, chosen):
-            by_choice.setdefault(tuple(choice.get(k) for k in names), set()).add(value)
+        for f, choice in zip(flat, chosen):
+            by_choice.setdefault(tuple(choice.get(k) for k in names), set()).add(f.get(key, DASH))
         if any(len(v) > 1 for v in by_choice.values()):
             extra.append(key)
     return shown + extra
+
+
+# ----------------------------------------------------------------------------- the settings column
+SCHEDULE = "schedule"  # the scheduler's keys, shown as one setting: constant, or warmup_cosine(warmup_epochs=0, ...)
+
+
+def settings_keys(records: list[dict], columns: list[str]) -> list[str]:
+    """The config keys that differ between the table's rows and are not columns: mostly those a choice explains
+    (a rule's tuned lr, momentum, epochs), which grouping does not need but a reader does, to see at a glance what
+    else differs between two rows. Left out: `_target_`s (the choices name them); a method.* key where the rules
+    that have it agree (each rule's own options, such as fa's `init`, differ from the others' by their presence
+    alone); runs without a logged config. The scheduler's keys are one setting, SCHEDULE."""
+    with_config = [r for r in records if r.get("config")]
+    flat = [flatten(r["config"]) for r in with_config]
+    keys = []
+    for key in _varying_keys(with_config):
+        implied_by_a_choice = key.endswith(("._target_", "._partial_")) and not key.startswith("scheduler.")
+        if key in columns or implied_by_a_choice:
+            continue
+        present = {f[key] for f in flat if key in f}
+        if key.startswith("method.") and len(present) < 2:
+            continue
+        keys.append(SCHEDULE if key.startswith("scheduler.") else key)
+    return sorted(dict.fromkeys(keys), key=lambda k: (_reading_order(k), k))
+
+
+# The order a reader looks for differences in: the optimiser, the budget, then the model and the rule's options.
+_ORDER = ("optimizer.", "trainer.", "data.", SCHEDULE, "grad_clip_norm", "model.", "method.")
+
+
+def _reading_order(key: str) -> int:
+    return next((i for i, prefix in enumerate(_ORDER) if key.startswith(prefix)), len(_ORDER))
+
+
+def settings_of(record: dict, keys: list[str]) -> dict[str, object]:
+    """A run's values of the settings keys (those it has; SCHEDULE always)."""
+    flat = flatten(record.get("config") or {})
+    values = {}
+    for key in keys:
+        if key == SCHEDULE:
+            values[key] = describe_schedule((record.get("config") or {}).get("scheduler"))
+        elif key in flat:
+            values[key] = flat[key]
+    return values
 
 
 def group_value(record: dict, key: str):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from learnbench.budget import budget_of, describe
 from learnbench.metric_direction import direction
 from learnbench.results import DIVERGED, FAILED
-from learnbench.tools.report.common import as_number
-from learnbench.tools.report.grouping import group_records, grouping_keys
+from learnbench.tools.report.common import DASH, as_number, show_value
+from learnbench.tools.report.grouping import Group, group_records, grouping_keys, settings_keys, settings_of
 
 DEFAULT_METRIC_CHOICES = ("test/acc", "test/loss", "test/mse")
 FALLBACK_METRICS = ("val/acc", "val/loss", "val/mse")
@@ -62,8 +63,12 @@ def summarise(values: list[float]) -> Stat:
 class Table:
     group_columns: list[str]
     metric_columns: list[str]
-    rows: list[dict]  # {"group": tuple, "n": int, "diverged": int, "failed": int, "stats": [Stat]}
+    # {"group": tuple, "settings": str, "epochs": str, "steps": str, "n": int, "diverged": int, "failed": int,
+    #  "stats": [Stat]}
+    rows: list[dict]
     digits: list[int]
+    has_settings: bool = False  # some setting differs between rows besides the group columns: show the cell
+    notes: list[str] = field(default_factory=list)  # unequal budgets between rows of a block, said under the table
 
 
 def build_table(records: list[dict], metrics: list[str], error: bool = False, digits: int | None = None) -> Table:
@@ -74,6 +79,8 @@ def build_table(records: list[dict], metrics: list[str], error: bool = False, di
         as_error = error and metric.rsplit("/", 1)[-1] == "acc"
         columns.append(metric[: -len("acc")] + "err %" if as_error else metric)
         scale.append(as_error)
+    settings = settings_keys(records, keys)
+    labels = setting_labels(settings)
     rows = []
     for group in groups:
         stats = []
@@ -84,12 +91,64 @@ def build_table(records: list[dict], metrics: list[str], error: bool = False, di
             if not group.ok:
                 stat.note = "/".join(s for s in (DIVERGED, FAILED) if group.count(s)) or "no runs"
             stats.append(stat)
-        rows.append({"group": group.key, "n": len(group.ok), "diverged": group.count(DIVERGED),
-                     "failed": group.count(FAILED), "stats": stats})
+        runs = group.ok or group.runs  # what finished runs trained; a row with none says what its runs got to
+        rows.append({"group": group.key, "settings": settings_cell(runs[0], settings, labels),
+                     "epochs": span(r.get("epochs") for r in runs), "steps": span(r.get("steps") for r in runs),
+                     "n": len(group.ok), "diverged": group.count(DIVERGED), "failed": group.count(FAILED), "stats": stats})
     places = [digits if digits is not None else (2 if s else 4) for s in scale]
-    table = Table(keys, columns, rows, places)
+    table = Table(keys, columns, rows, places, has_settings=bool(settings), notes=unequal_budget_notes(keys, groups))
     mark_best(table)
     return table
+
+
+# ----------------------------------------------------------------------------- settings and budgets per row
+def setting_labels(keys: list[str]) -> dict[str, str]:
+    """A short label per settings key: its last part (lr, momentum, max_epochs) unless two keys share it."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: short if last.count(short) == 1 else k for k, short in zip(keys, last)}
+
+
+def settings_cell(record: dict, keys: list[str], labels: dict[str, str]) -> str:
+    """'lr=0.1, momentum=0.9, schedule=constant': the row's value of every setting that differs between rows."""
+    values = settings_of(record, keys)
+    return ", ".join(f"{labels[k]}={'none' if v is None else show_value(v)}" for k, v in values.items())
+
+
+def span(values) -> str:
+    """'100', or '60-100' where the runs of a row differ; a dash where none says."""
+    known = sorted({int(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if not known:
+        return DASH
+    return str(known[0]) if len(known) == 1 else f"{known[0]}-{known[-1]}"
+
+
+def trained_budget(record: dict) -> dict:
+    """The run's budget (learnbench.budget) with the epochs it trained in place of the epochs it was given."""
+    budget = budget_of(record.get("config") or {})
+    if isinstance(record.get("epochs"), int) and record["epochs"] > 0:
+        budget["max_epochs"] = record["epochs"]
+    return budget
+
+
+def unequal_budget_notes(keys: list[str], groups: list[Group]) -> list[str]:
+    """One note per (data, model) block whose rows trained different budgets (epochs trained, step and batch limits,
+    batch size, schedule). Rows with no finished run are left out: a diverged run stops early by design."""
+    block_of = [i for i, k in enumerate(keys) if k in ("data", "model")]
+    label_of = [i for i in range(len(keys)) if i not in block_of]
+    blocks: dict[tuple, dict[str, list[str]]] = {}
+    for group in groups:
+        if not group.ok or not group.ok[0].get("config"):
+            continue
+        budgets = blocks.setdefault(tuple(group.key[i] for i in block_of), {})
+        label = " ".join(show_value(group.key[i]) for i in label_of) or "all"
+        budgets.setdefault(describe(trained_budget(group.ok[0])), []).append(label)
+    notes = []
+    for block, budgets in blocks.items():
+        if len(budgets) > 1:
+            where = ", ".join(map(show_value, block))
+            rows = "; ".join(f"{', '.join(labels)}: {budget}" for budget, labels in budgets.items())
+            notes.append(f"Unequal budgets between rows ({where}): {rows}")
+    return notes
 
 
 def mark_best(table: Table) -> None:

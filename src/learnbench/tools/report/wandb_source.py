@@ -85,6 +85,10 @@ def record_from_wandb(run) -> dict | None:
         "started": getattr(run, "created_at", None),
         "output_dir": None,
         "wall_time_s": as_number(summary.get("_runtime")),
+        # The budget trained: the app writes both to the summary at the end; older runs have Lightning's last
+        # logged step and (0-based) epoch.
+        "steps": summary.get("steps", summary.get("trainer/global_step")),
+        "epochs": summary.get("epochs", summary["epoch"] + 1 if isinstance(summary.get("epoch"), int) else None),
         "_source": f"wandb:{'/'.join(getattr(run, 'path', []) or [])}" if getattr(run, "path", None) else f"wandb:{getattr(run, 'id', '?')}",
     }
 
