@@ -325,3 +325,41 @@ def test_a_non_spiking_model_or_a_current_code_is_refused(rule):
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="use model.encoding=rate or model.encoding=latency"):
         rule().bind(SNN(2, 2, encoding="current"), 0)
+
+
+# ----------------------------------------------------------------------------- refused at start, from the config
+SNN_RATE = ["data=mnist", "data.normalize=unit", "model=snn", "model.encoding=rate", "model.hidden_sizes=[4]", "model.steps=5"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model=snn", "method=stdp"], "method=stdp pairs input spikes with hidden spikes, but model.encoding=current"),
+    (["model=snn", "method=rstdp"], "method=rstdp pairs input spikes with hidden spikes, but model.encoding=current"),
+    ([*SNN_RATE, "method=stdp", "method.tau_pre=-20"], "method.tau_pre=-20: expected a number > 0"),
+    ([*SNN_RATE, "method=stdp", "method.a_minus=-1"], "method.a_minus=-1: expected a number >= 0"),
+    ([*SNN_RATE, "method=rstdp", "method.tau_e=0"], "method.tau_e=0: expected a number > 0"),
+    ([*SNN_RATE, "method=stdp", "method.triplet=true", "method.pairing=nearest"], "set method.pairing=all_to_all"),
+])
+def test_a_bad_config_is_refused_before_anything_runs(overrides, message, tmp_path):
+    from conftest import compose_config
+    from learnbench.config_validation import ConfigError
+    from learnbench.train import check_config
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")) as error:
+        check_config(compose_config(overrides, tmp_path))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("model", ["mlp", "rnn"])
+def test_an_stdp_rule_on_a_non_spiking_model_is_refused_at_build(model, tmp_path):
+    from conftest import compose_config
+    from learnbench.config_validation import ConfigError
+    from learnbench.train import build, check_config
+
+    data = "spiral" if model == "mlp" else "add_task"
+    cfg = compose_config([f"data={data}", f"model={model}", "method=stdp", "logger=csv"], tmp_path)
+    check_config(cfg)
+    expected = "trains only spiking networks: use model=snn" if model == "mlp" else "does not train recurrent models"
+    with pytest.raises(ConfigError, match=expected) as error:
+        build(cfg)
+    assert "\n" not in str(error.value)
+

@@ -37,14 +37,30 @@ from learnbench.rules.plasticity.spike_timing import (
 ReadoutMode = Literal["fixed", "gradient"]
 
 
+def current_code_problem(method: str) -> str:
+    return (f"method={method} pairs input spikes with hidden spikes, but model.encoding=current feeds the "
+            f"example itself as a current: use model.encoding=rate or model.encoding=latency")
+
+
+def option_problem(options: dict, method: str = "stdp", model_kind: str | None = None,
+                   model_options: dict | None = None) -> str | None:
+    """What is wrong with a combination of the rule's options (`options`: its config) or with the model's
+    (`model_kind`, `model_options`: a spiking model's config), in one line; None if nothing. train.check_config
+    asks it before anything is built; the constructor and check_model refuse the same."""
+    if options.get("triplet") and options.get("pairing", "all_to_all") != "all_to_all":
+        return f"method={method} with triplet=true is Pfister & Gerstner's all-to-all model: set method.pairing=all_to_all"
+    if model_kind == "spiking" and (model_options or {}).get("encoding", "current") == "current":
+        return current_code_problem(method)
+    return None
+
+
 def check_spiking(model: nn.Module, method: str) -> None:
     """Refuse, in one line, a model the STDP rules cannot read: not spiking, or an input that is not spikes."""
     if not isinstance(model, TemporalModel) or getattr(model, "kind", None) != "spiking":
         raise ValueError(f"method={method} learns from spike timing and trains only spiking networks (model=snn); "
                          f"{type(model).__name__} is not one")
     if getattr(model, "encoding", None) == "current":
-        raise ValueError(f"method={method} pairs input spikes with hidden spikes, but model.encoding=current feeds the "
-                         f"example itself as a current: use model.encoding=rate or model.encoding=latency")
+        raise ValueError(current_code_problem(method))
 
 
 def readout_names(model: TemporalModel) -> list[str]:
@@ -61,6 +77,7 @@ def fix_the_rest(model: TemporalModel, learned: set[str]) -> None:
 class STDP(LearningRule):
     trains = ("spiking",)
     noise_differs_per_rank = False  # draws nothing (a rate code's spikes come from the model's own generator)
+    option_problem = staticmethod(option_problem)  # train.check_config asks it about combinations of options
 
     def __init__(
         self,
@@ -80,8 +97,9 @@ class STDP(LearningRule):
         readout: ReadoutMode = "fixed",
     ) -> None:
         super().__init__()
-        if triplet and pairing != "all_to_all":
-            raise ValueError("method.triplet=true is Pfister & Gerstner's all-to-all model: set method.pairing=all_to_all")
+        problem = option_problem(dict(triplet=triplet, pairing=pairing))
+        if problem:
+            raise ValueError(problem)
         self.tau_pre, self.tau_post, self.tau_x, self.tau_y = tau_pre, tau_post, tau_x, tau_y
         self.a_plus, self.a_minus, self.a3_plus, self.a3_minus = a_plus, a_minus, a3_plus, a3_minus
         self.bounds, self.w_max, self.pairing, self.triplet = bounds, w_max, pairing, triplet
