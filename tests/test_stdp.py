@@ -160,13 +160,21 @@ def test_normalisation_keeps_every_neurons_sum():
 
 
 # ============================================================================= through the real module
-class Recording(STDP):
-    """STDP that keeps every change it asks for (p.grad = -dW), to add them up."""
+class Records:
+    """Keeps every change the rule asks for (p.grad = -dW), to add them up."""
 
     def estimate_grads(self, model, x, y, loss_fn):
         out = super().estimate_grads(model, x, y, loss_fn)
         self.changes = getattr(self, "changes", []) + [-model.hidden[0].weight.grad.detach().clone()]
         return out
+
+
+class Recording(Records, STDP):
+    pass
+
+
+class RecordingRSTDP(Records, RewardModulatedSTDP):
+    pass
 
 
 class SaveState(L.Callback):
@@ -176,20 +184,22 @@ class SaveState(L.Callback):
     def on_train_end(self, trainer, pl_module):
         state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
         changes = torch.stack(pl_module.rule.changes)
-        torch.save({"state": state, "changes": changes}, Path(self.directory) / f"rank{trainer.global_rank}.pt")
+        rule = {k: v.detach().cpu().clone() for k, v in pl_module.rule.state_dict().items()}
+        torch.save({"state": state, "changes": changes, "rule": rule}, Path(self.directory) / f"rank{trainer.global_rank}.pt")
 
 
 def spiral(batch_size: int) -> SpiralDataModule:
     return SpiralDataModule(train_per_arm=16, val_per_arm=4, test_per_arm=4, batch_size=batch_size, seed=11)
 
 
-def fit(directory: Path, batch_size: int, readout: str, **trainer_kwargs) -> dict:
+def fit(directory: Path, batch_size: int, readout: str, rstdp: bool = False, **trainer_kwargs) -> dict:
     torch.manual_seed(0)
     model = SNN(2, 2, hidden_sizes=[6], encoding="rate", steps=20, max_rate=500.0, tau_mem=10.0, encoding_seed=5)
     with torch.no_grad():
         model.hidden[0].weight.uniform_(0.3, 1.0)
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    rule = Recording(bounds="multiplicative", a_plus=0.02, a_minus=0.02, readout=readout)  # no clipping: W_0 + sum
+    rule = (RecordingRSTDP(lr=0.01, tau_e=20.0, readout=readout) if rstdp  # no clipping: W_0 + sum
+            else Recording(bounds="multiplicative", a_plus=0.02, a_minus=0.02, readout=readout))
     module = LearningRuleModule(model, rule, optimizer=functools.partial(torch.optim.Adam, lr=0.05), task=TASK)
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=[SaveState(str(directory))], **trainer_kwargs)
@@ -197,26 +207,31 @@ def fit(directory: Path, batch_size: int, readout: str, **trainer_kwargs) -> dic
     return start
 
 
-@pytest.mark.parametrize("readout", ["fixed", "gradient"])
-def test_the_change_is_applied_exactly_under_adam_through_the_module(readout, tmp_path):
-    start = fit(tmp_path, 8, readout, devices=1)
+@pytest.mark.parametrize(("readout", "rstdp"), [("fixed", False), ("gradient", False), ("gradient", True)],
+                         ids=["stdp-fixed", "stdp-gradient", "rstdp-gradient"])
+def test_the_change_is_applied_exactly_under_adam_through_the_module(readout, rstdp, tmp_path):
+    start = fit(tmp_path, 8, readout, rstdp, devices=1)
     saved = torch.load(tmp_path / "rank0.pt")
     final, changes = saved["state"], saved["changes"]
     assert len(changes) == 4 and changes.abs().sum() > 0  # 32 examples, batches of 8
     # W_0 + the sum of the changes, exactly as asked (no Adam scaling), in float64 up to float32 rounding per step
     torch.testing.assert_close(final["hidden.0.weight"], start["hidden.0.weight"] + changes.sum(0), rtol=0, atol=1e-6)
-    assert final["hidden.0.weight"].min() >= 0 and final["hidden.0.weight"].max() <= 1.0
+    if not rstdp:  # multiplicative bounds
+        assert final["hidden.0.weight"].min() >= 0 and final["hidden.0.weight"].max() <= 1.0
     assert torch.equal(final["hidden.0.bias"], start["hidden.0.bias"])  # fixed
     moved = not torch.equal(final["readout.weight"], start["readout.weight"])
     assert moved == (readout == "gradient")
 
 
 @pytest.mark.slow
-def test_two_ddp_ranks_stay_identical(tmp_path):
-    fit(tmp_path, 4, "gradient", devices=2, strategy="ddp_spawn")
+@pytest.mark.parametrize("rstdp", [False, True], ids=["stdp", "rstdp"])
+def test_two_ddp_ranks_stay_identical(rstdp, tmp_path):
+    fit(tmp_path, 4, "gradient", rstdp, devices=2, strategy="ddp_spawn")
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
-    for key, value in rank0["state"].items():
-        assert torch.equal(value, rank1["state"][key]), key
+    for key, value in [*rank0["state"].items(), *rank0["rule"].items()]:  # R-STDP's baseline: the same on both
+        assert torch.equal(value, rank1["state" if key in rank1["state"] else "rule"][key]), key
+    if rstdp:
+        assert float(rank0["rule"]["baseline"]) != 0.0
     assert not torch.equal(rank0["changes"], rank1["changes"])  # each rank's own examples ...
     assert torch.equal(rank0["state"]["hidden.0.weight"], rank1["state"]["hidden.0.weight"])  # ... one all-reduced step
 
