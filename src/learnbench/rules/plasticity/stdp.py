@@ -129,9 +129,6 @@ class STDP(LearningRule):
     def begin_step(self, step: int) -> None:
         """No noise of its own to re-seed."""
 
-    def times(self, model: TemporalModel) -> STDPTimes:
-        return STDPTimes(self.tau_pre, self.tau_post, float(model.dt), self.tau_x, self.tau_y)
-
     def change(self, w: Tensor, pre: Tensor, post: Tensor, dt: float) -> Tensor:
         """dW [post, pre] from spike trains [batch, time, units] (means over the batch), before any clipping."""
         times = STDPTimes(self.tau_pre, self.tau_post, dt, self.tau_x, self.tau_y)
