@@ -180,7 +180,12 @@ def options(group: str) -> list[str]:
 # Fast: a few pairs that hold every preset and every rule; the rest slow.
 @pytest.mark.parametrize(("experiment", "method"), few_fast(itertools.product(options("experiment"), options("method"))))
 def test_every_experiment_preset_passes_the_validator(experiment, method, tmp_path):
-    check_config(compose_config([f"experiment={experiment}", f"method={method}"], tmp_path))
+    cfg = compose_config([f"experiment={experiment}", f"method={method}"], tmp_path)
+    if cfg.model.get("encoding") == "current" and method in ("stdp", "rstdp"):  # they read input spikes
+        with pytest.raises(ConfigError, match="use model.encoding=rate or model.encoding=latency"):
+            check_config(cfg)
+        return
+    check_config(cfg)
 
 
 EXTRAS = [[], ["scheduler=cosine"], ["scheduler=exponential"], ["scheduler=warmup_linear"], ["trainer=ddp_sim"], ["debug=fast"]]

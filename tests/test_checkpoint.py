@@ -41,11 +41,21 @@ SEQUENCES = ["data=add_task", "data.steps=12", "data.train_sequences=4", "data.v
 ON_RESERVOIR = [*(o for o in SEQUENCES if not o.startswith(("model=", "model.hidden_size"))), "model=esn", "model.units=6"]
 RESERVOIR = set(comparable_rules("reservoir"))
 
+# The spike-timing rules (stdp, rstdp) train a spiking network on a rate code of synthetic MNIST (conftest.vision_data):
+# 4 batches of 8 an epoch (8 steps in all, as the others), the readout by gradient (optimiser state) and R-STDP's running baseline carried over.
+SPIKING = set(comparable_rules("spiking")) - set(comparable_rules("feedforward"))
+ON_SPIKES = ["data=mnist", "data.normalize=unit", "data.val_size=16", "data.batch_size=8", "+trainer.limit_train_batches=4",
+             "model=snn", "model.encoding=rate", "model.hidden_sizes=[8]", "model.steps=6", "method.readout=gradient",
+             "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false", "callbacks=none", "optimizer.momentum=0.9",
+             *CSV_ONLY]
 
-def fit(tmp_path, method: str, epochs: int, ckpt_path=None, save_to=None):
+
+def fit(tmp_path, method: str, epochs: int, ckpt_path=None, save_to=None, data_dir=None):
     common = [*SEQUENCES, *RECURRENT_OPTIONS.get(method, [])] if method in RECURRENT else COMMON
     if method in RESERVOIR:
         common = ON_RESERVOIR
+    if method in SPIKING:
+        common = [*ON_SPIKES, f"paths.data_dir={data_dir}"]
     overrides = [*common, f"method={method}", f"trainer.max_epochs={epochs}"]
     if "method.table_size=262144" in overrides and "table_size" not in method_config(method):
         overrides.remove("method.table_size=262144")
@@ -65,11 +75,12 @@ FAST = {"bp", "np", "kp", "l_fa", "rflo"}
 
 
 @pytest.mark.parametrize("method", [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
-def test_resumed_run_follows_the_uninterrupted_trajectory(method, tmp_path):
-    straight, steps, updates_per_batch = fit(tmp_path / "straight", method, epochs=2)
+def test_resumed_run_follows_the_uninterrupted_trajectory(method, tmp_path, request):
+    data_dir = request.getfixturevalue("vision_data")[0] if method in SPIKING else None
+    straight, steps, updates_per_batch = fit(tmp_path / "straight", method, epochs=2, data_dir=data_dir)
     checkpoint = tmp_path / "epoch1.ckpt"
-    fit(tmp_path / "first", method, epochs=1, save_to=checkpoint)
-    resumed, resumed_steps, _ = fit(tmp_path / "resumed", method, epochs=2, ckpt_path=str(checkpoint))
+    fit(tmp_path / "first", method, epochs=1, save_to=checkpoint, data_dir=data_dir)
+    resumed, resumed_steps, _ = fit(tmp_path / "resumed", method, epochs=2, ckpt_path=str(checkpoint), data_dir=data_dir)
     # Optimiser steps: online recurrent rules take ceil(12 / 5) = 3 a sequence, iPC per_step T a batch.
     online = f"method.update_every={ONLINE_EVERY}" in RECURRENT_OPTIONS.get(method, [])
     assert resumed_steps == steps == 8 * (3 if online else updates_per_batch)
@@ -77,6 +88,8 @@ def test_resumed_run_follows_the_uninterrupted_trajectory(method, tmp_path):
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, equal_nan=True, msg=f"{method}: {key}")
     if method == "kp":
         assert any(key.startswith("rule.feedback") for key in straight)
+    if method == "rstdp":
+        assert "rule.baseline" in straight
 
 
 @pytest.mark.parametrize("method", ["bp", "kp"])

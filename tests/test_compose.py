@@ -87,8 +87,17 @@ def random_target(task: str, x: torch.Tensor, output_dim: int) -> torch.Tensor:
     return torch.randint(0, output_dim, (len(x),))
 
 
+def needs_spikes(model: str, method: str) -> bool:
+    """The STDP rules read input spikes, and model=snn's default code is a current: check_config refuses it."""
+    from hydra.utils import get_class
+
+    return model == "snn" and hasattr(get_class(method_config(method)._target_), "option_problem")
+
+
 def outcome(data: str, model: str, method: str) -> str:
     """The branch of test_every_combination_composes_and_instantiates a combination takes."""
+    if needs_spikes(model, method):
+        return "refused: a current code"
     if time_mismatch(data, model, method) and not incompatible(data, model):
         return "refused: recurrent or feed-forward"
     return "refused: data and model" if incompatible(data, model) else "trains"
@@ -103,6 +112,10 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
     cfg = compose_config([f"data={data}", f"model={model}", f"method={method}", f"paths.data_dir={tmp_path}"], tmp_path)
     choices = HydraConfig.get().runtime.choices
     assert (choices.data, choices.model, choices.method) == (data, model, method)
+    if needs_spikes(model, method):
+        with pytest.raises(ConfigError, match=f"method={method} pairs input spikes .* use model.encoding=rate or model.encoding=latency"):
+            check_config(cfg)
+        return
     check_config(cfg)
     if time_mismatch(data, model, method) and not incompatible(data, model):
         # (a convolutional model on vector data is refused first, for its own reason)

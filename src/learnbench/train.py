@@ -116,8 +116,17 @@ def check_checkpoint_path(ckpt_path: str | None) -> None:
 
 def check_option_combinations(cfg: DictConfig) -> None:
     """What no single option's annotation can refuse: a model's options that contradict each other or the data
-    (model=snn: tau_mem and beta both given; a rate or latency code on inputs not scaled to [0, 1]). The model
-    class says (`option_problem`, models/snn.py); one line naming what fits."""
+    (model=snn: tau_mem and beta both given; a rate or latency code on inputs not scaled to [0, 1]), or a rule's
+    options that contradict each other or the model's (method=stdp: triplet with nearest pairing; an STDP rule on a
+    current code). The model class and the rule class say (`option_problem`, models/snn.py, rules/plasticity/stdp.py);
+    one line naming what fits."""
+    rule_problem_of = getattr(get_class(cfg.method._target_), "option_problem", None)  # the STDP rules
+    if rule_problem_of is not None:
+        problem = rule_problem_of(OmegaConf.to_container(cfg.method, resolve=True), config_choices(cfg).get("method", "stdp"),
+                                  getattr(get_class(cfg.model._target_), "kind", None),
+                                  OmegaConf.to_container(cfg.model, resolve=True))
+        if problem:
+            raise ConfigError(problem)
     problem_of = getattr(get_class(cfg.model._target_), "option_problem", None)
     if problem_of is None:
         return
@@ -206,6 +215,9 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
             f"method={method} fits the readout of a reservoir and model={model} has none: use model=esn (or model=rnn with "
             f"model.learn_input=false model.learn_recurrent=false) with {SEQUENCE_DATA}"
         )
+    if "spiking" in trains and "feedforward" not in trains and not recurrent_model:
+        raise ConfigError(f"method={method} learns from spike timing and trains only spiking networks: use model=snn "
+                          f"(with model.encoding=rate or latency) on data=mnist, fashion_mnist or spiral")
     if "feedforward" not in trains and not recurrent_model:
         raise ConfigError(
             f"method={method} is a recurrent learning rule and model={model} is feed-forward: use model=rnn with "

@@ -193,6 +193,26 @@ class SNN(TemporalModel):
         outputs, output_state = self._run_output(self.readout(spikes), state.output)
         return (outputs, SNNState(hidden, output_state)) if return_state else outputs
 
+    # ------------------------------------------------------------------ from encoded inputs (the STDP rules)
+    #: The weight of the first spiking layer, input -> hidden (what method=stdp and rstdp learn).
+    first_weight_name = "hidden.0.weight"
+
+    def hidden_spikes(self, inputs: Tensor, state: SNNState | None = None) -> list[Tensor]:
+        """Every hidden layer's spikes [batch, steps, units] from already encoded inputs `inputs` [batch, steps,
+        inputs] (`encode(x)`: a rate code draws new spikes per call, so a rule encodes once and passes them here)."""
+        state = self.initial_state(len(inputs)) if state is None else state
+        currents, spikes = self.hidden[0](inputs), []
+        for i, layer_state in enumerate(state.hidden):
+            if i > 0:
+                currents = self.hidden[i](spikes[-1])
+            recurrent = self.recurrent if i == len(self.hidden) - 1 else None
+            spikes.append(run_layer(self.neuron, currents, layer_state, recurrent)[0])
+        return spikes
+
+    def output_from(self, last_spikes: Tensor) -> Tensor:
+        """The readout's output [batch, steps, outputs] driven by the last hidden layer's spikes (a fresh state)."""
+        return self._run_output(self.readout(last_spikes), self.initial_state(len(last_spikes)).output)[0]
+
     # ------------------------------------------------------------------ encoders
     def encode(self, x: Tensor) -> Tensor:
         """The input spikes (or currents) at every step, [batch, steps, inputs]."""

@@ -22,6 +22,14 @@ What e-prop-like rules read (RFLO, e-prop, RTRL: rules/recurrent/recurrent_rule.
     pseudo_derivative(hs)         d r_t / d h_t (phi' for rate units; a surrogate for spiking units)
     presynaptic(x, h_prev)        {parameter name: what multiplies input_gain in dh_t,i / dW_ij} [batch, time, fan-in]
 
+What the spike-timing rules read (method=stdp, rstdp: rules/plasticity/), from models of kind "spiking":
+
+    dt                            the time step in ms (the STDP time constants are in ms too)
+    encode(x)                     the input spikes [batch, time, inputs] (a rate code draws anew per call)
+    hidden_spikes(inputs)         every hidden layer's spikes [batch, time, units] from encoded inputs
+    output_from(last_spikes)      the readout's output [batch, time, outputs] from the last hidden layer's spikes
+    first_weight_name             the name of the input -> first hidden layer weight [units, inputs]
+
 The sites where activity noise or tangents enter (np, fg_a) and the forward-mode walk (fg_w):
 
     site_shapes(x)                per-example shape of every site

@@ -5,6 +5,7 @@
     feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
+    plasticity/                 spike-timing-dependent plasticity (stdp, rstdp; model=snn)
     readout/                    closed-form readouts of a fixed reservoir (ridge)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
@@ -23,6 +24,8 @@ from learnbench.rules.perturbation.forward_gradient_activity import ForwardGradi
 from learnbench.rules.perturbation.forward_gradient_weight import ForwardGradientWeight
 from learnbench.rules.perturbation.node_perturbation import NodePerturbation
 from learnbench.rules.perturbation.weight_perturbation import WeightPerturbation
+from learnbench.rules.plasticity.reward_modulated_stdp import RewardModulatedSTDP
+from learnbench.rules.plasticity.stdp import STDP
 from learnbench.rules.predictive_coding import PredictiveCoding
 from learnbench.rules.readout.ridge import Ridge
 
@@ -40,8 +43,10 @@ __all__ = [
     "PredictiveCoding",
     "RFLO",
     "RTRL",
+    "RewardModulatedSTDP",
     "Ridge",
     "RuleOutput",
+    "STDP",
     "SignSymmetry",
     "WeightPerturbation",
 ]
