@@ -425,7 +425,9 @@ MODEL_DATA = {
     "mlp": ["data=spiral", "data.train_per_arm=50", "model.hidden_sizes=[8]"],
     "rnn": [*SEQUENCES, "model=rnn", "model.hidden_size=4"],
     "esn": [*SEQUENCES, "model=esn", "model.units=4"],
-    "snn": ["data=spiral", "data.train_per_arm=50", "model=snn", "model.hidden_sizes=[8]", "model.steps=4"],
+    # rate-coded synthetic MNIST (paths.data_dir: the vision_data fixture): the STDP rules pair input spikes
+    "snn": ["data=mnist", "data.normalize=unit", "data.val_size=40", "data.batch_size=20", "model=snn",
+            "model.hidden_sizes=[8]", "model.steps=4", "model.encoding=rate"],
 }
 
 
@@ -442,7 +444,7 @@ def _rules_and_models() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("method", "model"), few_fast(_rules_and_models()))
-def test_bf16_mixed_runs_exactly_the_rules_not_listed(method, model, tmp_path):
+def test_bf16_mixed_runs_exactly_the_rules_not_listed(method, model, tmp_path, vision_data):
     """Oracle: two real steps under bf16-mixed autocast. A rule listed in train.rules_without_bf16_autocast fails
     there (so its refusal is needed) and one not listed trains (so bf16-mixed may be recommended to it)."""
     import lightning as L
@@ -450,7 +452,7 @@ def test_bf16_mixed_runs_exactly_the_rules_not_listed(method, model, tmp_path):
 
     from learnbench.train import build, rules_without_bf16_autocast
 
-    cfg = compose_config([*MODEL_DATA[model], f"method={method}", "trainer.precision=bf16-mixed", *TINY, *CSV_ONLY], tmp_path)
+    cfg = compose_config([*MODEL_DATA[model], f"paths.data_dir={vision_data[0]}", f"method={method}", "trainer.precision=bf16-mixed", *TINY, *CSV_ONLY], tmp_path)
     listed = issubclass(get_class(cfg.method._target_), rules_without_bf16_autocast())
     if listed:
         with pytest.raises(ConfigError, match="bf16"):

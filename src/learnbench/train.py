@@ -77,9 +77,11 @@ def rules_without_bf16_autocast() -> tuple[type, ...]:
     store in float32 weights' .grad (a RuntimeError inside the rule, at the first step). Measured on every
     rule and model kind; tests/test_bad_input.py::test_bf16_mixed_runs_exactly_the_rules_not_listed keeps
     this list true."""
-    from learnbench.rules import RFLO, RTRL, ForwardGradientActivity, ForwardGradientWeight, NodePerturbation, PredictiveCoding
+    from learnbench.rules import (
+        RFLO, RTRL, STDP, ForwardGradientActivity, ForwardGradientWeight, NodePerturbation, PredictiveCoding, RewardModulatedSTDP,
+    )
 
-    return (NodePerturbation, ForwardGradientActivity, ForwardGradientWeight, PredictiveCoding, RTRL, RFLO)
+    return (NodePerturbation, ForwardGradientActivity, ForwardGradientWeight, PredictiveCoding, RTRL, RFLO, STDP, RewardModulatedSTDP)
 
 
 def check_precision(cfg: DictConfig) -> None:
