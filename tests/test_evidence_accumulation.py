@@ -108,3 +108,28 @@ def test_time_axis_refusals(overrides, expected, tmp_path):
     with pytest.raises(ConfigError, match=expected):
         check_config(cfg)
         build(cfg)
+
+
+def test_the_preset_builds_bellecs_network(tmp_path):
+    """experiment=evidence_accumulation: 40 inputs, 50 LIF + 50 ALIF recurrent units, 2 outputs over 2250 steps."""
+    import math as m
+
+    cfg = compose_config(["experiment=evidence_accumulation", *CSV_ONLY], tmp_path)
+    check_config(cfg)
+    datamodule, module, _, _ = build(cfg)
+    model = module.model
+    assert datamodule.input_shape == (2250, 40) and module.task.name == "final_window_classification"
+    assert model.hidden[0].weight.shape == (100, 40) and model.recurrent.weight.shape == (100, 100)
+    expected_strength = 1.7 * (1 - m.exp(-1 / 2000)) / (1 - m.exp(-1 / 20))
+    strengths = model.adaptation_strengths
+    assert (strengths[:50] == 0).all() and torch.allclose(strengths[50:], torch.full((50,), expected_strength))
+    assert model.neuron.beta == pytest.approx(m.exp(-1 / 20)) and model.readout_decay == pytest.approx(m.exp(-1 / 20))
+    assert model.neuron.refractory_steps == 5 and model.neuron.threshold == 0.6 and type(module.rule).__name__ == "EProp"
+    assert module.rule.feedback_kind == "symmetric"
+
+
+@pytest.mark.parametrize("overrides", [["method=bp"], ["method.feedback=random"], ["method.feedback=adaptive"]])
+def test_the_preset_takes_the_other_rules_of_its_comparison(overrides, tmp_path):
+    cfg = compose_config(["experiment=evidence_accumulation", *overrides, *CSV_ONLY], tmp_path)
+    check_config(cfg)
+    build(cfg)

@@ -66,6 +66,7 @@ EXACT_CASES = {
     "lif, reset to zero, refractory": dict(neuron="lif", reset="zero", refractory_steps=2),
     "alif, refractory": dict(neuron="alif", tau_adaptation=30.0, adaptation_strength=0.5, refractory_steps=3),
     "alif, fast sigmoid": dict(neuron="alif", adaptation_strength=0.5, surrogate="fast_sigmoid"),
+    "lif and alif in one layer": dict(neuron="alif", alif_units=3, tau_adaptation=30.0, adaptation_strength=0.5),
 }
 
 
@@ -109,6 +110,23 @@ def test_membrane_readout_with_output_resets_to_zero_is_not_claimed_exact():
     expected = surrogate_bptt(model, x, y)
     actual = eprop_grads(EProp(feedback="symmetric"), model, x, y)
     assert not torch.allclose(actual[0], expected[0], rtol=1e-6, atol=1e-9)
+
+
+def test_a_mixed_layer_is_lif_units_then_alif_units():
+    """Oracle: without W_rec units do not interact, so a layer of 4 LIF + 3 ALIF units spikes as a LIF layer in its
+    first 4 units and as an ALIF layer in its last 3, on the same weights."""
+    mixed = spiking_net(13, recurrent=False, neuron="alif", alif_units=3, adaptation_strength=0.5, tau_adaptation=30.0)
+    x, _ = inputs(14)
+    spikes = {}
+    for neuron in ("lif", "alif"):
+        pure = spiking_net(13, recurrent=False, neuron=neuron, adaptation_strength=0.5, tau_adaptation=30.0)
+        pure.load_state_dict(mixed.state_dict())
+        spikes[neuron] = pure.spiking_run(x, pure.initial_state(len(x))).spikes
+    got = mixed.spiking_run(x, mixed.initial_state(len(x))).spikes
+    torch.testing.assert_close(got[..., :4], spikes["lif"][..., :4])
+    torch.testing.assert_close(got[..., 4:], spikes["alif"][..., 4:])
+    assert not torch.equal(spikes["lif"][..., 4:], spikes["alif"][..., 4:])  # adaptation does change those units
+    torch.testing.assert_close(mixed.adaptation_strengths, torch.tensor([0, 0, 0, 0, 0.5, 0.5, 0.5], dtype=torch.float64))
 
 
 def test_random_feedback_is_drawn_from_the_seed_alone():

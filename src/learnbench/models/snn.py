@@ -98,6 +98,7 @@ class SNN(TemporalModel):
         tau_syn: NonNegative | None = None,
         tau_adaptation: Positive = 200.0,
         adaptation_strength: Positive = 1.8,
+        alif_units: NonNegativeInt | None = None,
         threshold: Positive = 1.0,
         reset: Reset = "subtract",
         detach_reset: bool = True,
@@ -137,10 +138,11 @@ class SNN(TemporalModel):
             beta=membrane_decay, alpha=decay(dt, tau_syn), threshold=threshold, reset=reset, detach_reset=detach_reset,
             refractory_steps=refractory_steps, rho=decay(dt, tau_adaptation) if neuron == "alif" else 0.0,
             adaptation_strength=adaptation_strength if neuron == "alif" else 0.0, surrogate=surrogate,
+            adaptive_units=alif_units if neuron == "alif" else None,
             surrogate_scale=self.surrogate_scale,
         )
         # The output layer: the same neuron without adaptation (readout=membrane), or its leaky integrator.
-        self.output_neuron = dataclasses.replace(self.neuron, rho=0.0, adaptation_strength=0.0)
+        self.output_neuron = dataclasses.replace(self.neuron, rho=0.0, adaptation_strength=0.0, adaptive_units=None)
         sizes = [self.input_dim, *hidden_sizes]
         self.hidden = nn.ModuleList(nn.Linear(n_in, n_out, bias=bias) for n_in, n_out in zip(sizes, sizes[1:]))
         self.recurrent = nn.Linear(sizes[-1], sizes[-1], bias=False) if recurrent else None
@@ -234,8 +236,7 @@ class SNN(TemporalModel):
     @property
     def adaptation_strengths(self) -> Tensor:
         """beta_a per hidden unit, [N]."""
-        units = self.hidden[0].out_features
-        return self.readout.weight.new_full((units,), float(self.neuron.adaptation_strength))
+        return self.neuron.unit_strengths(self.hidden[0].out_features, self.readout.weight)
 
     @torch.no_grad()
     def spiking_run(self, x: Tensor, state: SNNState) -> SpikingTrajectory:
@@ -249,7 +250,7 @@ class SNN(TemporalModel):
                 current = current + self.recurrent(previous.spikes)
             layer_state = neuron.step(previous, current)
             free = 1.0 if previous.refractory is None else (previous.refractory == 0).to(current.dtype)  # not held
-            threshold = neuron.threshold + (neuron.adaptation_strength * layer_state.adaptation if neuron.adaptive else 0.0)
+            threshold = neuron.adaptive_threshold(layer_state.adaptation) if neuron.adaptive else neuron.threshold
             psi = surrogate_derivative(layer_state.membrane - threshold, neuron.surrogate, neuron.surrogate_scale, neuron.threshold)
             # Reset detached: subtract leaves dV_t/dV_{t-1} = beta (1 while held); zero multiplies it by (1 - S_{t-1}).
             kept = 1 - previous.spikes if neuron.reset == "zero" else torch.ones_like(current)
