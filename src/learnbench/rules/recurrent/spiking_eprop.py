@@ -64,19 +64,25 @@ def zero_spiking_traces(z: Tensor, units: int) -> dict[str, Tensor]:
 
 def trace_window(model: TemporalModel, run: SpikingTrajectory, z: Tensor, signal: Tensor,
                  traces: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    """Walk the eligibility vectors through the window, summing sum_t L_t,i ebar_t,ij on the way (the traces
-    of every step are never stored: [batch, N, fan-in] per step would not fit for long sequences).
+    """Walk the eligibility vectors through the window, summing L_t,i ebar_t,ij on the way (the traces of every
+    step are never stored: [batch, N, fan-in] per step would not fit for long sequences). In place on copies of
+    the carried traces: a step is then a few fused multiply-adds, no new tensors (this loop is e-prop's cost).
     Returns (the summed gradient [N, fan-in], the traces after the window, carried into the next)."""
     rho, strengths, kappa = model.adaptation_decay, model.adaptation_strengths.view(1, -1, 1), model.readout_decay
-    voltage, adaptation, eligibility, filtered = (traces[name] for name in TRACES)
-    grad = z.new_zeros(signal.shape[-1], z.shape[-1])
+    voltage, adaptation, eligibility, filtered = (traces[name].clone() for name in TRACES)
+    adapts = bool(strengths.any())  # a layer of LIF units only has no adaptation to follow
+    summed = torch.zeros_like(filtered)  # sum_t L_t,i ebar_t,ij per example; summed over the batch at the end
     for t in range(z.shape[1]):
-        voltage = run.membrane_decay[:, t, :, None] * voltage + run.input_gain[:, t, :, None] * z[:, t, None, :]
-        adaptation = rho * adaptation + eligibility
-        eligibility = run.pseudo_derivative[:, t, :, None] * (voltage - strengths * adaptation)
-        filtered = kappa * filtered + eligibility
-        grad += torch.einsum("bi,bij->ij", signal[:, t], filtered)
-    return grad, dict(zip(TRACES, (voltage, adaptation, eligibility, filtered)))
+        voltage.mul_(run.membrane_decay[:, t, :, None]).addcmul_(run.input_gain[:, t, :, None], z[:, t, None, :])
+        if adapts:
+            adaptation.mul_(rho).add_(eligibility)  # uses e_{t-1}: S_{t-1} enters a_t
+            torch.addcmul(voltage, strengths, adaptation, value=-1, out=eligibility)
+        else:
+            eligibility.copy_(voltage)
+        eligibility.mul_(run.pseudo_derivative[:, t, :, None])
+        filtered.mul_(kappa).add_(eligibility)
+        summed.addcmul_(signal[:, t, :, None], filtered)
+    return summed.sum(dim=0), dict(zip(TRACES, (voltage, adaptation, eligibility, filtered)))
 
 
 def low_pass(values: Tensor, start: Tensor, kappa: float) -> Tensor:
