@@ -167,6 +167,24 @@ def test_random_feedback_replaces_the_readout_in_the_learning_signal():
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
 
 
+def test_adaptive_feedback_gets_the_readouts_update():
+    """Adaptive e-prop on the SNN: B is a parameter whose gradient is W_out's own (plus its decay), and the hidden
+    weights' learning signal goes through B, not W_out: at binding B is random e-prop's draw from the same seed, so
+    the hidden gradients are random e-prop's (which test_random_feedback_replaces_the_readout_in_the_learning_signal
+    checks against autograd)."""
+    model = spiking_net(15, w_rec_zero=True, neuron="alif", adaptation_strength=0.5)
+    x, y = inputs(16)
+    rule = EProp(feedback="adaptive", feedback_decay=0.1)
+    actual = eprop_grads(rule, model, x, y)
+    assert isinstance(rule.feedback, torch.nn.Parameter)
+    torch.testing.assert_close(rule.feedback.grad, model.readout.weight.grad + 0.1 * rule.feedback.detach())
+    random = EProp(feedback="random")
+    through_b = eprop_grads(random, model, x, y)
+    torch.testing.assert_close(random.feedback, rule.feedback.detach())
+    for a, e in zip(actual, through_b, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
 def test_online_windows_carry_the_traces():
     """Cut into windows with the traces carried (update_every k without stepping), the summed gradient is the
     whole sequence's: nothing is lost at a window's edge."""

@@ -128,6 +128,6 @@ def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Te
     traces = zero_spiking_traces(z, run.spikes.shape[-1]) if state is None else state.traces["hidden"]
     grad, carried = trace_window(model, run, z, signal, traces)
     params = hidden_parameters(model)
-    for (name, value), part in zip(values.items(), grad.split([v.shape[-1] for v in values.values()], dim=-1)):
+    for name, part in zip(values, grad.split([v.shape[-1] for v in values.values()], dim=-1)):
         params[name].grad = part.squeeze(1) if params[name].dim() == 1 else part
     return RuleOutput(loss=loss, output=output, state=TraceState(after.detach(), {"hidden": carried, "readout": readout_traces}))
