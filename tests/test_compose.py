@@ -38,7 +38,7 @@ def test_the_option_lists_are_not_empty():
     assert "bp" in METHODS
 
 
-SEQUENCE_DATA = {"sine_trajectory", "add_task", "sequential_mnist", "mackey_glass", "narma10", "lorenz", "memory_capacity"}
+SEQUENCE_DATA = {"sine_trajectory", "add_task", "evidence_accumulation", "sequential_mnist", "mackey_glass", "narma10", "lorenz", "memory_capacity"}
 # The rules that train model=esn (a fixed reservoir, its readout learning); the others refuse it (train.check_time_fits,
 # or their check_model: rflo, eprop, rtrl, np and fg_a are not exact on its update).
 ESN_RULES = {"ridge", "bp", "bptt", "wp", "fg_w"}
@@ -82,6 +82,10 @@ def random_target(task: str, x: torch.Tensor, output_dim: int) -> torch.Tensor:
         return torch.randn(*x.shape[:2], output_dim)
     if task == "sequence_soft_classification":
         return torch.softmax(torch.randn(*x.shape[:2], output_dim), dim=-1)
+    if task == "final_window_classification":  # (class, weight): scored over the last 10 steps
+        classes = torch.randint(0, output_dim, (len(x), 1)).float().expand(-1, x.shape[1])
+        weights = torch.zeros(x.shape[1]).index_fill(0, torch.arange(x.shape[1] - 10, x.shape[1]), 0.1)
+        return torch.stack([classes, weights.expand(len(x), -1)], dim=-1)
     if task.startswith("head_centred"):  # data=zipser_andersen: the code in [0, 1], then the position (2 columns)
         return torch.cat([torch.rand(len(x), output_dim), 80 * torch.rand(len(x), 2) - 40], dim=1)
     return torch.randint(0, output_dim, (len(x),))

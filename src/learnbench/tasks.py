@@ -226,6 +226,35 @@ class SequenceClassification(SequenceTask):
         metrics["acc"].update(output[:, -1], target)
 
 
+class FinalWindowClassification(SequenceTask):
+    """One class per sequence, scored over a final window of steps (Bellec et al. 2020's evidence accumulation:
+    the cross-entropy at every step of the recall window, averaged over it). Targets [batch, time, 2] hold
+    (class, weight) at every step, the weight 1 / (the window's length) inside the window and 0 before it: so the
+    data choose the window, a window of the sequence scores its own steps, and the windows' losses sum to the
+    sequence's. The prediction: the class of the largest output averaged over the scored steps."""
+
+    name = "final_window_classification"
+
+    def step_loss(self, output, target):
+        classes, weights = target[..., 0].long(), target[..., 1]
+        per_step = F.cross_entropy(output.flatten(0, 1), classes.flatten(), reduction="none").view(classes.shape)
+        return per_step * weights
+
+    def loss(self, output, target):
+        return self.step_loss(*self.scored(output, target)).sum(dim=1)
+
+    def window_loss(self, steps, t0, t1):
+        return self.loss  # the weights already say each step's share (the washout: scored() inside loss)
+
+    def metrics(self, num_outputs):
+        return {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes=num_outputs, average="micro")}
+
+    def update(self, metrics, output, target):
+        output, target = self.scored(output, target)
+        mean_output = (output * target[..., 1:]).sum(dim=1)  # weights sum to 1 over the window
+        metrics["acc"].update(mean_output, target[:, -1, 0].long())
+
+
 class MaxOverTimeClassification(Task):
     """A static example classified by a model that runs in time (model=snn, output [batch, time, classes]):
     each output's maximum over time is its class score, the loss the NLL of their log-softmax (spytorch,
@@ -277,7 +306,7 @@ def register_task(task: Task) -> Task:
 register_task(Classification())
 register_task(Reconstruction())
 for _task in (SequenceRegression(), SeriesRegression(), MemoryCapacityTask(), SequenceSoftClassification(),
-              SequenceClassification(), MaxOverTimeClassification(), SumOverStepsClassification()):
+              SequenceClassification(), FinalWindowClassification(), MaxOverTimeClassification(), SumOverStepsClassification()):
     register_task(_task)
 
 

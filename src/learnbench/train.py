@@ -190,6 +190,15 @@ def check_model_fits_data(cfg: DictConfig, datamodule) -> None:
 SEQUENCE_DATA = "data=sine_trajectory, add_task, sequential_mnist, mackey_glass, narma10, lorenz or memory_capacity"
 
 
+def model_time_axis(cfg: DictConfig) -> str | None:
+    """The model's time axis for its config: a class's `time_axis`, or `time_axis_of(options)` where the options
+    decide it (model=snn: encoding none takes the data's steps); None: feed-forward."""
+    model_class = get_class(cfg.model._target_)
+    if hasattr(model_class, "time_axis_of"):
+        return model_class.time_axis_of(cfg.model)
+    return getattr(model_class, "time_axis", None)
+
+
 def check_time_fits(cfg: DictConfig, datamodule) -> None:
     """Who owns time, read from one declaration each: the task's `sequential` (the data gives time steps) and
     the model's `time_axis` (models/temporal.py: "data", it runs over the data's steps; "model", it makes its
@@ -202,14 +211,18 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
     choices = config_choices(cfg)
     data, model = choices.get("data", cfg.data._target_), choices.get("model", cfg.model._target_)
     method = choices.get("method", cfg.method._target_)
-    time_axis = getattr(get_class(cfg.model._target_), "time_axis", None)
+    time_axis = model_time_axis(cfg)
     kind = getattr(get_class(cfg.model._target_), "kind", None)  # recurrent or spiking (models/temporal.py)
     recurrent_model = time_axis is not None
     trains = get_class(cfg.method._target_).trains
     sequential = get_task(datamodule.task).sequential
     if time_axis == "model" and sequential:
+        spiking = " (or model.encoding=none: the SNN then runs over the data's steps)" if kind == "spiking" else ""
         raise ConfigError(f"model={model} makes its own time steps from a static example, but data={data} is already a "
-                          f"sequence task: use an image or vector dataset (data=mnist, fashion_mnist, spiral)")
+                          f"sequence task: use an image or vector dataset (data=mnist, fashion_mnist, spiral){spiking}")
+    if kind == "spiking" and time_axis == "data" and not sequential:
+        raise ConfigError(f"model={model} with model.encoding=none runs over the data's time steps, but data={data} gives "
+                          f"static examples: use sequence data (data=evidence_accumulation) or an encoding (current, rate, latency)")
     if time_axis == "model":
         recurrent_model = sequential = True  # static data in, time inside: the checks below are for a model in time
     if set(trains) == {"reservoir"} and not recurrent_model:
@@ -266,7 +279,7 @@ def task_of(cfg: DictConfig, datamodule) -> str:
     """The task the module trains: the data's own; for a model that classifies static examples in time
     (time_axis "model": model=snn, outputs [batch, time, classes]), classification with the loss over time
     that the model's config names (`model.loss_over_time`, tasks.CLASSIFICATION_OVER_TIME)."""
-    if getattr(get_class(cfg.model._target_), "time_axis", None) != "model":
+    if model_time_axis(cfg) != "model":
         return datamodule.task
     if datamodule.task != CLASSIFICATION:
         choices = config_choices(cfg)

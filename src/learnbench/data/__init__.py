@@ -1,5 +1,6 @@
 """Datasets held in memory as tensors and batched by a seeded index permutation."""
 
+from learnbench.data.evidence import EvidenceAccumulationDataModule
 from learnbench.data.in_memory import InMemoryDataModule, TensorBatches
 from learnbench.data.sequences import AddTaskDataModule, SequentialMNISTDataModule, SineTrajectoryDataModule
 from learnbench.data.series import LorenzDataModule, MackeyGlassDataModule, MemoryCapacityDataModule, NARMA10DataModule
@@ -12,6 +13,7 @@ __all__ = [
     "SequentialMNISTDataModule",
     "SineTrajectoryDataModule",
     "DamagedDataFileError",
+    "EvidenceAccumulationDataModule",
     "DatasetNotFoundError",
     "InMemoryDataModule",
     "LorenzDataModule",

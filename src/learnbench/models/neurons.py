@@ -76,6 +76,7 @@ class Neuron:
     refractory_steps: int = 0
     rho: float = 0.0  # adaptation decay per step, exp(-dt / tau_adaptation)
     adaptation_strength: float = 0.0  # beta_a: the threshold's rise per unit of adaptation; 0: LIF
+    adaptive_units: int | None = None  # ALIF only these last units of a layer, the others LIF (Bellec's LSNN); None: all
     surrogate: str = "fast_sigmoid"
     surrogate_scale: float | None = None
 
@@ -86,6 +87,19 @@ class Neuron:
     @property
     def adaptive(self) -> bool:
         return self.adaptation_strength > 0
+
+    def unit_strengths(self, units: int, like: Tensor) -> Tensor:
+        """beta_a of every unit of a layer, [units]: 0 for its LIF units (the first units - adaptive_units)."""
+        strengths = like.new_full((units,), float(self.adaptation_strength))
+        if self.adaptive_units is not None:
+            strengths[: max(units - self.adaptive_units, 0)] = 0.0
+        return strengths
+
+    def adaptive_threshold(self, adaptation: Tensor) -> Tensor:
+        """A_t = thr + beta_a a_t, with beta_a per unit where a layer mixes LIF and ALIF units."""
+        if self.adaptive_units is None:
+            return self.threshold + self.adaptation_strength * adaptation
+        return self.threshold + self.unit_strengths(adaptation.shape[-1], adaptation) * adaptation
 
     def initial_state(self, batch: int, units: int, like: Tensor) -> LIFState:
         """All zeros (dtype and device of `like`): a fresh state for every batch."""
@@ -111,7 +125,7 @@ class Neuron:
         threshold, adaptation = self.threshold, None
         if self.adaptive:
             adaptation = self.rho * state.adaptation + state.spikes
-            threshold = self.threshold + self.adaptation_strength * adaptation
+            threshold = self.adaptive_threshold(adaptation)
         if not self.refractory_steps:
             spikes = spike(membrane - threshold, self.surrogate, self.surrogate_scale, self.threshold)
             return LIFState(membrane, spikes, current if self.synaptic else None, adaptation)

@@ -10,6 +10,8 @@ their units and step order are in models/neurons.py, the surrogate derivatives i
 
 Encoders (`encoding`), from the flattened example x:
 
+    none      no encoder: the data are sequences [batch, time, inputs] (time_axis "data"), the input at every step
+
     current   x itself is the input at every step (snnTorch's tutorial 5): layer 1's current W_1 x is computed once
     rate      at every step, input i spikes with probability x_i * max_rate * dt (x clipped to [0, 1]; max_rate in Hz,
               dt in ms / 1000), drawn from a generator seeded per call from (encoding_seed, calls so far): reproducible
@@ -35,12 +37,12 @@ import torch
 from torch import Tensor, nn
 
 from learnbench.models.neurons import IntegratorState, LIFState, Neuron, Reset, decay
-from learnbench.models.surrogates import Surrogate, resolved_scale
-from learnbench.models.temporal import TemporalModel
+from learnbench.models.surrogates import Surrogate, resolved_scale, surrogate_derivative
+from learnbench.models.temporal import SpikingTrajectory, TemporalModel
 from learnbench.options import MinLen, NonNegative, NonNegativeInt, OpenFraction, Positive, PositiveInt, Seed
 from learnbench.state import State
 
-Encoding = Literal["current", "rate", "latency"]
+Encoding = Literal["current", "rate", "latency", "none"]
 Readout = Literal["leaky_integrator", "membrane"]
 LossOverTime = Literal["max_over_time", "sum_over_steps"]
 
@@ -72,8 +74,15 @@ def option_problem(options: dict, data: str | None = None, normalize: str | None
     return None
 
 
+def time_axis_of(options: dict) -> str:
+    """Who owns time for these options: the data with `encoding: none` (sequences [batch, time, inputs] are the
+    input at every step), else the model (it encodes a static example into `steps` steps)."""
+    return "data" if options.get("encoding", "current") == "none" else "model"
+
+
 class SNN(TemporalModel):
-    time_axis = "model"  # static examples in, `steps` time steps inside
+    time_axis = "model"  # static examples in, `steps` time steps inside (per instance: time_axis_of its encoding)
+    time_axis_of = staticmethod(time_axis_of)  # train.check_time_fits reads it from the config, before building
     kind = "spiking"  # the rules that train it list "spiking" in `trains`
     option_problem = staticmethod(option_problem)  # train.check_config asks it about combinations of options
 
@@ -89,6 +98,7 @@ class SNN(TemporalModel):
         tau_syn: NonNegative | None = None,
         tau_adaptation: Positive = 200.0,
         adaptation_strength: Positive = 1.8,
+        alif_units: NonNegativeInt | None = None,
         threshold: Positive = 1.0,
         reset: Reset = "subtract",
         detach_reset: bool = True,
@@ -111,7 +121,11 @@ class SNN(TemporalModel):
         problem = option_problem(dict(tau_mem=tau_mem, beta=beta, encoding=encoding, max_rate=max_rate, dt=dt))
         if problem:
             raise ValueError(problem)
-        self.input_dim = input_shape if isinstance(input_shape, int) else math.prod(input_shape)
+        self.time_axis = time_axis_of(dict(encoding=encoding))
+        if isinstance(input_shape, int):
+            self.input_dim = input_shape
+        else:  # sequences [time, inputs]: the inputs at one step; a static example: all of it, flattened
+            self.input_dim = input_shape[-1] if self.time_axis == "data" else math.prod(input_shape)
         self.output_dim = output_dim
         self.steps, self.dt, self.encoding = steps, dt, encoding
         self.spike_probability = max_rate * dt / 1000  # per step, for an input of intensity 1
@@ -124,10 +138,11 @@ class SNN(TemporalModel):
             beta=membrane_decay, alpha=decay(dt, tau_syn), threshold=threshold, reset=reset, detach_reset=detach_reset,
             refractory_steps=refractory_steps, rho=decay(dt, tau_adaptation) if neuron == "alif" else 0.0,
             adaptation_strength=adaptation_strength if neuron == "alif" else 0.0, surrogate=surrogate,
+            adaptive_units=alif_units if neuron == "alif" else None,
             surrogate_scale=self.surrogate_scale,
         )
         # The output layer: the same neuron without adaptation (readout=membrane), or its leaky integrator.
-        self.output_neuron = dataclasses.replace(self.neuron, rho=0.0, adaptation_strength=0.0)
+        self.output_neuron = dataclasses.replace(self.neuron, rho=0.0, adaptation_strength=0.0, adaptive_units=None)
         sizes = [self.input_dim, *hidden_sizes]
         self.hidden = nn.ModuleList(nn.Linear(n_in, n_out, bias=bias) for n_in, n_out in zip(sizes, sizes[1:]))
         self.recurrent = nn.Linear(sizes[-1], sizes[-1], bias=False) if recurrent else None
@@ -213,9 +228,73 @@ class SNN(TemporalModel):
         """The readout's output [batch, steps, outputs] driven by the last hidden layer's spikes (a fresh state)."""
         return self._run_output(self.readout(last_spikes), self.initial_state(len(last_spikes)).output)[0]
 
+    # ------------------------------------------------------------------ what spiking e-prop reads (models/temporal.py)
+    def eprop_problem(self) -> str | None:
+        """What keeps e-prop's eligibility vectors (LIF: the membrane; ALIF: membrane and adaptation) from
+        describing this network, in one line; None if nothing."""
+        if len(self.hidden) != 1:
+            return (f"method=eprop on model=snn takes one spiking hidden layer (model.hidden_sizes=[N]); "
+                    f"got {len(self.hidden)} layers: use method=bp for deeper networks")
+        if self.neuron.synaptic or self.output_neuron.synaptic:
+            return "method=eprop on model=snn needs plain LIF/ALIF units: set model.tau_syn=null (no synaptic current)"
+        if not self.neuron.detach_reset:
+            return "method=eprop on model=snn assumes the reset carries no gradient (Bellec et al. 2020): set model.detach_reset=true"
+        return None
+
+    @property
+    def readout_weight(self) -> Tensor:
+        return self.readout.weight
+
+    @property
+    def readout_decay(self) -> float:
+        return self.output_neuron.beta
+
+    @property
+    def adaptation_decay(self) -> float:
+        return self.neuron.rho
+
+    @property
+    def adaptation_strengths(self) -> Tensor:
+        """beta_a per hidden unit, [N]."""
+        return self.neuron.unit_strengths(self.hidden[0].out_features, self.readout.weight)
+
+    @torch.no_grad()
+    def spiking_run(self, x: Tensor, state: SNNState) -> SpikingTrajectory:
+        """The hidden layer over the window, step by step, with psi and the own-unit derivatives of V_t."""
+        neuron, inputs = self.neuron, self.encode(x)
+        layer_state, columns = state.hidden[0], {name: [] for name in ("previous", "spikes", "psi", "decay", "gain")}
+        currents = self.hidden[0](inputs)
+        for current in currents.unbind(1):
+            previous = layer_state
+            if self.recurrent is not None:
+                current = current + self.recurrent(previous.spikes)
+            layer_state = neuron.step(previous, current)
+            free = 1.0 if previous.refractory is None else (previous.refractory == 0).to(current.dtype)  # not held
+            threshold = neuron.adaptive_threshold(layer_state.adaptation) if neuron.adaptive else neuron.threshold
+            psi = surrogate_derivative(layer_state.membrane - threshold, neuron.surrogate, neuron.surrogate_scale, neuron.threshold)
+            # Reset detached: subtract leaves dV_t/dV_{t-1} = beta (1 while held); zero multiplies it by (1 - S_{t-1}).
+            kept = 1 - previous.spikes if neuron.reset == "zero" else torch.ones_like(current)
+            columns["previous"].append(previous.spikes)
+            columns["spikes"].append(layer_state.spikes)
+            columns["psi"].append(psi * free)
+            columns["decay"].append(kept * (neuron.beta * free + (1 - free)))
+            columns["gain"].append(torch.ones_like(current) * free)
+        stacked = {name: torch.stack(values, dim=1) for name, values in columns.items()}
+        return SpikingTrajectory(
+            inputs=inputs, previous_spikes=stacked["previous"], spikes=stacked["spikes"], pseudo_derivative=stacked["psi"],
+            membrane_decay=stacked["decay"], input_gain=stacked["gain"], state=SNNState([layer_state], state.output),
+        )
+
+    def run_readout(self, spikes: Tensor, state: SNNState) -> tuple[Tensor, SNNState]:
+        """The readout over the hidden spikes [batch, time, N]: (outputs, the state with the readout advanced)."""
+        outputs, output_state = self._run_output(self.readout(spikes), state.output)
+        return outputs, SNNState(state.hidden, output_state)
+
     # ------------------------------------------------------------------ encoders
     def encode(self, x: Tensor) -> Tensor:
         """The input spikes (or currents) at every step, [batch, steps, inputs]."""
+        if self.encoding == "none":
+            return x
         flat = x.flatten(1)
         if self.encoding == "current":
             return flat.unsqueeze(1).expand(-1, self.steps, -1)
@@ -226,6 +305,8 @@ class SNN(TemporalModel):
     def input_currents(self, x: Tensor) -> Tensor:
         """Layer 1's input current at every step, [batch, steps, units]: W_1 applied to `encode(x)`, computed
         the cheap way where a code allows (current: W_1 x once; latency: W_1's columns added at their spike steps)."""
+        if self.encoding == "none":
+            return self.hidden[0](x)
         if self.encoding == "current":
             return self.hidden[0](x.flatten(1)).unsqueeze(1).expand(-1, self.steps, -1)
         if self.encoding == "latency":

@@ -99,3 +99,12 @@ def spike(x: Tensor, surrogate: str, scale: float | None, threshold: float = 1.0
     if surrogate == "straight_through":
         return StraightThroughSpike.apply(x)
     raise ValueError(f"surrogate={surrogate!r} is not known; choose one of {', '.join(DEFAULT_SCALES)}")
+
+
+def surrogate_derivative(x: Tensor, surrogate: str, scale: float | None, threshold: float = 1.0) -> Tensor:
+    """dS/dx as the backward pass of `spike` gives it (e-prop's pseudo-derivative psi): taken from the
+    autograd Function itself, so a rule that uses it can never drift from what surrogate BPTT uses."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (derivative,) = torch.autograd.grad(spike(x, surrogate, scale, threshold).sum(), x)
+    return derivative

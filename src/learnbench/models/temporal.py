@@ -30,6 +30,16 @@ What the spike-timing rules read (method=stdp, rstdp: rules/plasticity/), from m
     output_from(last_spikes)      the readout's output [batch, time, outputs] from the last hidden layer's spikes
     first_weight_name             the name of the input -> first hidden layer weight [units, inputs]
 
+What spiking e-prop reads (kind "spiking"; rules/recurrent/spiking_eprop.py), one recurrent spiking layer:
+
+    eprop_problem()               None, or what keeps e-prop from this network, in one line (a refusal)
+    spiking_run(x, state)         a SpikingTrajectory (below) of the hidden layer, without a graph
+    run_readout(spikes, state)    (outputs [batch, time, outputs], the state after them), differentiable in the
+                                  readout's parameters: the readout learns by autograd through itself alone
+    readout_weight, readout_decay W_out and kappa, the readout's decay per step (y_t = kappa y_{t-1} + W_out S_t)
+    adaptation_decay              rho (a_t = rho a_{t-1} + S_{t-1}), and adaptation_strengths: beta_a per unit [N]
+                                  (0 for LIF units: one layer may mix LIF and ALIF)
+
 The sites where activity noise or tangents enter (np, fg_a) and the forward-mode walk (fg_w):
 
     site_shapes(x)                per-example shape of every site
@@ -54,6 +64,7 @@ Declarations the rules and the training module read (class attributes, or set pe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from torch import Tensor, nn
@@ -64,6 +75,23 @@ TimeAxis = Literal["data", "model"]
 
 #: The parameter roles a rule may address (a reservoir learns only its readout; RFLO fixes W_in in Murray's task).
 ROLES = ("input", "recurrent", "readout")
+
+
+@dataclass
+class SpikingTrajectory:
+    """A spiking layer's run over a window, each [batch, time, ...], with the own-unit derivatives e-prop's
+    eligibility vectors need (the reset's gradient detached, so these hold whatever the spikes were):
+
+        V_t = membrane_decay_t * V_{t-1} + input_gain_t * I_t + (terms without a weight's gradient)
+    """
+
+    inputs: Tensor  # x_t, the layer's feed-forward input at every step [batch, time, inputs]
+    previous_spikes: Tensor  # S_{t-1}, what W_rec multiplies at step t [batch, time, units]
+    spikes: Tensor  # S_t
+    pseudo_derivative: Tensor  # psi_t = dS_t / d(V_t - A_t) as the surrogate's backward gives it (0 while refractory)
+    membrane_decay: Tensor  # dV_t / dV_{t-1} along the unit's own path
+    input_gain: Tensor  # dV_t / dI_t (0 while refractory: the membrane is held)
+    state: object  # the model's state after the window (its readout's part not yet advanced)
 
 
 class TemporalModel(nn.Module):

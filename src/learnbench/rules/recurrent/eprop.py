@@ -12,6 +12,10 @@ in the feedback (Bellec et al. note that RFLO is e-prop for such units):
                 apart and converge (Kolen-Pollack style); B is a rule parameter (optimised, all-reduced)
 
 The readout's output is not filtered (no leaky readout), so e-prop's low-pass filtered trace is e itself.
+
+On a spiking network (model.kind "spiking": model=snn with one recurrent layer of LIF / ALIF units) the same
+rule, with the same feedback, takes the eligibility vectors of the spiking units and the readout's filter
+(rules/recurrent/spiking_eprop.py). There a static example (the network encodes time itself) is one call.
 """
 
 from __future__ import annotations
@@ -21,13 +25,19 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from typing import Any
+
 from learnbench.models.temporal import TemporalModel
 from learnbench.options import NonNegative, Positive
+from learnbench.rules.base import Call, LossFn, RuleOutput
 from learnbench.rules.recurrent.recurrent_rule import UpdateEvery
 from learnbench.rules.recurrent.rflo import RFLO
+from learnbench.rules.recurrent.spiking_eprop import spiking_eprop_grads
 
 
 class EProp(RFLO):
+    trains = ("recurrent", "spiking")
+
     def __init__(
         self,
         feedback: Literal["symmetric", "random", "adaptive"] = "symmetric",
@@ -38,6 +48,25 @@ class EProp(RFLO):
         super().__init__(update_every=update_every, feedback_scale=feedback_scale)
         self.feedback_kind = feedback
         self.feedback_decay = feedback_decay
+
+    def check_model(self, model: nn.Module) -> None:
+        if isinstance(model, TemporalModel) and model.kind == "spiking":
+            problem = model.eprop_problem()
+            if problem:
+                raise ValueError(problem)
+            return
+        super().check_model(model)
+
+    def schedule(self, steps: int | None) -> list[Call]:
+        """A static example (a spiking network encodes its own steps) is one call; sequences as RFLO's."""
+        return [Call()] if steps is None else super().schedule(steps)
+
+    def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
+        if model.kind != "spiking":
+            return super().estimate_grads(model, x, y, loss_fn, state)
+        out = spiking_eprop_grads(model, self.feedback_matrix(model), x, y, loss_fn, state)
+        self.after_grads(model)
+        return out
 
     def init_state(self, model: TemporalModel, generator: torch.Generator) -> None:
         if self.feedback_kind == "symmetric":

@@ -1,0 +1,133 @@
+"""e-prop for a recurrent spiking layer of LIF / ALIF units (Bellec et al. 2020, Nat. Commun. 11:3625, Methods).
+
+The model's step (models/neurons.py, reset detached) for unit i, with z_t the synapse's presynaptic
+value (x_t for W_in, S_{t-1} for W_rec, 1 for a bias) and I_t = sum_j W_ij z_t,j:
+
+    V_t = d_t V_{t-1} + g_t I_t (- the reset)     d_t, g_t: SpikingTrajectory.membrane_decay, input_gain
+    a_t = rho a_{t-1} + S_{t-1}                   ALIF; the threshold is A_t = thr + beta_a a_t
+    S_t = H(V_t - A_t)                            psi_t: the surrogate's derivative (0 while refractory)
+
+e-prop keeps each weight's influence on its own unit's state (the eligibility vector) and drops every path
+through other units (W_rec S_{t-1}: the truncation, exact when W_rec = 0):
+
+    eps^v_t = d_t eps^v_{t-1} + g_t z_t          dV_t / dW_ij along the unit's own path
+    eps^a_t = rho eps^a_{t-1} + e_{t-1}           da_t / dW_ij: S_{t-1}'s own-path derivative feeds the adaptation
+    e_t     = psi_t (eps^v_t - beta_a eps^a_t)    the eligibility trace, dS_t / dW_ij along the own path
+
+The readout is a leaky integrator (or a LIF output's membrane) with decay kappa, y_t = kappa y_{t-1} + W_out S_t,
+so a spike at t reaches every later output: the trace is low-pass filtered with the readout's own decay,
+ebar_t = kappa ebar_{t-1} + e_t (Bellec et al.'s code), and
+
+    dL/dW_ij ~ sum_t L_t,i ebar_t,ij,   L_t = dL/dy_t B     (B = W_out: symmetric; random / adaptive: rules/recurrent/eprop.py)
+
+With symmetric feedback and W_rec = 0 this is the gradient surrogate BPTT takes (tests/test_spiking_eprop.py),
+for the leaky-integrator readout and for the membrane readout with reset=subtract and no refractory period (an
+output spike's reset to zero or a held output membrane changes kappa per step, which a fixed filter leaves out).
+The readout learns by its own trace, the filtered spikes (exact where the filter is). All traces are per synapse
+[batch, N, fan-in]: ALIF's eps^a and a reset to zero depend on the postsynaptic unit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from learnbench.models.temporal import SpikingTrajectory, TemporalModel
+from learnbench.rules.base import LossFn, RuleOutput
+from learnbench.rules.recurrent.recurrent_rule import TraceState, hidden_parameters
+
+TRACES = ("voltage", "adaptation", "eligibility", "filtered")  # eps^v, eps^a, e_{t-1}, ebar
+
+
+def presynaptic(model: TemporalModel, run: SpikingTrajectory) -> dict[str, Tensor]:
+    """z_t for every trained hidden parameter, by name, [batch, time, fan-in]: the window's inputs for W_in,
+    the previous spikes for W_rec, a constant 1 for a bias."""
+    recurrent = set(model.parameter_groups()["recurrent"])
+    values = {}
+    for name, p in hidden_parameters(model).items():
+        if name in recurrent:
+            values[name] = run.previous_spikes
+        elif p.dim() == 2:
+            values[name] = run.inputs
+        else:
+            values[name] = run.inputs.new_ones(*run.inputs.shape[:2], 1)
+    return values
+
+
+def zero_spiking_traces(z: Tensor, units: int) -> dict[str, Tensor]:
+    """All traces zero at a sequence's start, [batch, N, fan-in] each."""
+    zeros = z.new_zeros(z.shape[0], units, z.shape[-1])
+    return {name: zeros for name in TRACES}
+
+
+def trace_window(model: TemporalModel, run: SpikingTrajectory, z: Tensor, signal: Tensor,
+                 traces: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Walk the eligibility vectors through the window, summing L_t,i ebar_t,ij on the way (the traces of every
+    step are never stored: [batch, N, fan-in] per step would not fit for long sequences). In place on copies of
+    the carried traces: a step is then a few fused multiply-adds, no new tensors (this loop is e-prop's cost).
+    Returns (the summed gradient [N, fan-in], the traces after the window, carried into the next)."""
+    rho, strengths, kappa = model.adaptation_decay, model.adaptation_strengths.view(1, -1, 1), model.readout_decay
+    voltage, adaptation, eligibility, filtered = (traces[name].clone() for name in TRACES)
+    adapts = bool(strengths.any())  # a layer of LIF units only has no adaptation to follow
+    summed = torch.zeros_like(filtered)  # sum_t L_t,i ebar_t,ij per example; summed over the batch at the end
+    for t in range(z.shape[1]):
+        voltage.mul_(run.membrane_decay[:, t, :, None]).addcmul_(run.input_gain[:, t, :, None], z[:, t, None, :])
+        if adapts:
+            adaptation.mul_(rho).add_(eligibility)  # uses e_{t-1}: S_{t-1} enters a_t
+            torch.addcmul(voltage, strengths, adaptation, value=-1, out=eligibility)
+        else:
+            eligibility.copy_(voltage)
+        eligibility.mul_(run.pseudo_derivative[:, t, :, None])
+        filtered.mul_(kappa).add_(eligibility)
+        summed.addcmul_(signal[:, t, :, None], filtered)
+    return summed.sum(dim=0), dict(zip(TRACES, (voltage, adaptation, eligibility, filtered)))
+
+
+def low_pass(values: Tensor, start: Tensor, kappa: float) -> Tensor:
+    """v_bar_t = kappa v_bar_{t-1} + v_t over a window, [batch, time, features], from v_bar_{t0-1} = start."""
+    filtered = []
+    for v in values.unbind(1):
+        start = kappa * start + v
+        filtered.append(start)
+    return torch.stack(filtered, dim=1)
+
+
+def readout_step(model: TemporalModel, run: SpikingTrajectory, y: Tensor, loss_fn: LossFn, carried: dict[str, Tensor]):
+    """The readout's window: (batch loss, outputs, dL/dy_t [batch, time, outputs], the state after, the readout's
+    traces after). Its weights learn by their own trace, the filtered spikes (and a filtered 1 for the bias),
+    dL/dW_out = sum_t dL/dy_t S_bar_t^T: carried across windows, since y_t remembers W_out's earlier pushes
+    through the readout's own state (autograd inside a window would lose them at the window's start)."""
+    with torch.no_grad():
+        output, state = model.run_readout(run.spikes, run.state)
+    with torch.enable_grad():
+        output = output.requires_grad_(True)
+        loss = loss_fn(output, y).mean()
+        (error,) = torch.autograd.grad(loss, output)
+    kappa = model.readout_decay
+    spikes_bar = low_pass(run.spikes, carried["spikes"], kappa)
+    ones_bar = low_pass(torch.ones_like(run.spikes[..., :1]), carried["ones"], kappa)
+    for name, p in model.trained_parameters("readout").items():
+        p.grad = torch.einsum("bto,btn->on", error, spikes_bar) if p.dim() == 2 else torch.einsum("bto,bt->o", error, ones_bar[..., 0])
+    return loss.detach(), output.detach(), error, state, {"spikes": spikes_bar[:, -1], "ones": ones_bar[:, -1]}
+
+
+def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Tensor, loss_fn: LossFn,
+                        state: Any = None) -> RuleOutput:
+    """One window of spiking e-prop: writes every trained parameter's .grad; `feedback`: B, shaped like W_out."""
+    start = model.initial_state(len(x)) if state is None else state.model
+    run = model.spiking_run(x, start)
+    readout_traces = {"spikes": run.spikes.new_zeros(run.spikes[:, 0].shape), "ones": run.spikes.new_zeros(len(x), 1)}
+    loss, output, error, after, readout_traces = readout_step(
+        model, run, y, loss_fn, readout_traces if state is None else state.traces["readout"])
+    signal = error @ feedback  # L_t = dL/dy_t B, [batch, time, N]
+    # One walk for all hidden parameters: their presynaptic values side by side, the gradient split after.
+    values = presynaptic(model, run)
+    z = torch.cat(list(values.values()), dim=-1)
+    traces = zero_spiking_traces(z, run.spikes.shape[-1]) if state is None else state.traces["hidden"]
+    grad, carried = trace_window(model, run, z, signal, traces)
+    params = hidden_parameters(model)
+    for name, part in zip(values, grad.split([v.shape[-1] for v in values.values()], dim=-1)):
+        params[name].grad = part.squeeze(1) if params[name].dim() == 1 else part
+    return RuleOutput(loss=loss, output=output, state=TraceState(after.detach(), {"hidden": carried, "readout": readout_traces}))
