@@ -12,7 +12,7 @@ x is the membrane minus the (possibly adaptive) threshold; the spike is S = H(x)
 
 The scale is a hyper-parameter that moves results a lot (design note 15): it is a model option of its
 own (`model.surrogate_scale`, null: the reference value in DEFAULT_SCALES), so sweeps can vary it and
-results.json records it. Each surrogate is a torch.autograd.Function; `spike(x, ...)` picks one.
+results.json records it. One torch.autograd.Function, SurrogateSpike, takes the derivative from DERIVATIVES; `spike(x, ...)` applies it.
 """
 
 from __future__ import annotations
@@ -33,53 +33,40 @@ def heaviside(x: Tensor) -> Tensor:
     return (x > 0).to(x.dtype)
 
 
-class FastSigmoidSpike(torch.autograd.Function):
+def fast_sigmoid(x: Tensor, scale: float, width: float) -> Tensor:
+    return 1 / (scale * x.abs() + 1) ** 2
+
+
+def arctan(x: Tensor, scale: float, width: float) -> Tensor:
+    return (scale / 2) / (1 + (math.pi / 2 * scale * x) ** 2)
+
+
+def piecewise_linear(x: Tensor, scale: float, width: float) -> Tensor:
+    return (scale / width) * (1 - x.abs() / width).clamp(min=0)
+
+
+def straight_through(x: Tensor, scale: float | None, width: float) -> Tensor:
+    return torch.ones_like(x)
+
+
+#: dS/dx of each surrogate at x (the module docstring's table); `width` is piecewise_linear's threshold.
+DERIVATIVES = {"fast_sigmoid": fast_sigmoid, "arctan": arctan, "piecewise_linear": piecewise_linear,
+               "straight_through": straight_through}
+
+
+class SurrogateSpike(torch.autograd.Function):
+    """H(x) forward; backward, the incoming gradient times the surrogate's dS/dx at the saved x."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+    def forward(ctx, x: Tensor, surrogate: str, scale: float | None, width: float) -> Tensor:
         ctx.save_for_backward(x)
-        ctx.scale = scale
+        ctx.surrogate, ctx.scale, ctx.width = surrogate, scale, width
         return heaviside(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        return grad / (ctx.scale * x.abs() + 1) ** 2, None
-
-
-class ArctanSpike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.scale = scale
-        return heaviside(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        return grad * (ctx.scale / 2) / (1 + (math.pi / 2 * ctx.scale * x) ** 2), None
-
-
-class PiecewiseLinearSpike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: float, width: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.scale, ctx.width = scale, width
-        return heaviside(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        return grad * (ctx.scale / ctx.width) * (1 - x.abs() / ctx.width).clamp(min=0), None, None
-
-
-class StraightThroughSpike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return heaviside(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad
+        return grad * DERIVATIVES[ctx.surrogate](x, ctx.scale, ctx.width), None, None, None
 
 
 def resolved_scale(surrogate: str, scale: float | None) -> float | None:
@@ -89,22 +76,12 @@ def resolved_scale(surrogate: str, scale: float | None) -> float | None:
 
 def spike(x: Tensor, surrogate: str, scale: float | None, threshold: float = 1.0) -> Tensor:
     """H(x) forward; the surrogate's derivative backward. `threshold`: the width of piecewise_linear."""
-    scale = resolved_scale(surrogate, scale)
-    if surrogate == "fast_sigmoid":
-        return FastSigmoidSpike.apply(x, scale)
-    if surrogate == "arctan":
-        return ArctanSpike.apply(x, scale)
-    if surrogate == "piecewise_linear":
-        return PiecewiseLinearSpike.apply(x, scale, threshold)
-    if surrogate == "straight_through":
-        return StraightThroughSpike.apply(x)
-    raise ValueError(f"surrogate={surrogate!r} is not known; choose one of {', '.join(DEFAULT_SCALES)}")
+    if surrogate not in DERIVATIVES:
+        raise ValueError(f"surrogate={surrogate!r} is not known; choose one of {', '.join(DEFAULT_SCALES)}")
+    return SurrogateSpike.apply(x, surrogate, resolved_scale(surrogate, scale), threshold)
 
 
 def surrogate_derivative(x: Tensor, surrogate: str, scale: float | None, threshold: float = 1.0) -> Tensor:
-    """dS/dx as the backward pass of `spike` gives it (e-prop's pseudo-derivative psi): taken from the
-    autograd Function itself, so a rule that uses it can never drift from what surrogate BPTT uses."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        (derivative,) = torch.autograd.grad(spike(x, surrogate, scale, threshold).sum(), x)
-    return derivative
+    """dS/dx as the backward pass of `spike` gives it (e-prop's pseudo-derivative psi): the same DERIVATIVES
+    entry SurrogateSpike.backward calls, so a rule that uses it can never drift from what surrogate BPTT uses."""
+    return DERIVATIVES[surrogate](x.detach(), resolved_scale(surrogate, scale), threshold)
