@@ -343,12 +343,13 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     datamodule = instantiate(cfg.data)
     check_model_fits_data(cfg, datamodule)
     check_time_fits(cfg, datamodule)
-    task = task_of(cfg, datamodule)  # before any data is read: a task the model cannot take is refused first
+    # The model and rule first (a task or a model the rule cannot take is refused before any data is read), then
+    # the checks that read the data's splits, before the trainer exists, so a refusal is the only line printed.
+    module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, task_of(cfg, datamodule))
     processes = expected_processes(cfg.trainer)
-    if processes is not None:  # before the trainer exists, so a refusal is the only line printed
+    if processes is not None:
         datamodule.check_splits_fit(processes, data_name(cfg))
     check_washout(cfg, datamodule)
-    module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, task)
     recorder = RunRecorder()
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # the switch wins over the default progress bar
