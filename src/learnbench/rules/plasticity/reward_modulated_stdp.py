@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from learnbench.models.temporal import TemporalModel
 from learnbench.options import HalfOpenFraction, NonNegative, Positive
-from learnbench.rules.base import LossFn, RuleOutput
+from learnbench.rules.base import LossFn
 from learnbench.rules.plasticity.spike_timing import Pairing, before_this_step, trace
 from learnbench.rules.plasticity.stdp import STDP, ReadoutMode, check_spiking, fix_the_rest
 
@@ -89,20 +89,16 @@ class RewardModulatedSTDP(STDP):
         return torch.where(losses.argmin(dim=1) == y, 1.0, -1.0).to(output.dtype)
 
     # ------------------------------------------------------------------ every step
-    def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
-        pre, spikes, output = self.run(model, x)
-        loss = loss_fn(output, y).mean()
-        self.readout_grads(model, loss)
-        w = model.get_parameter(model.first_weight_name)
-        with torch.no_grad():
-            rewards = self.rewards(output.detach(), y, loss_fn)
-            dw = self.change_from_rewards(pre.to(w.dtype), spikes[0].to(w.dtype), float(model.dt), rewards)
-            mean_reward = self.reduce_mean(rewards.mean().to(torch.float64))  # the same baseline on every rank
-            baseline_before = self.baseline.clone()
-            self.baseline.mul_(self.baseline_decay).add_((1 - self.baseline_decay) * mean_reward)
-        w.grad = -dw
-        metrics = {**self.activity_metrics(pre, spikes, dw), "reward": rewards.mean(), "baseline": baseline_before}
-        return RuleOutput(loss=loss.detach(), output=output.detach(), metrics=metrics)
+    def weight_change(self, w: Tensor, pre: Tensor, post: Tensor, dt: float, output: Tensor, y: Tensor,
+                      loss_fn: LossFn) -> tuple[Tensor, dict[str, Tensor]]:
+        """dW from the rewards against the baseline, which then moves towards this batch's mean reward (all-reduced:
+        the same baseline on every rank)."""
+        rewards = self.rewards(output, y, loss_fn)
+        dw = self.change_from_rewards(pre, post, dt, rewards)
+        mean_reward = self.reduce_mean(rewards.mean().to(torch.float64))
+        baseline_before = self.baseline.clone()
+        self.baseline.mul_(self.baseline_decay).add_((1 - self.baseline_decay) * mean_reward)
+        return dw, {"reward": rewards.mean(), "baseline": baseline_before}
 
     def after_optimizer_step(self, model: nn.Module) -> None:
         if self.clip is not None:

@@ -150,14 +150,21 @@ class STDP(LearningRule):
         return pre, spikes, output
 
     def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
+        """One pass on the encoded examples, the readout's gradient (if it learns), then W_1's change from the
+        same spikes, written as p.grad = -dW (the direct update mode)."""
         pre, spikes, output = self.run(model, x)
         loss = loss_fn(output, y).mean()
         self.readout_grads(model, loss)
         w = model.get_parameter(model.first_weight_name)
         with torch.no_grad():
-            dw = self.change(w.detach(), pre.to(w.dtype), spikes[0].to(w.dtype), float(model.dt))
+            dw, metrics = self.weight_change(w, pre.to(w.dtype), spikes[0].to(w.dtype), float(model.dt), output.detach(), y, loss_fn)
         w.grad = -dw
-        return RuleOutput(loss=loss.detach(), output=output.detach(), metrics=self.activity_metrics(pre, spikes, dw))
+        return RuleOutput(loss=loss.detach(), output=output.detach(), metrics={**self.activity_metrics(pre, spikes, dw), **metrics})
+
+    def weight_change(self, w: Tensor, pre: Tensor, post: Tensor, dt: float, output: Tensor, y: Tensor,
+                      loss_fn: LossFn) -> tuple[Tensor, dict[str, Tensor]]:
+        """dW from the pre and first-layer post spikes, and the rule's own metrics (none: plain STDP reads no task signal)."""
+        return self.change(w.detach(), pre, post, dt), {}
 
     def readout_grads(self, model: TemporalModel, loss: Tensor) -> None:
         if self.readout != "gradient":
