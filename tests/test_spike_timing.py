@@ -29,23 +29,32 @@ def explicit_pairs(pre, post, times, nearest=False):
     """Oracle: potentiation sums exp(-(t_post - t_pre) dt / tau_pre) over pairs with t_pre <= t_post,
     depression exp(-(t_pre - t_post) dt / tau_post) over pairs with t_post < t_pre (nearest: only the latest
     partner before each spike), averaged over the batch."""
-    batch, _, n_pre = pre.shape
-    n_post = post.shape[2]
-    pot, dep = torch.zeros(n_post, n_pre, dtype=torch.float64), torch.zeros(n_post, n_pre, dtype=torch.float64)
-    for b in range(batch):
-        for i in range(n_post):
+    pot, dep = zeros_like_weights(pre, post)
+    for i, j, posts, pres in synapse_trains(pre, post):
+        for tp in posts:
+            partners = [t for t in pres if t <= tp]
+            for t in (partners[-1:] if nearest else partners):
+                pot[i, j] += math.exp(-(tp - t) * times.dt / times.tau_pre)
+        for tq in pres:
+            partners = [t for t in posts if t < tq]
+            for t in (partners[-1:] if nearest else partners):
+                dep[i, j] += math.exp(-(tq - t) * times.dt / times.tau_post)
+    return pot / pre.shape[0], dep / pre.shape[0]
+
+
+def zeros_like_weights(pre, post):
+    """Two [post, pre] float64 accumulators (potentiation, depression)."""
+    shape = (post.shape[2], pre.shape[2])
+    return torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+
+
+def synapse_trains(pre, post):
+    """(post unit i, pre unit j, post spike steps, pre spike steps) for every example and synapse."""
+    for b in range(pre.shape[0]):
+        for i in range(post.shape[2]):
             posts = spike_steps(post[b, :, i])
-            for j in range(n_pre):
-                pres = spike_steps(pre[b, :, j])
-                for tp in posts:
-                    partners = [t for t in pres if t <= tp]
-                    for t in (partners[-1:] if nearest else partners):
-                        pot[i, j] += math.exp(-(tp - t) * times.dt / times.tau_pre)
-                for tq in pres:
-                    partners = [t for t in posts if t < tq]
-                    for t in (partners[-1:] if nearest else partners):
-                        dep[i, j] += math.exp(-(tq - t) * times.dt / times.tau_post)
-    return pot / batch, dep / batch
+            for j in range(pre.shape[2]):
+                yield i, j, posts, spike_steps(pre[b, :, j])
 
 
 @pytest.mark.parametrize("pairing", ["all_to_all", "nearest"])
@@ -69,23 +78,17 @@ def explicit_triplets(pre, post, times):
     """Oracle of the minimal all-to-all triplet terms: at a post spike t, sum over pre spikes t_j <= t and
     earlier post spikes t' < t of exp(-(t - t_j) dt / tau_pre) exp(-(t - t') dt / tau_y); at a pre spike t,
     sum over post spikes t_i < t and earlier pre spikes t' < t of exp(-(t - t_i) dt / tau_post) exp(-(t - t') dt / tau_x)."""
-    batch, _, n_pre = pre.shape
-    n_post = post.shape[2]
-    pot, dep = torch.zeros(n_post, n_pre, dtype=torch.float64), torch.zeros(n_post, n_pre, dtype=torch.float64)
-    for b in range(batch):
-        for i in range(n_post):
-            posts = spike_steps(post[b, :, i])
-            for j in range(n_pre):
-                pres = spike_steps(pre[b, :, j])
-                for t in posts:
-                    x = sum(math.exp(-(t - u) * times.dt / times.tau_pre) for u in pres if u <= t)
-                    o2 = sum(math.exp(-(t - u) * times.dt / times.tau_y) for u in posts if u < t)
-                    pot[i, j] += x * o2
-                for t in pres:
-                    y = sum(math.exp(-(t - u) * times.dt / times.tau_post) for u in posts if u < t)
-                    r2 = sum(math.exp(-(t - u) * times.dt / times.tau_x) for u in pres if u < t)
-                    dep[i, j] += y * r2
-    return pot / batch, dep / batch
+    pot, dep = zeros_like_weights(pre, post)
+    for i, j, posts, pres in synapse_trains(pre, post):
+        for t in posts:
+            x = sum(math.exp(-(t - u) * times.dt / times.tau_pre) for u in pres if u <= t)
+            o2 = sum(math.exp(-(t - u) * times.dt / times.tau_y) for u in posts if u < t)
+            pot[i, j] += x * o2
+        for t in pres:
+            y = sum(math.exp(-(t - u) * times.dt / times.tau_post) for u in posts if u < t)
+            r2 = sum(math.exp(-(t - u) * times.dt / times.tau_x) for u in pres if u < t)
+            dep[i, j] += y * r2
+    return pot / pre.shape[0], dep / pre.shape[0]
 
 
 def test_triplet_traces_equal_the_explicit_sum_over_triplets():
