@@ -169,6 +169,7 @@ class ModelOptions:
 TOP_LEVEL: dict[str, Any] = {
     "seed": Seed,
     "grad_clip_norm": Optional[Positive],
+    "bias_lr_scale": Positive,
     "allreduce_grads": bool,
     "diagnostics.every_n_steps": NonNegativeInt,
     "ckpt_path": Optional[str],

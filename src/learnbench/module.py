@@ -55,6 +55,7 @@ class LearningRuleModule(L.LightningModule):
         grad_clip_norm: float | None = None,
         allreduce_grads: bool = True,
         diagnostics_every_n_steps: int = 0,
+        bias_lr_scale: float = 1.0,
     ):
         super().__init__()
         self.model = model
@@ -73,6 +74,7 @@ class LearningRuleModule(L.LightningModule):
         self.loss_fn = self.task.loss
         self.seed = seed
         self.grad_clip_norm = grad_clip_norm
+        self.bias_lr_scale = bias_lr_scale
         self.allreduce_grads = allreduce_grads
         self.allreduce_bytes = 0  # bytes this rank has passed to `_all_reduce_mean` (gradients, or a rule's d)
         self.diagnostics_every_n_steps = diagnostics_every_n_steps
@@ -106,7 +108,7 @@ class LearningRuleModule(L.LightningModule):
     def configure_optimizers(self):
         # Direct and closed-form parameters sit in a group of their own with lr 0 and no gradient when the
         # optimiser steps (the module applies or solves them): untouched by it, they still let it count steps.
-        groups = [{"params": self.params_by_mode[GRADIENT], "name": "model"}]
+        groups = self._model_groups()
         if self.rule.extra_parameters():
             groups.append({"params": self.rule.extra_parameters(), "name": "rule"})
         by_rule = self.params_by_mode[DIRECT] + self.params_by_mode[CLOSED_FORM]
@@ -125,6 +127,19 @@ class LearningRuleModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total, steps_per_epoch=per_epoch)
         # Stepped by hand every training step (manual optimisation): "interval" is documentation.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _model_groups(self) -> list[dict]:
+        """The model's gradient-stepped parameters: one group, or with bias_lr_scale != 1 the biases apart at
+        lr x bias_lr_scale (Akrout et al.'s code steps biases with lr / batch on the batch mean: scale 1 / batch)."""
+        params = self.params_by_mode[GRADIENT]
+        if self.bias_lr_scale == 1.0:
+            return [{"params": params, "name": "model"}]
+        bias_ids = {id(p) for name, p in self.model.named_parameters() if name.endswith("bias")}
+        lr = self.optimizer_factory.keywords["lr"] * self.bias_lr_scale
+        return [
+            {"params": [p for p in params if id(p) not in bias_ids], "name": "model"},
+            {"params": [p for p in params if id(p) in bias_ids], "name": "model_biases", "lr": lr},
+        ]
 
     def _optimizer_steps_per_batch(self) -> int:
         """Optimiser steps a training batch takes: the updates in the rule's schedule (iPC's online updates;

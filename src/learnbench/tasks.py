@@ -23,6 +23,7 @@ from learnbench import regression_metrics
 
 CLASSIFICATION = "classification"
 RECONSTRUCTION = "reconstruction"
+SIGMOID_CLASSIFICATION = "classification_sigmoid"
 
 # (output, target) -> loss of each example, shape [batch]; the batch loss is its mean.
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -73,6 +74,18 @@ class Classification(Task):
 
     def metrics(self, num_outputs: int) -> dict[str, torchmetrics.Metric]:
         return {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes=num_outputs, average="micro")}
+
+
+class SigmoidClassification(Classification):
+    """One sigmoid per class, each a binary cross entropy against the one-hot target, summed over the classes
+    (Akrout et al.'s `SigmoidCrossEntropyLoss`, fcnn/FCNN_BP.py); the predicted class is still the largest
+    output. The output is the logit: its derivative is sigmoid(output) - onehot, their `delta_cost`."""
+
+    name = SIGMOID_CLASSIFICATION
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        onehot = F.one_hot(target, output.shape[-1]).to(output.dtype)
+        return F.binary_cross_entropy_with_logits(output, onehot, reduction="none").sum(dim=-1)
 
 
 class Reconstruction(Task):
@@ -304,6 +317,7 @@ def register_task(task: Task) -> Task:
 
 
 register_task(Classification())
+register_task(SigmoidClassification())
 register_task(Reconstruction())
 for _task in (SequenceRegression(), SeriesRegression(), MemoryCapacityTask(), SequenceSoftClassification(),
               SequenceClassification(), FinalWindowClassification(), MaxOverTimeClassification(), SumOverStepsClassification()):

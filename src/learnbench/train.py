@@ -308,6 +308,7 @@ def build_module(cfg: DictConfig, input_shape, output_dim: int, task: str) -> Le
         num_classes=output_dim,
         seed=cfg.seed,
         grad_clip_norm=cfg.get("grad_clip_norm"),
+        bias_lr_scale=cfg.get("bias_lr_scale", 1.0),
         allreduce_grads=cfg.get("allreduce_grads", True),
         diagnostics_every_n_steps=cfg.get("diagnostics", {}).get("every_n_steps", 0) or 0,
     )

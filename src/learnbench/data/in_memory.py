@@ -42,10 +42,13 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        equal_shards: bool | None = None,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
+        # Training batches (shuffled or in a fixed order) give every process an equal shard; evaluation keeps all.
+        self.equal_shards = shuffle if equal_shards is None else equal_shards
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.drop_last = drop_last
@@ -70,7 +73,7 @@ class TensorBatches:
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        if self.shuffle and self.world_size > 1:
+        if self.equal_shards and self.world_size > 1:
             # Training: equal shards (the tail that does not divide evenly is left out this epoch).
             order = order[: n - n % self.world_size]
         return order[self.rank :: self.world_size].to(self.x.device)
@@ -108,9 +111,11 @@ class InMemoryDataModule(L.LightningDataModule):
     # has a fixed size).
     split_options: dict[str, str] = {}
 
-    def __init__(self, batch_size: int = 128, eval_batch_size: int = 1000, seed: int = 0, drop_last: bool = True):
+    def __init__(self, batch_size: int = 128, eval_batch_size: int = 1000, seed: int = 0, drop_last: bool = True, shuffle: bool = True):
         super().__init__()
         self.batch_size = batch_size
+        # False: the training batches come in the same order every epoch (Akrout et al.'s code); True: re-shuffled.
+        self.shuffle = shuffle
         self.eval_batch_size = eval_batch_size
         self.seed = seed  # data order only; the run's `seed` is passed in here by the config
         self.drop_last = drop_last
@@ -182,7 +187,8 @@ class InMemoryDataModule(L.LightningDataModule):
         if self._train_batches is None or self._train_batches.rank != rank:
             x, y = self.splits.train
             self._train_batches = TensorBatches(
-                x, y, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world, drop_last=self.drop_last
+                x, y, self.batch_size, shuffle=self.shuffle, seed=self.seed, rank=rank, world_size=world,
+                drop_last=self.drop_last, equal_shards=True,
             )
         return self._train_batches
 

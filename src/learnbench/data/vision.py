@@ -27,7 +27,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from learnbench.data.in_memory import InMemoryDataModule, Splits
-from learnbench.tasks import CLASSIFICATION, RECONSTRUCTION
+from learnbench.tasks import CLASSIFICATION, RECONSTRUCTION, SIGMOID_CLASSIFICATION
 from learnbench.options import NonNegativeInt, PositiveInt
 
 # name -> (torchvision class, pixel mean, pixel std): the usual training-set statistics.
@@ -178,6 +178,7 @@ class VisionDataModule(InMemoryDataModule):
         reconstruction: bool = False,
         download: bool = True,
         normalize: Normalize = "standard",
+        loss: Literal["softmax", "sigmoid"] = "softmax",
         **batching,
     ):
         super().__init__(**batching)
@@ -189,7 +190,11 @@ class VisionDataModule(InMemoryDataModule):
         self.split_seed = split_seed
         self.download = download
         self.normalize = normalize
-        self.task = RECONSTRUCTION if reconstruction else CLASSIFICATION
+        if loss not in ("softmax", "sigmoid"):
+            raise ValueError(f"data.loss={loss!r}: choose softmax (cross entropy over the classes) or sigmoid (one binary cross entropy per class)")
+        if reconstruction and loss != "softmax":
+            raise ValueError(f"data.loss={loss} is a classification loss: a reconstruction task (data=*_autoencoder) takes none")
+        self.task = RECONSTRUCTION if reconstruction else (CLASSIFICATION if loss == "softmax" else SIGMOID_CLASSIFICATION)
         self.output_dim = self.input_dim if reconstruction else 10
 
     @property

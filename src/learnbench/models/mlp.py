@@ -31,7 +31,8 @@ class MLP(BlockChain):
     group over its own units, train_mixer_supervised.py::block0), so groups stay independent.
     `local_heads` says where the local-loss rules (method=l_*, lg_*) put their heads: after
     `every` hidden layer, or only after the `last` (Ren's MNIST networks are one block of his
-    mixer, block0: both hidden layers under one local loss).
+    mixer, block0: both hidden layers under one local loss). `init`: PyTorch's default, or
+    `normal_fan_sum` (N(0, 1 / (fan_in + fan_out)) for weights and biases, Akrout et al.'s).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class MLP(BlockChain):
         bias: bool = True,
         groups: Sequence[PositiveInt] | None = None,
         local_heads: Literal["every", "last"] = "every",
+        init: Literal["pytorch", "normal_fan_sum"] = "pytorch",
     ):
         super().__init__()
         input_dim = flat_size(input_shape)
@@ -59,6 +61,22 @@ class MLP(BlockChain):
         self.blocks = nn.Sequential(*blocks)
         self.input_shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
         self.input_dim, self.output_dim = input_dim, output_dim
+        if init == "normal_fan_sum":
+            normal_fan_sum_init(self)
+        elif init != "pytorch":
+            raise ValueError(f"model.init={init!r}: choose pytorch or normal_fan_sum")
+
+
+def normal_fan_sum_init(model: nn.Module) -> None:
+    """Every dense weight and bias ~ N(0, 1 / (fan_in + fan_out)): the initialisation of Akrout et al.'s code
+    (makrout/Deep-Learning-without-Weight-Transport, fcnn/FCNN_BP.py), biases included; PyTorch's default is
+    U(+-1/sqrt(fan_in)) for both."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            std = (module.in_features + module.out_features) ** -0.5
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.normal_(module.bias, 0.0, std)
 
 
 def check_groups(groups: list[int], hidden_sizes: Sequence[int]) -> None:
