@@ -45,9 +45,12 @@ from learnbench.rules.plasticity.stdp import STDP, ReadoutMode, check_spiking, f
 PreActivity = Literal["spikes", "trace"]
 
 
-def membrane_change_correlation(rho: Tensor, membrane: Tensor) -> Tensor:
-    """mean_b sum_t rho_b,t,j (V_b,t,i - V_b,t-1,i), [post, pre], with V_b,-1 = 0: the rule's integral."""
-    previous = torch.cat([torch.zeros_like(membrane[:, :1]), membrane[:, :-1]], dim=1)
+def membrane_change_correlation(rho: Tensor, membrane: Tensor, initial: Tensor | None = None) -> Tensor:
+    """mean_b sum_t rho_b,t,j (V_b,t,i - V_b,t-1,i), [post, pre]: the rule's integral over a window of steps
+    (rho, membrane: [batch, time, units]); V_b,-1 = `initial` [batch, post], the membrane before the window (None:
+    zero, a fresh state)."""
+    first = torch.zeros_like(membrane[:, :1]) if initial is None else initial[:, None]
+    previous = torch.cat([first, membrane[:, :-1]], dim=1)
     return torch.einsum("bti,btj->ij", membrane - previous, rho) / rho.shape[0]
 
 
