@@ -2,6 +2,7 @@
 
     python -m learnbench.tools.stdp_alignment align [--batches 20] [--seed 0] [--json out.json]
     python -m learnbench.tools.stdp_alignment race  [--seeds 0 1 2] [--epochs 1] [--json out.json]
+    python -m learnbench.tools.stdp_alignment table --align-json a0.json a1.json a2.json --race-json race.json
 
 The network and the data (the same for every rule): MNIST digits 0, 1, 2 (data.dir: /work/shared/datasets by
 default), 2x2-average-pooled to 14 x 14 = 196 inputs in [0, 1], rate-coded (model.encoding=rate, 200 Hz, 30 steps of
@@ -301,9 +302,38 @@ def race(args) -> dict:
     return results
 
 
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
+def align_table(paths: list[Path]) -> str:
+    """The markdown table of several `align --json` files (one per seed): mean ± std over seeds."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    lines = ["| rule | cosine, per batch | cosine of the mean update | hidden spikes / step |", "|---|---:|---:|---:|"]
+    for name in runs[0]["rows"]:
+        per_batch = [r["rows"][name]["cos_per_batch_mean"] for r in runs]
+        of_means = [r["rows"][name]["cos_of_means"] for r in runs]
+        lines.append(f"| {name} | {mean_std(per_batch)} | {mean_std(of_means)} | {mean_std([r['hidden_rate'] for r in runs])} |")
+    return "\n".join(lines)
+
+
+def race_table(path: Path) -> str:
+    """The markdown table of a `race --json` file: mean ± std over its seeds."""
+    result = json.loads(path.read_text())
+    lines = ["| W_1 learns by | lr (chosen on seed 0's validation) | test accuracy | update variance (relative) | "
+             "update alignment (cosine) |", "|---|---:|---:|---:|---:|"]
+    for kind, runs in result["runs"].items():
+        cells = [mean_std([row[key] for row in runs.values()]) if key in next(iter(runs.values())) else "-"
+                 for key in ("test_accuracy", "update_variance", "update_alignment")]
+        lines.append(f"| {kind} | {result['chosen'][kind]['lr']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["align", "race"])
+    parser.add_argument("what", choices=["align", "race", "table"])
+    parser.add_argument("--align-json", type=Path, nargs="*", default=[], help="table: align --json files (one per seed)")
+    parser.add_argument("--race-json", type=Path, help="table: a race --json file")
     parser.add_argument("--data-dir", type=Path, default=Path("/work/shared/datasets"))
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -314,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readout-lr", type=float, default=0.05)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.what == "table":
+        print(align_table(args.align_json) if args.align_json else "", race_table(args.race_json) if args.race_json else "", sep="\n\n")
+        return
     torch.set_num_threads(1)
     out = align(args) if args.what == "align" else race(args)
     print(json.dumps(out, indent=1))
