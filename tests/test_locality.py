@@ -28,11 +28,9 @@ stay equal to rounding otherwise.
 
 from __future__ import annotations
 
-from functools import partial
 
 import pytest
 import torch
-from hydra.utils import get_class
 
 from conftest import estimate
 from learnbench.catalog import method_config, rule_from_config
@@ -40,7 +38,7 @@ from learnbench.models import MLP, RNN, SNN
 from learnbench.rules.base import trainable_parameters
 from learnbench.rules.locality import SIGNALS
 from learnbench.tasks import get_task
-from learnbench.tools.locality import END, START, markdown_table, method_names, replace_between_markers
+from learnbench.tools.locality import END, START, kinds_trained, markdown_table, method_names, replace_between_markers
 from learnbench.training_loop import train_batch
 from learnbench.paths import CONFIG_DIR
 
@@ -50,14 +48,8 @@ METHODS = method_names()
 PAGE = CONFIG_DIR.parent / "docs" / "locality.md"
 
 
-def trains(method: str) -> tuple[str, ...]:
-    """The model kinds the rule trains; a local-loss variant (l_bp, lg_fa, ...) walks feed-forward blocks only."""
-    cfg = method_config(method)
-    return ("feedforward",) if cfg.get("local", "none") != "none" else get_class(cfg._target_).trains
-
-
 def methods_training(kind: str) -> list[str]:
-    return [m for m in METHODS if kind in trains(m)]
+    return [m for m in METHODS if kind in kinds_trained(m)]
 
 
 # ============================================================================= the declarations and the page

@@ -26,6 +26,12 @@ def method_names() -> list[str]:
     return sorted(path.stem for path in (CONFIG_DIR / "method").glob("*.yaml"))
 
 
+def kinds_trained(method: str) -> tuple[str, ...]:
+    """The model kinds the rule trains; a local-loss variant (l_bp, lg_fa, ...) walks feed-forward blocks only."""
+    cfg = method_config(method)
+    return ("feedforward",) if cfg.get("local", "none") != "none" else get_class(cfg._target_).trains
+
+
 def profile() -> dict[str, frozenset[str] | None]:
     """method name -> the signals its rule declares (None: no declaration)."""
     return {name: rule_from_config(name).reads() for name in method_names()}
@@ -37,7 +43,7 @@ def markdown_table() -> str:
     lines = ["| method | trains | " + " | ".join(columns) + " |",
              "|---|---|" + "|".join(":-:" for _ in columns) + "|"]
     for name, reads in profile().items():
-        kinds = ", ".join(get_class(method_config(name)._target_).trains)
+        kinds = ", ".join(kinds_trained(name))
         cells = ["**undeclared**"] * len(columns) if reads is None else ["x" if s in reads else "" for s in columns]
         lines.append(f"| {name} | {kinds} | " + " | ".join(cells) + " |")
     legend = [f"- `{name}`: {meaning}" for name, meaning in SIGNALS.items()]
