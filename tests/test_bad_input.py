@@ -181,7 +181,7 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize(("experiment", "method"), few_fast(itertools.product(options("experiment"), options("method"))))
 def test_every_experiment_preset_passes_the_validator(experiment, method, tmp_path):
     cfg = compose_config([f"experiment={experiment}", f"method={method}"], tmp_path)
-    if cfg.model.get("encoding") == "current" and method in ("stdp", "rstdp"):  # they read input spikes
+    if cfg.model.get("encoding") == "current" and method in ("stdp", "rstdp", "stdp_gradient"):  # they read input spikes
         with pytest.raises(ConfigError, match="use model.encoding=rate or model.encoding=latency"):
             check_config(cfg)
         return

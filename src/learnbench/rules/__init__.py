@@ -5,7 +5,7 @@
     feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
-    plasticity/                 spike-timing-dependent plasticity (stdp, rstdp; model=snn)
+    plasticity/                 spike-timing-dependent plasticity (stdp, rstdp, stdp_gradient; model=snn)
     readout/                    closed-form readouts of a fixed reservoir (ridge)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
@@ -26,6 +26,7 @@ from learnbench.rules.perturbation.node_perturbation import NodePerturbation
 from learnbench.rules.perturbation.weight_perturbation import WeightPerturbation
 from learnbench.rules.plasticity.reward_modulated_stdp import RewardModulatedSTDP
 from learnbench.rules.plasticity.stdp import STDP
+from learnbench.rules.plasticity.stdp_gradient import STDPGradient
 from learnbench.rules.predictive_coding import PredictiveCoding
 from learnbench.rules.readout.ridge import Ridge
 
@@ -47,6 +48,7 @@ __all__ = [
     "Ridge",
     "RuleOutput",
     "STDP",
+    "STDPGradient",
     "SignSymmetry",
     "WeightPerturbation",
 ]

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_parameters
 from learnbench.rules.local_losses import Local, LocalLossesMixin, exact_local_grads
+from learnbench.rules.locality import signals, with_local_losses
 
 
 class Backprop(LocalLossesMixin, LearningRule):
@@ -23,6 +24,12 @@ class Backprop(LocalLossesMixin, LearningRule):
         """`local`: loss (l_bp) or greedy (lg_bp) adds local heads and losses (rules/local_losses.py)."""
         super().__init__()
         self.local = local
+
+    def reads(self) -> frozenset[str]:
+        """The exact gradient: the error vector carried back through the forward weights' transposes (through time on
+        temporal models); a local-loss variant reads its block's own head instead."""
+        base = signals("pre", "post_derivative", "output_error", "transported_weights", "future")
+        return with_local_losses(base, self.local)
 
     def local_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         return exact_local_grads(model, self.local_heads, x, y, loss_fn, self.local)

@@ -165,6 +165,11 @@ class LearningRule(nn.Module):
             if isinstance(source, NoiseSource):
                 source.table_seed = self.noise_seed
 
+    def reads(self) -> frozenset[str] | None:
+        """What the update reads, in the vocabulary of rules/locality.py (`signals(...)`), as the rule is configured:
+        the locality profile (docs/locality.md). None: not declared (tests/test_locality.py fails for such a rule)."""
+        return None
+
     def update_modes(self, model: nn.Module) -> dict[str, str]:
         """How each trainable parameter of the model learns, by name: GRADIENT, DIRECT or CLOSED_FORM (the
         module docstring above). A model may mix them (a reservoir's readout closed-form and its other weights

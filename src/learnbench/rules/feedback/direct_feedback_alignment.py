@@ -22,6 +22,7 @@ from learnbench.options import Positive
 from learnbench.rules.base import RuleOutput, trainable_parameters
 from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackMatrices, FeedbackRule, draw_feedback
 from learnbench.rules.local import forward_trace
+from learnbench.rules.locality import signals
 
 
 class DirectFeedbackAlignment(FeedbackRule):
@@ -37,6 +38,10 @@ class DirectFeedbackAlignment(FeedbackRule):
         super().__init__()
         self.init, self.scale = init, scale
         self.feedback = FeedbackMatrices()
+
+    def reads(self) -> frozenset[str]:
+        """The output error sent to every layer directly through its own fixed random B."""
+        return signals("pre", "post_derivative", "output_error", "feedback_weights")
 
     def init_state(self, model, generator):
         """B_l: [outputs, size of block l's output] for every hidden block, drawn like a layer from the

@@ -13,6 +13,7 @@ from torch import nn
 from learnbench.options import Positive
 from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackMatrices, FeedbackRule, draw_feedback, linear_with_feedback
 from learnbench.rules.local_losses import Local, LocalLossesMixin, exact_local_grads
+from learnbench.rules.locality import signals, with_local_losses
 
 
 class FeedbackAlignment(LocalLossesMixin, FeedbackRule):
@@ -27,6 +28,10 @@ class FeedbackAlignment(LocalLossesMixin, FeedbackRule):
         self.init, self.scale = init, scale
         self.local = local
         self.feedback = FeedbackMatrices()
+
+    def reads(self) -> frozenset[str]:
+        """The error vector through fixed random B (Kolen-Pollack: B learned by the same local update as W), never W^T."""
+        return with_local_losses(signals("pre", "post_derivative", "output_error", "feedback_weights"), self.local)
 
     def init_state(self, model: nn.Module, generator: torch.Generator) -> None:
         for i, block in enumerate(model.blocks):

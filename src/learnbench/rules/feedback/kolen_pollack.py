@@ -19,6 +19,7 @@ import torch
 
 from learnbench.options import NonNegative
 from learnbench.rules.feedback.feedback_alignment import FeedbackAlignment
+from learnbench.rules.locality import signals
 from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackRule
 
 
@@ -29,6 +30,11 @@ class KolenPollack(FeedbackAlignment):
         super().__init__(init=init, scale=scale)
         self.decay = decay
         self._feedback_grads: dict[int, torch.Tensor] = {}
+
+    def reads(self) -> frozenset[str]:
+        """FA's signals (B learned by W's own local update, never copied from W) and every weight's own decay."""
+        base = super().reads()
+        return base | signals("own_weight") if self.decay > 0 else base
 
     def estimate_grads(self, model, x, y, loss_fn):
         out = FeedbackRule.estimate_grads(self, model, x, y, loss_fn)

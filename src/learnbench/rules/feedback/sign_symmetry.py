@@ -24,6 +24,7 @@ import torch
 
 from learnbench.options import Positive
 from learnbench.rules.feedback.feedback_path import FeedbackMatrices, FeedbackRule
+from learnbench.rules.locality import signals
 
 Variant = Literal["usf", "brsf", "frsf"]
 
@@ -38,6 +39,10 @@ class SignSymmetry(FeedbackRule):
         self.magnitudes = FeedbackMatrices()  # frsf: |R| per block, fixed
         self._step_magnitudes: dict[int, torch.Tensor] = {}  # brsf: this step's B per block (buffers kept across steps)
         self._step_feedback_ready: set[int] = set()
+
+    def reads(self) -> frozenset[str]:
+        """B = sign(W) (usf, brsf) or random magnitudes with W's signs (frsf): the forward weights' signs are transported."""
+        return signals("pre", "post_derivative", "output_error", "transported_weights")
 
     def init_state(self, model, generator):
         if self.variant == "frsf":

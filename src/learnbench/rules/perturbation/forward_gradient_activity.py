@@ -24,6 +24,7 @@ from learnbench.rules.base import clipped
 from learnbench.rules.local import forward_trace, loss_jvp, relu_mask
 from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_activity_local
 from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, parameter_dtype
+from learnbench.rules.locality import signals, with_local_losses
 
 
 class ForwardGradientActivity(LocalLossesMixin, ActivitySpaceRule):
@@ -35,6 +36,12 @@ class ForwardGradientActivity(LocalLossesMixin, ActivitySpaceRule):
         super().__init__(**kwargs)
         self.mask_inactive = mask_inactive
         self.local = local
+
+    def reads(self) -> frozenset[str]:
+        """The directional derivative of an activity tangent carried to the loss, times the tangent and the input;
+        mask_inactive zeroes tangents on inactive ReLU units (the unit's derivative)."""
+        base = signals("pre", "global_scalar", "own_noise", "perturbed_pass", "output_error")
+        return with_local_losses(base | signals("post_derivative") if self.mask_inactive else base, self.local)
 
     def local_grads(self, model, x, y, loss_fn):
         return forward_gradient_activity_local(self, model, self.local_heads, x, y, loss_fn)

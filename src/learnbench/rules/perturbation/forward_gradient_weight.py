@@ -31,6 +31,7 @@ from learnbench.models.temporal import TemporalModel
 from learnbench.rules.local import NORMS_WRITTEN_OUT, forward_trace, jvp_through, linear_tangent, loss_jvp, norm_jvp
 from learnbench.rules.local_losses import Local, LocalLossesMixin, forward_gradient_weight_local
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
+from learnbench.rules.locality import signals, with_local_losses
 
 
 class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
@@ -44,6 +45,12 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
         if local != "none" and self.comm == "scalars":
             raise ValueError(f"method.comm=scalars is not offered with method.local={local}: the readout's and the heads' "
                              f"exact gradients differ per rank and need the gradient all-reduce (use comm=grads)")
+
+    def reads(self) -> frozenset[str]:
+        """The directional derivative (a scalar) of a tangent pass through the network, which ends in the loss's
+        derivative at the output, times its own weight tangent."""
+        base = signals("global_scalar", "own_noise", "perturbed_pass", "output_error")
+        return with_local_losses(base | signals("pre") if self.exact_readout else base, self.local)
 
     def local_grads(self, model, x, y, loss_fn):
         return forward_gradient_weight_local(self, model, self.local_heads, x, y, loss_fn)

@@ -27,6 +27,7 @@ from learnbench.options import Fraction, Positive
 from learnbench.rules.base import clipped
 from learnbench.rules.perturbation.activity_space import ActivitySpaceRule, parameter_dtype, repeat_rows
 from learnbench.rules.running_baseline import RunningBaseline
+from learnbench.rules.locality import signals
 
 Baseline = Literal["clean", "none", "running"]
 
@@ -39,6 +40,12 @@ class NodePerturbation(ActivitySpaceRule):
         if self.exact_readout and baseline == "none" and not antithetic:
             raise ValueError("np: method.exact_readout=true needs the clean pass (the readout's exact error is taken "
                              "there): use method.baseline=clean or running, or method.antithetic=true.")
+
+    def reads(self) -> frozenset[str]:
+        """Loss values only (clean and perturbed): the scalar dL / sigma times its own noise times the input; with
+        exact_readout the readout takes its exact gradient, which reads the output error."""
+        base = signals("pre", "global_scalar", "own_noise", "perturbed_pass")
+        return base | signals("output_error") if self.exact_readout else base
 
     def site_errors(self, model, x, y, loss_fn):
         B, K = x.shape[0], self.directions

@@ -26,6 +26,7 @@ from learnbench.options import Fraction, Positive
 from learnbench.rules.perturbation.node_perturbation import Baseline
 from learnbench.rules.perturbation.parameter_space import ParameterSpaceRule, batch_loss
 from learnbench.rules.running_baseline import RunningBaseline
+from learnbench.rules.locality import signals
 
 
 class WeightPerturbation(ParameterSpaceRule):
@@ -33,6 +34,12 @@ class WeightPerturbation(ParameterSpaceRule):
         super().__init__(**kwargs)
         self.sigma, self.baseline, self.antithetic = sigma, baseline, antithetic
         self.running = RunningBaseline(running_decay)
+
+    def reads(self) -> frozenset[str]:
+        """Loss values only: dL / sigma times its own weight noise (no activity at all); exact_readout: the readout's
+        exact gradient reads its input and the output error."""
+        base = signals("global_scalar", "own_noise", "perturbed_pass")
+        return base | signals("pre", "output_error") if self.exact_readout else base
 
     def _perturbed_losses(self, model, params, tangents, x, y, loss_fn, sign: float) -> Tensor:
         def loss_at(tangent):

@@ -31,6 +31,7 @@ from learnbench.options import HalfOpenFraction, NonNegative, Positive
 from learnbench.rules.base import LossFn
 from learnbench.rules.plasticity.spike_timing import Pairing, before_this_step, trace
 from learnbench.rules.plasticity.stdp import STDP, ReadoutMode, check_spiking, fix_the_rest
+from learnbench.rules.locality import signals
 
 Reward = Literal["correct", "loss"]
 
@@ -55,6 +56,11 @@ class RewardModulatedSTDP(STDP):
         super().__init__(tau_pre=tau_pre, tau_post=tau_post, a_plus=a_plus, a_minus=a_minus, pairing=pairing, readout=readout)
         self.lr, self.tau_e, self.reward_kind, self.baseline_decay, self.clip = lr, tau_e, reward, baseline_decay, w_max
         self.register_buffer("baseline", torch.zeros((), dtype=torch.float64))
+
+    def reads(self) -> frozenset[str]:
+        """Pre and post spike timing in an eligibility trace, gated by one reward per example against its baseline."""
+        base = signals("pre", "post", "global_scalar")
+        return base | signals("output_error") if self.readout == "gradient" else base
 
     def check_model(self, model: nn.Module) -> None:
         check_spiking(model, "rstdp")

@@ -33,6 +33,7 @@ from learnbench.rules.base import DIRECT, GRADIENT, LearningRule, LossFn, RuleOu
 from learnbench.rules.plasticity.spike_timing import (
     Bounds, Pairing, STDPTimes, pair_correlations, triplet_correlations, weight_change,
 )
+from learnbench.rules.locality import signals
 
 ReadoutMode = Literal["fixed", "gradient"]
 
@@ -106,6 +107,12 @@ class STDP(LearningRule):
         self.normalize_to, self.readout = normalize_to, readout
 
     # ------------------------------------------------------------------ set-up
+    def reads(self) -> frozenset[str]:
+        """Pre and post spike timing alone (multiplicative bounds: and the synapse's own weight); readout=gradient adds
+        the readout's own gradient (the output error)."""
+        base = signals("pre", "post") | (signals("own_weight") if self.bounds == "multiplicative" else frozenset())
+        return base | signals("output_error") if self.readout == "gradient" else base
+
     def check_model(self, model: nn.Module) -> None:
         check_spiking(model, "stdp")
 

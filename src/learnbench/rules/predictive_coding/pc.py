@@ -89,6 +89,7 @@ from learnbench.options import HalfOpenFraction, Interval, Positive, PositiveInt
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput
 from learnbench.rules.local import Trace, chain_blocks, local_update
 from learnbench.rules.predictive_coding.energy import TopEnergy, predict, pull_back, stable_step_bound
+from learnbench.rules.locality import signals
 
 Variant = Literal["standard", "fpa", "zil", "ipc"]
 WeightUpdates = Literal["per_batch", "per_step"]
@@ -157,6 +158,10 @@ class PredictiveCoding(LearningRule):
         self.momentum, self.output_loss, self.output_weight = inference_momentum, output_loss, output_weight
 
     # ------------------------------------------------------------------ set-up
+    def reads(self) -> frozenset[str]:
+        """Prediction errors after an inference phase; the value nodes are driven by W^T e from the layer above."""
+        return signals("pre", "post_derivative", "output_error", "transported_weights", "inference_phase")
+
     def check_model(self, model: nn.Module) -> None:
         blocks = chain_blocks(model, f"method=pc (variant {self.variant})")
         if self.variant == "zil" and self.steps < len(blocks) - 1:

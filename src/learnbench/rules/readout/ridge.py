@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from learnbench.models.temporal import TemporalModel
 from learnbench.options import NonNegative
 from learnbench.rules.base import CLOSED_FORM, LearningRule, LossFn, RuleOutput
+from learnbench.rules.locality import signals
 
 
 class Ridge(LearningRule):
@@ -35,6 +36,10 @@ class Ridge(LearningRule):
     def __init__(self, ridge: NonNegative = 1e-6) -> None:
         super().__init__()
         self.ridge = ridge
+
+    def reads(self) -> frozenset[str]:
+        """The readout's inputs and the targets (X^T X, Y^T X), solved in closed form."""
+        return signals("pre", "target")
 
     def check_model(self, model: nn.Module) -> None:
         if not isinstance(model, TemporalModel):

@@ -19,6 +19,7 @@ from learnbench.models.temporal import TemporalModel
 from learnbench.options import PositiveInt
 from learnbench.rules.base import LossFn, RuleOutput, trainable_parameters
 from learnbench.rules.recurrent.recurrent_rule import RecurrentRule, UpdateEvery
+from learnbench.rules.locality import signals
 
 
 class BPTT(RecurrentRule):
@@ -26,6 +27,10 @@ class BPTT(RecurrentRule):
     def __init__(self, truncation: PositiveInt | None = None, update_every: UpdateEvery = "sequence") -> None:
         super().__init__(update_every=update_every)
         self.truncation = truncation
+
+    def reads(self) -> frozenset[str]:
+        """The error carried backwards through time and through W_rec^T, W_out^T."""
+        return signals("pre", "post_derivative", "output_error", "transported_weights", "future")
 
     def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
         start = model.initial_state(len(x)) if state is None else state

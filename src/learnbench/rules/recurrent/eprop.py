@@ -33,6 +33,7 @@ from learnbench.rules.base import Call, LossFn, RuleOutput
 from learnbench.rules.recurrent.recurrent_rule import UpdateEvery
 from learnbench.rules.recurrent.rflo import RFLO
 from learnbench.rules.recurrent.spiking_eprop import spiking_eprop_grads
+from learnbench.rules.locality import signals
 
 
 class EProp(RFLO):
@@ -48,6 +49,12 @@ class EProp(RFLO):
         super().__init__(update_every=update_every, feedback_scale=feedback_scale)
         self.feedback_kind = feedback
         self.feedback_decay = feedback_decay
+
+    def reads(self) -> frozenset[str]:
+        """Eligibility traces (pre, surrogate) times a learning signal: the output error through W_out^T (symmetric)
+        or through B of its own (random, adaptive)."""
+        path = "transported_weights" if self.feedback_kind == "symmetric" else "feedback_weights"
+        return signals("pre", "post_derivative", "output_error", path)
 
     def check_model(self, model: nn.Module) -> None:
         if isinstance(model, TemporalModel) and model.kind == "spiking":

@@ -33,12 +33,17 @@ from learnbench.rules.recurrent.recurrent_rule import (
     write_trace_grads,
     zero_traces,
 )
+from learnbench.rules.locality import signals
 
 
 class RFLO(RecurrentRule):
     def __init__(self, update_every: UpdateEvery = "sequence", feedback_scale: Positive = 1.0) -> None:
         super().__init__(update_every=update_every)
         self.feedback_scale = feedback_scale
+
+    def reads(self) -> frozenset[str]:
+        """Local eligibility traces times the output error through fixed random B."""
+        return signals("pre", "post_derivative", "output_error", "feedback_weights")
 
     def init_state(self, model: TemporalModel, generator: torch.Generator) -> None:
         # B^T, shaped like W_out; Murray draws B ~ N(0, 1 / outputs). From the seed alone: every rank the same.

@@ -32,6 +32,7 @@ from learnbench.rules.recurrent.recurrent_rule import (
     write_readout_grads,
 )
 from learnbench.state import State
+from learnbench.rules.locality import signals
 
 log = logging.getLogger("learnbench")
 
@@ -51,6 +52,10 @@ class RTRL(RecurrentRule):
     def __init__(self, update_every: UpdateEvery = "sequence", max_units: PositiveInt = 256) -> None:
         super().__init__(update_every=update_every)
         self.max_units = max_units
+
+    def reads(self) -> frozenset[str]:
+        """Forward in time (the influence matrix, through W_rec), the learning signal through W_out^T: no future."""
+        return signals("pre", "post_derivative", "output_error", "transported_weights")
 
     def check_model(self, model: TemporalModel) -> None:
         super().check_model(model)
