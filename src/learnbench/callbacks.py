@@ -18,7 +18,7 @@ def _is_better(name: str, new: float, old: float | None) -> bool:
 
 
 class RunRecorder(L.Callback):
-    """Keeps, per epoch, the logged epoch metrics with the step and wall-clock time since fit start.
+    """Keeps, per epoch, the logged epoch metrics with the step, the wall-clock time and the CPU time since fit start.
 
     This history goes into results.json, so learning curves (against epochs or seconds) can be
     drawn from the run directory alone, offline W&B runs included (alignment curves too: the
@@ -31,11 +31,11 @@ class RunRecorder(L.Callback):
         self.history: list[dict] = []
         self.best: dict[str, float] = {}
         self.fit_seconds = 0.0
-        self._start = None
-        self._seconds_before = 0.0  # fit time of the run this one resumed (from the checkpoint)
+        self._start = self._cpu_start = None
+        self._seconds_before = self._cpu_seconds_before = 0.0  # fit time of the run this one resumed (from the checkpoint)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.fit_seconds = self._elapsed()
@@ -43,13 +43,20 @@ class RunRecorder(L.Callback):
     def _elapsed(self) -> float:
         return self._seconds_before + time.perf_counter() - self._start
 
+    def _cpu_elapsed(self) -> float:
+        """CPU seconds of this process (every thread) since fit start: unlike the wall clock, not inflated by
+        other processes' time slices on a shared machine."""
+        return self._cpu_seconds_before + time.process_time() - self._cpu_start
+
     # A resumed run keeps the epochs, best values and fit time of the part before the stop.
     def state_dict(self) -> dict:
-        return {"history": self.history, "best": self.best, "seconds": self._elapsed() if self._start else 0.0}
+        return {"history": self.history, "best": self.best, "seconds": self._elapsed() if self._start else 0.0,
+                "cpu_seconds": self._cpu_elapsed() if self._cpu_start else 0.0}
 
     def load_state_dict(self, state: dict) -> None:
         self.history, self.best = list(state["history"]), dict(state["best"])
         self._seconds_before = float(state["seconds"])
+        self._cpu_seconds_before = float(state.get("cpu_seconds", 0.0))  # checkpoints from before it was kept: 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         metrics = {
@@ -61,7 +68,8 @@ class RunRecorder(L.Callback):
         metrics["train/loss"] = float(pl_module.train_loss.compute()) if pl_module.train_loss.update_count else math.nan
         # Diagnostics (align/*, rule/*) are logged per step; the history keeps each epoch's mean.
         metrics.update(pl_module.pop_epoch_diagnostics())
-        entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "time": self._elapsed()}
+        entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "time": self._elapsed(),
+                 "cpu_time": self._cpu_elapsed()}
         # The work done so far, where the run counts it: curves and tables at equal compute read it.
         for meter in trainer.callbacks:
             if isinstance(meter, ComputeMeter) and meter.train_forward_equivalents() is not None:

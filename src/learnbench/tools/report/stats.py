@@ -18,14 +18,17 @@ FALLBACK_METRICS = ("val/acc", "val/loss", "val/mse")
 
 
 def metric_value(record: dict, name: str):
-    """'best:val/acc' from metrics.best, 'test/acc' from metrics.final, 'wall_time_s' from the record."""
+    """'best:val/acc' from metrics.best, 'test/acc' from metrics.final, 'wall_time_s' from the record, a dotted
+    name from inside it ('compute.train_forward_equivalents', 'resources.peak_rss_mb')."""
     metrics = record.get("metrics") or {}
     if name.startswith("best:"):
         value = (metrics.get("best") or {}).get(name[5:])
     elif "/" in name:
         value = (metrics.get("final") or {}).get(name)
     else:
-        value = record.get(name)
+        value = record
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
     value = as_number(value)
     return value if value is not None and math.isfinite(value) else None
 
