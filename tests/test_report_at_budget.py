@@ -93,6 +93,7 @@ def test_a_record_field_inside_a_section_is_a_column(runs):
         r["compute"] = {"train_forward_equivalents": fe}
     table = build_table(records, ["test/acc", "compute.train_forward_equivalents"])
     assert [row["stats"][1].mean for row in table.rows] == [900.0, 9900.0]
+    assert table.digits == [4, 0]  # counts in thousands: whole numbers
 
 
 def test_plots_draw_the_metric_against_compute_on_a_log_axis_when_it_spans_decades(runs, tmp_path, monkeypatch):
