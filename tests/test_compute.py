@@ -119,3 +119,17 @@ def test_a_run_records_its_totals_as_the_count_per_batch_times_its_batches(tmp_p
     assert evaluated["validation"] == 2 * 400 and evaluated["test"] == 2000  # 1 val batch of the 400 a validation, 2 of them
     assert compute["eval_forward_equivalents"] == evaluated["total"] == 2800
     assert compute["eval_flops"] == sum(f) / batch * 2800
+
+
+def test_a_count_that_fails_is_said_and_does_not_stop_the_run():
+    """Accounting never stops a run: the error goes into results.json's `compute`, the examples are still counted."""
+    from types import SimpleNamespace
+
+    from learnbench.callbacks import ComputeMeter
+
+    meter, batch = ComputeMeter(), (torch.zeros(2, 3), torch.zeros(2))
+    meter.on_train_batch_start(None, SimpleNamespace(rule=None, model=None, task=None), batch, 0)
+    meter.on_train_batch_end(None, None, None, batch, 0)
+    summary = meter.summary()
+    assert summary["error"].startswith("AttributeError") and summary["train_examples"] == 2
+    assert "train_forward_equivalents" not in summary and meter.train_forward_equivalents() is None
