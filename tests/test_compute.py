@@ -107,7 +107,7 @@ def test_a_run_records_its_totals_as_the_count_per_batch_times_its_batches(tmp_p
                                    *CSV_ONLY], tmp_path))
     compute, batch = record["compute"], record["config"]["data"]["batch_size"]
     f = layer_flops([2, 16, 8, 2], batch)
-    assert record["status"] == "ok" and compute["error"] is None
+    assert record["status"] == "ok" and compute["error"] is None and compute["processes"] == 1
     assert compute["forward_flops"] == sum(f) and compute["train_step_flops"] == 3 * sum(f) - f[0]
     assert compute["train_batches"] == 10 and compute["train_examples"] == 10 * batch
     assert compute["train_flops"] == compute["train_step_flops"] * 10
@@ -128,7 +128,7 @@ def test_a_count_that_fails_is_said_and_does_not_stop_the_run():
     from learnbench.callbacks import ComputeMeter
 
     meter, batch = ComputeMeter(), (torch.zeros(2, 3), torch.zeros(2))
-    meter.on_train_batch_start(None, SimpleNamespace(rule=None, model=None, task=None), batch, 0)
+    meter.on_train_batch_start(SimpleNamespace(world_size=1), SimpleNamespace(rule=None, model=None, task=None), batch, 0)
     meter.on_train_batch_end(None, None, None, batch, 0)
     summary = meter.summary()
     assert summary["error"].startswith("AttributeError") and summary["train_examples"] == 2

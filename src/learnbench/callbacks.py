@@ -172,7 +172,9 @@ class ComputeMeter(L.Callback):
     examples costs B x train_step_flops / forward_flops of them (3 B for backprop on an MLP, less the input
     layer's unneeded input gradient), an evaluated example predict_flops / forward_flops (1 unless the rule's
     prediction is not the forward pass). Lightning's sanity-check batches are left out. A resumed run measures
-    again and keeps the counts of the part before the stop (from the checkpoint)."""
+    again and keeps the counts of the part before the stop (from the checkpoint). Under DDP the counts are
+    this process's (rank 0 writes results.json; every rank does the same work on its shard): `processes`
+    says how many there were."""
 
     def __init__(self) -> None:
         self.step: dict | None = None
@@ -180,6 +182,7 @@ class ComputeMeter(L.Callback):
         self.train_examples = 0
         self.train_batches = 0
         self.eval_examples = {"validation": 0, "test": 0}
+        self.processes = 1
 
     def state_dict(self) -> dict:
         return {"train_examples": self.train_examples, "train_batches": self.train_batches, "eval_examples": dict(self.eval_examples)}
@@ -192,6 +195,8 @@ class ComputeMeter(L.Callback):
         if self.step is not None or self.error is not None:
             return
         from learnbench.compute import measure_step
+
+        self.processes = trainer.world_size
 
         x, y = batch
         try:
@@ -229,6 +234,7 @@ class ComputeMeter(L.Callback):
         record = {"unit": "forward-pass equivalent: one forward pass of the model on one example",
                   "counted_by": COUNTED_BY, "measured_on": "one training batch (its second call, on copies of the "
                   "model and the rule) at the run's first step", "error": self.error,
+                  "processes": self.processes,  # the counts are this process's (rank 0's): the run's are processes x them
                   "train_examples": self.train_examples, "train_batches": self.train_batches,
                   "eval_examples": {**self.eval_examples, "total": sum(self.eval_examples.values())}}
         if self.step is None:
