@@ -93,7 +93,7 @@ def stopped_part_way(args: list[str], run_dir, cwd) -> None:
 
 def comparable(record: dict) -> dict:
     """results.json without what depends on the clock or the process: times, the resumed run's ckpt_path."""
-    history = [{k: v for k, v in epoch.items() if k != "time"} for epoch in record["history"]]
+    history = [{k: v for k, v in epoch.items() if k not in ("time", "cpu_time")} for epoch in record["history"]]
     return {"status": record["status"], "metrics": record["metrics"], "history": history, "steps": record["steps"], "epochs": record["epochs"]}
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.budget import budget_of, describe
-from learnbench.callbacks import ResourceMeter, RunRecorder
+from learnbench.callbacks import ComputeMeter, ResourceMeter, RunRecorder
 from learnbench.checkpoints import check_fits
 from learnbench.config_validation import ConfigError, validate_config
 from learnbench.tasks import CLASSIFICATION, CLASSIFICATION_OVER_TIME, RECONSTRUCTION, get_task
@@ -388,11 +388,12 @@ def train(cfg: DictConfig) -> dict:
     record = base_record(cfg)
     trainer = recorder = module = None
     meter = ResourceMeter()  # before build: the peak memory counts the data and the model
+    compute = ComputeMeter()  # FLOPs and forward-pass equivalents, training and evaluation apart
     try:
         check_config(cfg)
         wandb_note = wandb_mode_note(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter])
+        datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter, compute])
         prepare_fit(cfg, datamodule, module, trainer, record)
         log_config(trainer, record, wandb_note)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -420,6 +421,7 @@ def train(cfg: DictConfig) -> dict:
         record["fit_time_s"] = recorder.fit_seconds if recorder is not None else None
         record["wall_time_s"] = time.perf_counter() - start
         record["resources"] = meter.summary()  # CPU seconds per phase, peak memory (ResourceMeter)
+        record["compute"] = compute.summary()  # FLOPs, forward-pass equivalents (ComputeMeter, learnbench/compute.py)
         if trainer is None or trainer.global_rank == 0:
             path = write_results(Path(cfg.paths.output_dir), record)
             if not record.get("refused"):
@@ -505,7 +507,7 @@ def _finish_wandb(record: dict) -> None:
 
         if wandb.run is not None:
             wandb.run.summary.update(
-                {key: record.get(key) for key in ("status", "message", "steps", "epochs", "wall_time_s", "fit_time_s", "resources")}
+                {key: record.get(key) for key in ("status", "message", "steps", "epochs", "wall_time_s", "fit_time_s", "resources", "compute")}
             )
             wandb.finish(exit_code=0 if record["status"] == OK else 1)
     except Exception as error:  # never let logging hide the run's own outcome

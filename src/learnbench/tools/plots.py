@@ -1,6 +1,7 @@
 """Learning curves for papers, from the per-epoch history in results.json (or W&B history).
 
-One figure per (data, model) and x axis (epoch, wall-clock seconds since fit start), one line per
+One figure per (data, model) and x axis (epoch, wall-clock seconds since fit start, and the training
+forward-pass equivalents where the history counts them: metric against compute), one line per
 method (and per other setting that splits groups, e.g. the learning rate), the mean over seeds with
 a band (min-max, or mean ± sample std). Gradient-alignment curves (align/cos/all, the cosine between
 the rule's gradient estimate and backprop's) get their own figure when the history has them.
@@ -55,7 +56,9 @@ LABELS = {
     ALIGNMENT_KEY: "cosine to backprop gradient",
     "epoch": "epoch",
     "time": "wall-clock time (s)",
+    "train_forward_equivalents": "training forward-pass equivalents",
 }
+COMPUTE_AXIS = "train_forward_equivalents"  # the history's running total of work (learnbench.callbacks.ComputeMeter)
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "<", ">"]
 MAX_MARKERS = 12  # markers per curve; longer curves mark every k-th point, staggered between curves
@@ -128,6 +131,8 @@ def draw_curves(lines: list[tuple], ylabel: str, xlabel: str, title: str, band: 
         bands = [_band(values, band) for *_, values in lines]
         if log_scale_needed([mean for mean, _, _ in bands]):
             ax.set_yscale("log")  # nonpositive="clip": a value <= 0 (a band's low end) runs off the bottom
+        if xlabel == LABELS[COMPUTE_AXIS] and log_scale_needed([line[4] for line in lines]):
+            ax.set_xscale("log")  # rules whose steps cost 3 and 100 forward passes: both curves readable
         last = max(1, len(lines) - 1)
         for i, ((label, color, style, marker, xs, _), (mean, low, high)) in enumerate(zip(lines, bands)):
             # A marker every `step` points (at most MAX_MARKERS, at least 3 per curve where the curves can
@@ -210,6 +215,7 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
         # A rule's own diagnostics (rule/angle_BW/<block>, rule/angle_delta/<block>, ...): one figure each.
         rule_keys = sorted({k for r in runs for entry in r.get("history", []) for k in entry if k.startswith("rule/")})
         for key, xlabel_key in [(metric or _val_metric(runs), "epoch"), (metric or _val_metric(runs), "time"),
+                                (metric or _val_metric(runs), COMPUTE_AXIS),
                                 (ALIGNMENT_KEY, "epoch"), *((k, "epoch") for k in rule_keys)]:
             if key is None:
                 continue

@@ -8,6 +8,7 @@ left out of the means; a row with no finished run says so instead of showing num
     python -m learnbench.tools.report logs/multiruns/2025-01-01 --metrics test/acc,test/loss
     python -m learnbench.tools.report logs/multiruns --format latex --error --out table.tex
     python -m learnbench.tools.report logs/multiruns --plots figures/
+    python -m learnbench.tools.report logs/multiruns --at-compute 1e5 --at-seconds 30   # also at equal work
     python -m learnbench.tools.report --wandb my-entity/learnbench
 
 A group is one value of (method, data, model) plus every config key that varies across the runs
@@ -26,11 +27,16 @@ and where the rows of a (data, model) block trained different budgets (epochs tr
 limits, batch size, schedule: learnbench.budget), a note under the table (and on stderr) names each
 row's budget.
 
+Beside the table at equal epochs, `--at-compute FE` (training forward-pass equivalents, results.json's
+`compute`), `--at-seconds S` (wall clock) and `--at-cpu-seconds S` each add a table of the curve metrics
+(val/acc, val/loss, ...) read off every run's history at its last epoch within that budget (at_budget).
+
 The parts, each importable alone: load (results.json files), wandb_source (the W&B API), grouping,
-stats (means, stds, best cells), render (Markdown, LaTeX, CSV), cli (the command line; nothing
-imports it but __main__). learnbench.tools.plots draws from the same grouping.
+stats (means, stds, best cells), at_budget (tables at equal compute or seconds), render (Markdown, LaTeX,
+CSV), cli (the command line; nothing imports it but __main__). learnbench.tools.plots draws from the same grouping.
 """
 
+from learnbench.tools.report.at_budget import build_table_at
 from learnbench.tools.report.grouping import Group, group_records, grouping_keys
 from learnbench.tools.report.load import find_results, load_records
 from learnbench.tools.report.render import RENDERERS, to_csv, to_latex, to_markdown
@@ -40,5 +46,5 @@ from learnbench.tools.report.wandb_source import fetch_wandb_records, history_fr
 __all__ = [
     "Group", "group_records", "grouping_keys", "find_results", "load_records", "RENDERERS", "to_csv", "to_latex",
     "to_markdown", "Stat", "Table", "build_table", "default_metrics", "metric_value", "fetch_wandb_records",
-    "history_from_wandb", "record_from_wandb",
+    "history_from_wandb", "record_from_wandb", "build_table_at",
 ]

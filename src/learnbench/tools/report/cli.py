@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from learnbench.results import OK
+from learnbench.tools.report.at_budget import AXES, build_table_at, title
 from learnbench.tools.report.common import warn
 from learnbench.tools.report.load import load_records
 from learnbench.tools.report.render import RENDERERS, SUFFIX_FORMATS
@@ -55,6 +56,29 @@ def _draw_plots(records: list[dict], out_dir: Path, band: str) -> None:
         warn(f"no figure drawn from {len(curves)} runs; nothing written to {out_dir}")
 
 
+TITLE_PREFIX = {"markdown": "", "latex": "% ", "csv": "# "}
+
+
+def _tables_at_budgets(records: list[dict], args: argparse.Namespace, fmt: str) -> str:
+    """The tables at equal compute / seconds (learnbench.tools.report.at_budget), each under a line saying what is
+    held equal; empty without --at-compute / --at-seconds."""
+    wanted = args.metrics.split(",") if args.metrics else None
+    text = ""
+    for axis, budgets in (("compute", args.at_compute), ("seconds", args.at_seconds), ("cpu seconds", args.at_cpu_seconds)):
+        for budget in budgets or []:
+            table = build_table_at(records, axis, budget, wanted, args.digits)
+            if not table.metric_columns[:-1]:
+                warn(f"no table at {budget:g} {axis}: the runs' histories hold no curve metric (val/*, train/loss)")
+                continue
+            if not any(s.mean is not None for row in table.rows for s in row["stats"][-1:]):
+                warn(f"at {budget:g} {axis}: no run has a logged {AXES[axis][0]} within the budget")
+            for note in table.notes:
+                warn(note)
+            line = title(axis, budget, table.metric_columns[:-1])
+            text += f"\n{TITLE_PREFIX[fmt]}{f'**{line}**' if fmt == 'markdown' else line}\n\n" + RENDERERS[fmt](table)
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m learnbench.tools.report",
@@ -70,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead (online)")
     parser.add_argument("--wandb-filters", type=json.loads, help='a W&B (MongoDB-style) filter as JSON, e.g. '
                         '\'{"tags": "paper"}\'')
+    parser.add_argument("--at-compute", type=float, action="append", metavar="FE", help="also a table at this many "
+                        "training forward-pass equivalents (one forward pass of the model on one example), each run's "
+                        "curve read at its last epoch within it; repeat for several budgets")
+    parser.add_argument("--at-seconds", type=float, action="append", metavar="S", help="also a table at this many "
+                        "seconds of training (wall clock since fit start), likewise")
+    parser.add_argument("--at-cpu-seconds", type=float, action="append", metavar="S", help="also a table at this many "
+                        "CPU seconds of training (this process, since fit start: not inflated by other load), likewise")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="also draw learning curves into DIR (PNG and PDF)")
     parser.add_argument("--band", choices=("minmax", "std"), default="minmax", help="spread drawn around the mean curve")
     args = parser.parse_args(argv)
@@ -98,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     table = build_table(records, metrics, error=args.error, digits=args.digits)
     fmt = args.format or SUFFIX_FORMATS.get(args.out.suffix if args.out else "", "markdown")
     text = RENDERERS[fmt](table)
+    text += _tables_at_budgets(records, args, fmt)
     not_ok = sum(r["diverged"] + r["failed"] for r in table.rows)
     _list_unfinished(records)
     for note in table.notes:

@@ -18,14 +18,17 @@ FALLBACK_METRICS = ("val/acc", "val/loss", "val/mse")
 
 
 def metric_value(record: dict, name: str):
-    """'best:val/acc' from metrics.best, 'test/acc' from metrics.final, 'wall_time_s' from the record."""
+    """'best:val/acc' from metrics.best, 'test/acc' from metrics.final, 'wall_time_s' from the record, a dotted
+    name from inside it ('compute.train_forward_equivalents', 'resources.peak_rss_mb')."""
     metrics = record.get("metrics") or {}
     if name.startswith("best:"):
         value = (metrics.get("best") or {}).get(name[5:])
     elif "/" in name:
         value = (metrics.get("final") or {}).get(name)
     else:
-        value = record.get(name)
+        value = record
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
     value = as_number(value)
     return value if value is not None and math.isfinite(value) else None
 
@@ -95,10 +98,18 @@ def build_table(records: list[dict], metrics: list[str], error: bool = False, di
         rows.append({"group": group.key, "settings": settings_cell(runs[0], settings, labels),
                      "epochs": span(r.get("epochs") for r in runs), "steps": span(r.get("steps") for r in runs),
                      "n": len(group.ok), "diverged": group.count(DIVERGED), "failed": group.count(FAILED), "stats": stats})
-    places = [digits if digits is not None else (2 if s else 4) for s in scale]
+    places = [digits if digits is not None else 2 if as_error else whole_numbers(metric, rows, j)
+              for j, (metric, as_error) in enumerate(zip(metrics, scale))]
     table = Table(keys, columns, rows, places, has_settings=bool(settings), notes=unequal_budget_notes(keys, groups))
     mark_best(table)
     return table
+
+
+def whole_numbers(metric: str, rows: list[dict], column: int) -> int:
+    """Decimals of a column by default: 4, or none for a record field counted in thousands or more (FLOPs,
+    forward-pass equivalents, MiB), where four decimals would be noise."""
+    means = [abs(row["stats"][column].mean) for row in rows if row["stats"][column].mean is not None]
+    return 0 if "/" not in metric and means and max(means) >= 1000 else 4
 
 
 # ----------------------------------------------------------------------------- settings and budgets per row
