@@ -25,7 +25,8 @@ several sequences is taken one sequence after the other at each update (exact se
 Evaluation (`evaluate_from`): FORCE tests the trained network by letting it run on from where training left it
 (Sussillo's script: the same simulation, learning off); `training_end` starts every evaluation sequence from the state
 the last training sequence ended in (data=force_pattern's val and test splits begin at the time training ended), and
-`initial_state` from the model's initial state, as method=ridge does.
+`initial_state` from the model's initial state, as method=ridge does. (With several training sequences a batch, every
+evaluation sequence starts from where the last of them ended; independent sequences call for `initial_state`.)
 
 Sequential: one sample after another, with the weights each update leaves. Over several processes the samples of
 different ranks would have to be taken in one order by every rank (P and W_out are not sums over ranks), so the rule
@@ -43,7 +44,7 @@ from learnbench.models.temporal import TemporalModel
 from learnbench.options import Positive, PositiveInt
 from learnbench.rules.base import DIRECT, Call, LearningRule, LossFn, RuleOutput
 from learnbench.rules.readout.reservoir import check_reservoir, per_step_targets, readout_has_bias
-from learnbench.state import detach
+from learnbench.state import detach, map_tensors, select
 
 EvaluateFrom = Literal["training_end", "initial_state"]
 
@@ -99,15 +100,16 @@ class FORCE(LearningRule):
     # ------------------------------------------------------------------ every window
     @torch.no_grad()
     def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
-        """Run the window on the model's own output (feedback) from the carried state; if the window is a whole one
-        and ends after the washout, write p.grad = -dW of the RLS update at its last step."""
+        """Run the window on the model's own output (feedback) from the carried state; if it ends on a multiple of
+        update_every steps into its sequence, after the washout, write p.grad = -dW of the RLS update at its last step
+        (the schedule's windows end there, but for a last shorter one)."""
         if state is None:  # a new sequence
             self.step_in_sequence = 0
             state = model.initial_state(len(x))
         targets = per_step_targets(model, x, y, "force")
         output, end = model(x, state, return_state=True)
         self.step_in_sequence += x.shape[1]
-        if x.shape[1] == self.update_every and self.step_in_sequence > model.washout:
+        if self.step_in_sequence % self.update_every == 0 and self.step_in_sequence > model.washout:
             self.write_change(model, model.readout_input(end.h), targets[:, -1])
         self.training_end = detach(end)
         return RuleOutput(loss=loss_fn(output, y).mean(), output=output, state=end)
@@ -131,11 +133,7 @@ class FORCE(LearningRule):
     # ------------------------------------------------------------------ evaluation
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
         """From the state training ended in (FORCE's test: the network runs on), or the initial state."""
-        start = self.training_end
-        if self.evaluate_from == "initial_state" or start is None:
+        if self.evaluate_from == "initial_state" or self.training_end is None:
             return model(x)
-        if len(start.h) != len(x):
-            raise ValueError(f"method.evaluate_from=training_end runs each evaluation sequence on from where a training "
-                             f"sequence ended, but training had {len(start.h)} sequences a batch and evaluation has "
-                             f"{len(x)}: use equal batch sizes or method.evaluate_from=initial_state")
-        return model(x, start)
+        last = select(self.training_end, slice(-1, None))  # the last training sequence's end, for every sequence
+        return model(x, map_tensors(lambda t: t.expand(len(x), *t.shape[1:]).clone(), last))
