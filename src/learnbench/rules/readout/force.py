@@ -17,7 +17,8 @@ two agree on a readout without bias). FORCE's difference is where the states com
 the output it feeds back is the one before the update (Sussillo's z), and what the training metrics score.
 
 Update mode `direct` (rules/base.py): the rule writes p.grad = -dW; the module applies p -= p.grad itself, never
-through the optimiser (no momentum, no Adam, no weight decay). P is a float64 buffer (checkpointed), from I / alpha at
+through the optimiser (no momentum, no Adam, no weight decay; `grad_clip_norm`, if set, clips dW like any direct change,
+and RLS is then no longer exact: the presets leave it off). P is a float64 buffer (checkpointed), from I / alpha at
 the start of the run and carried across batches and epochs (RLS over everything seen). The training loop takes the
 sequence in windows of k steps (`schedule`), the reservoir's state carried from one window into the next. A batch of
 several sequences is taken one sequence after the other at each update (exact sequential RLS over its rows).
@@ -77,8 +78,10 @@ class FORCE(LearningRule):
                  evaluate_from: EvaluateFrom = "training_end") -> None:
         super().__init__()
         self.alpha, self.update_every, self.evaluate_from = alpha, update_every, evaluate_from
-        self.step_in_sequence = 0  # where the current window starts in its sequence (the washout is not learned)
-        self.training_end: Any = None  # the model's state where the last training sequence ended (evaluation)
+        self.step_in_sequence = 0  # steps of the current training sequence taken so far (the washout is not learned)
+        # The model's state where the last training sequence ended (evaluation). Not checkpointed: a module loaded from
+        # a checkpoint without training evaluates from the initial state.
+        self.training_end: Any = None
 
     # ------------------------------------------------------------------ set-up
     def check_model(self, model: nn.Module) -> None:
