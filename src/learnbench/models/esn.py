@@ -34,7 +34,7 @@ Echo-state property: at construction, the initial state 0 and a few random state
 feedback) for up to FADE_STEPS / leak rate steps; if they have not come together (every distance below FADE_TOLERANCE of its
 start), a warning says the states do not fade without input.
 
-Which rules train it: ridge (the readout in closed form), bp and bptt (autograd through forward), wp and fg_w
+Which rules train it: ridge (the readout in closed form), force (the readout by RLS, online), bp and bptt (autograd through forward), wp and fg_w
 (torch.func over the parameters). rflo, eprop and rtrl are written for the rate RNN's form (phi applied before
 W_rec), np and fg_a need its perturbation sites: they refuse this model (TemporalModel.rate_recurrence, has_sites).
 """
