@@ -82,9 +82,10 @@ def test_resumed_run_follows_the_uninterrupted_trajectory(method, tmp_path, requ
     checkpoint = tmp_path / "epoch1.ckpt"
     fit(tmp_path / "first", method, epochs=1, save_to=checkpoint, data_dir=data_dir)
     resumed, resumed_steps, _ = fit(tmp_path / "resumed", method, epochs=2, ckpt_path=str(checkpoint), data_dir=data_dir)
-    # Optimiser steps: online recurrent rules take ceil(12 / 5) = 3 a sequence, iPC per_step T a batch.
+    # Optimiser steps: online recurrent rules take ceil(12 / 5) = 3 a sequence, FORCE 12 / 2 = 6 (an RLS update every
+    # 2 steps), iPC per_step T a batch.
     online = f"method.update_every={ONLINE_EVERY}" in RECURRENT_OPTIONS.get(method, [])
-    assert resumed_steps == steps == 8 * (3 if online else updates_per_batch)
+    assert resumed_steps == steps == 8 * (3 if online else 6 if method == "force" else updates_per_batch)
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, equal_nan=True, msg=f"{method}: {key}")
     if method == "kp":

@@ -38,10 +38,11 @@ def test_the_option_lists_are_not_empty():
     assert "bp" in METHODS
 
 
-SEQUENCE_DATA = {"sine_trajectory", "add_task", "evidence_accumulation", "sequential_mnist", "mackey_glass", "narma10", "lorenz", "memory_capacity"}
+SEQUENCE_DATA = {"sine_trajectory", "add_task", "evidence_accumulation", "sequential_mnist", "mackey_glass", "narma10", "lorenz", "memory_capacity",
+                 "force_pattern"}
 # The rules that train model=esn (a fixed reservoir, its readout learning); the others refuse it (train.check_time_fits,
 # or their check_model: rflo, eprop, rtrl, np and fg_a are not exact on its update).
-ESN_RULES = {"ridge", "bp", "bptt", "wp", "fg_w"}
+ESN_RULES = {"ridge", "force", "bp", "bptt", "wp", "fg_w"}
 
 
 # What model=snn classifies: static examples of a classification task (it owns its time axis).
@@ -68,7 +69,7 @@ def time_mismatch(data: str, model: str, method: str) -> bool:
     rules (bptt, rtrl, rflo, eprop) train nothing else; the SNN takes static examples and the rules that train
     spiking models (train.check_time_fits refuses the rest)."""
     if model == "esn":  # ridge fits a target at every step: sequential MNIST has one per sequence
-        return data not in SEQUENCE_DATA or method not in ESN_RULES or (method == "ridge" and data == "sequential_mnist")
+        return data not in SEQUENCE_DATA or method not in ESN_RULES or (method in ("ridge", "force") and data == "sequential_mnist")
     rnn, trains = model == "rnn", rule_trains(method)
     if model == "snn":
         return data in SEQUENCE_DATA or "spiking" not in trains

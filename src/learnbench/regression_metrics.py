@@ -1,6 +1,7 @@
 """Scores of a regression over a whole split (the series tasks of data/series.py), from sums kept in float64.
 
     rmse              sqrt(mean (y - y_hat)^2)                      over every scored step and output
+    mae               mean |y - y_hat|                              the same values (FORCE's training and testing error)
     nrmse             rmse / std(y)                                 std over the same values (population)
     r2                1 - sum (y - y_hat)^2 / sum (y - mean y)^2    the same values, one pooled mean
     memory_capacity   sum over outputs k of corr(y_k, y_hat_k)^2    Jaeger 2002: output k recalls u_{t-k}
@@ -56,6 +57,24 @@ class RSquared(_PooledSums):
     def compute(self) -> Tensor:
         mse, variance = self._mse_and_variance()
         return 1 - mse / variance
+
+
+class MeanAbsoluteError(torchmetrics.Metric):
+    """mean |y - y_hat| over every value (Sussillo & Abbott's MAE: sum(abs(zt - ft)) / steps for one output)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("count", "absolute_error"):
+            self.add_state(name, default=torch.zeros((), dtype=_F64), dist_reduce_fx="sum")
+
+    def update(self, output: Tensor, target: Tensor) -> None:
+        self.count += target.numel()
+        self.absolute_error += (output.detach().to(_F64) - target.detach().to(_F64)).abs().sum()
+
+    def compute(self) -> Tensor:
+        return self.absolute_error / self.count
 
 
 class MemoryCapacity(torchmetrics.Metric):

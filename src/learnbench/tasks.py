@@ -182,19 +182,20 @@ class SequenceRegression(SequenceTask):
 
 class SeriesRegression(SequenceRegression):
     """A sequence regression scored as a time series is (reservoir computing: data/series.py): besides the MSE,
-    RMSE, NRMSE (by the target's std) and R^2 over every scored step and output of the split
+    RMSE, NRMSE (by the target's std), R^2 and the mean absolute error over every scored step and output of the split
     (learnbench/regression_metrics.py)."""
 
     name = "series_regression"
 
     def metrics(self, num_outputs):
         return {"mse": torchmetrics.MeanSquaredError(), "rmse": regression_metrics.RootMeanSquaredError(),
-                "nrmse": regression_metrics.NormalisedRootMeanSquaredError(), "r2": regression_metrics.RSquared()}
+                "nrmse": regression_metrics.NormalisedRootMeanSquaredError(), "r2": regression_metrics.RSquared(),
+                "mae": regression_metrics.MeanAbsoluteError()}
 
     def update(self, metrics, output, target):
         output, target = self.scored(output, target)
         metrics["mse"].update(output.flatten(), target.flatten())
-        for name in ("rmse", "nrmse", "r2"):
+        for name in ("rmse", "nrmse", "r2", "mae"):
             metrics[name].update(output, target)
 
 

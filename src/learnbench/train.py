@@ -339,6 +339,12 @@ def expected_processes(trainer_cfg: DictConfig) -> int | None:
     return None
 
 
+def check_rule_fits_processes(rule, processes: int) -> None:
+    """A sequential rule (method=force's RLS: rules/base.py, one_process_only) runs on one process only."""
+    if processes > 1 and rule.one_process_only:
+        raise ConfigError(rule.one_process_only.format(processes=processes))
+
+
 def build(cfg: DictConfig, extra_callbacks: list | None = None):
     """Data, model, rule, training module and trainer, all from the config (plus the app's own callbacks)."""
     datamodule = instantiate(cfg.data)
@@ -349,6 +355,7 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
     module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, task_of(cfg, datamodule))
     processes = expected_processes(cfg.trainer)
     if processes is not None:
+        check_rule_fits_processes(module.rule, processes)
         datamodule.check_splits_fit(processes, data_name(cfg))
     check_washout(cfg, datamodule)
     recorder = RunRecorder()
@@ -435,6 +442,7 @@ def prepare_fit(cfg: DictConfig, datamodule, module: LearningRuleModule, trainer
     # A batch larger than the training split, or a split the processes cannot share, is refused before fit
     # rather than as 0 steps with status ok (or a stall in the metrics' all-gather). Already checked in build()
     # when the number of processes could be read from the config; checked again with the trainer's own count.
+    check_rule_fits_processes(module.rule, trainer.world_size)
     datamodule.check_splits_fit(trainer.world_size, data_name(cfg))
     record["resumed_from"] = None
     if cfg.get("ckpt_path"):  # a checkpoint of another model would fail inside fit, with a traceback

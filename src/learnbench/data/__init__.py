@@ -3,7 +3,7 @@
 from learnbench.data.evidence import EvidenceAccumulationDataModule
 from learnbench.data.in_memory import InMemoryDataModule, TensorBatches
 from learnbench.data.sequences import AddTaskDataModule, SequentialMNISTDataModule, SineTrajectoryDataModule
-from learnbench.data.series import LorenzDataModule, MackeyGlassDataModule, MemoryCapacityDataModule, NARMA10DataModule
+from learnbench.data.series import ForcePatternDataModule, LorenzDataModule, MackeyGlassDataModule, MemoryCapacityDataModule, NARMA10DataModule
 from learnbench.data.spiral import SpiralDataModule, make_spiral
 from learnbench.data.vision import DamagedDataFileError, DatasetNotFoundError, VisionDataModule, check_idx_file
 from learnbench.data.zipser_andersen import ZipserAndersenDataModule
@@ -16,6 +16,7 @@ __all__ = [
     "EvidenceAccumulationDataModule",
     "DatasetNotFoundError",
     "InMemoryDataModule",
+    "ForcePatternDataModule",
     "LorenzDataModule",
     "MackeyGlassDataModule",
     "MemoryCapacityDataModule",

@@ -7,6 +7,7 @@ Each split is one sequence [1, steps, features] with a target at every step, sco
     NARMA10DataModule         NARMA of order 10 (Atiya & Parlos 2000) driven by u_t ~ U[0, 0.5]
     LorenzDataModule          next-sample forecast of the Lorenz-63 system (x, y, z)
     MemoryCapacityDataModule  Jaeger (2002): recall u_{t-k} for k = 1 .. K from i.i.d. inputs
+    ForcePatternDataModule    Sussillo & Abbott (2009): generate a sum of four sines with no input (FORCE)
 
 A trajectory (Mackey-Glass, Lorenz) is generated once and cut into train | val | test in that order, so the test
 is its future; an i.i.d.-driven task (NARMA, memory capacity) generates each split from its own seed
@@ -210,3 +211,37 @@ class MemoryCapacityDataModule(SeriesDataModule):
         padded = np.concatenate([np.zeros(self.max_delay), u])
         targets = np.stack([padded[self.max_delay - k:self.max_delay - k + steps] for k in range(1, self.max_delay + 1)], axis=1)
         return u[:, None], targets
+
+
+# ----------------------------------------------------------------------------- FORCE's periodic pattern
+def force_pattern(t: np.ndarray, amplitude: float = 1.3, frequency: float = 1 / 60) -> np.ndarray:
+    """Sussillo & Abbott's (2009, Fig. 2D) target, as their supplementary script force_external_feedback_loop.m writes
+    it (amp 1.3, freq 1/60, time in units of tau):
+
+        f(t) = (amp / 1.5) [sin(pi freq t) + sin(2 pi freq t) / 2 + sin(3 pi freq t) / 6 + sin(4 pi freq t) / 3]
+
+    Its four sines have periods 2 / freq, 1 / freq, 2 / (3 freq), 1 / (2 freq): the pattern repeats every 2 / freq
+    (120 time units; the "period 60" one reads off freq is the second sine's)."""
+    phase = np.pi * frequency * t
+    return amplitude / 1.5 * (np.sin(phase) + np.sin(2 * phase) / 2 + np.sin(3 * phase) / 6 + np.sin(4 * phase) / 3)
+
+
+class ForcePatternDataModule(SeriesDataModule):
+    """FORCE's pattern generation: no input (one input channel of zeros: the network is driven by its own output fed
+    back) and the target f(t) at t = t_start + i dt, step i of a split. Lengths are in time units (tau); `dt` is the
+    step (the model's leak rate must be dt for tau = 1). Training runs from t = 0; the val and test splits both start
+    at the time training ended, since FORCE tests the trained network running on from where training left it
+    (method=force with evaluate_from=training_end), so their targets continue the training's in phase."""
+
+    output_dim = 1
+
+    def __init__(self, train_time: Positive = 1440.0, val_time: Positive = 240.0, test_time: Positive = 1440.0,
+                 dt: Positive = 0.1, amplitude: Positive = 1.3, frequency: Positive = 1 / 60, **batching):
+        self.dt, self.amplitude, self.frequency = dt, amplitude, frequency
+        super().__init__(*(max(1, round(time / dt)) for time in (train_time, val_time, test_time)), **batching)
+
+    def series(self):
+        train_steps = self.split_steps[0]
+        starts = (0, train_steps, train_steps)  # in steps: val and test both run on from the training's end
+        return [(np.zeros((steps, 1)), force_pattern((start + np.arange(steps)) * self.dt, self.amplitude, self.frequency)[:, None])
+                for start, steps in zip(starts, self.split_steps)]

@@ -7,7 +7,9 @@ The update, the initialisers and their defaults are reservoirpy's Reservoir node
 tests/test_reservoir.py checks the states against it on the same matrices): W ~ N(0, 1) on a random
 `connectivity` fraction of its entries (round(c N^2) of them, as scipy.sparse.random counts), then rescaled to the
 requested spectral radius; W_in = +-input_scaling on `input_connectivity` of its entries; b = +-bias_scaling on
-every unit (0, reservoirpy's default: no bias); W_fb = +-feedback_scaling on `input_connectivity` of its entries.
+every unit (0, reservoirpy's default: no bias); W_fb = +-feedback_scaling on `input_connectivity` of its entries
+(`feedback_connectivity` and `feedback_distribution: uniform`, U[-feedback_scaling, feedback_scaling], give Sussillo &
+Abbott's dense uniform feedback instead).
 W is stored dense (its zeros are zeros); with learn_recurrent=true every entry of it learns. The readout starts at
 zero (reservoirpy's Ridge). Only the readout learns by default.
 
@@ -17,9 +19,13 @@ up to EXACT_UP_TO units; beyond, an iterative estimate by restarted Arnoldi iter
 reservoirpy calls on its sparse W: a Krylov basis from the all-ones vector, the largest-magnitude Ritz value,
 restarted from its vector until its residual is below 1e-10 of it).
 
-Output feedback (`feedback: true`): y_{t-1} is the model's own output (y_0 = 0) when it runs freely;
-`run(x, teacher=y)` feeds the target in its place (teacher forcing: how method=ridge fits a readout with feedback,
-Jaeger 2001).
+Output feedback (`feedback: true`): y_{t-1} is the model's own output (y_0 = 0) when it runs freely (how method=force
+trains and tests it, as FORCE does); `run(x, teacher=y)` feeds the target in its place (teacher forcing: how
+method=ridge fits a readout with feedback, Jaeger 2001).
+
+Initial state: x_0 = 0 by default; `initial_state_scale: s > 0` draws x_0 ~ N(0, s^2) once, at construction (after every
+weight, so the weights of a seed do not change), and starts every sequence from it. A reservoir without input, bias or
+output (FORCE's pattern generator before training) has 0 as a fixed point and would never move from x_0 = 0.
 
 Washout: the first `washout` steps of every sequence are left out of the loss, the metrics and ridge's fit
 (every split is its own sequence from a zero state, so every split pays it).
@@ -28,7 +34,7 @@ Echo-state property: at construction, the initial state 0 and a few random state
 feedback) for up to FADE_STEPS / leak rate steps; if they have not come together (every distance below FADE_TOLERANCE of its
 start), a warning says the states do not fade without input.
 
-Which rules train it: ridge (the readout in closed form), bp and bptt (autograd through forward), wp and fg_w
+Which rules train it: ridge (the readout in closed form), force (the readout by RLS, online), bp and bptt (autograd through forward), wp and fg_w
 (torch.func over the parameters). rflo, eprop and rtrl are written for the rate RNN's form (phi applied before
 W_rec), np and fg_a need its perturbation sites: they refuse this model (TemporalModel.rate_recurrence, has_sites).
 """
@@ -38,6 +44,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +86,9 @@ class ESN(TemporalModel):
         bias_scaling: NonNegative = 0.0,
         feedback: bool = False,
         feedback_scaling: NonNegative = 1.0,
+        feedback_connectivity: PositiveFraction | None = None,
+        feedback_distribution: Literal["bernoulli", "uniform"] = "bernoulli",
+        initial_state_scale: NonNegative = 0.0,
         washout: NonNegativeInt = 0,
         learn_input: bool = False,
         learn_recurrent: bool = False,
@@ -97,10 +107,16 @@ class ESN(TemporalModel):
         self.w = nn.Parameter(w.float(), requires_grad=learn_recurrent)
         self.w_in = nn.Parameter(input_scaling * sparse_draw(units, input_dim, input_connectivity, signs).float(), requires_grad=learn_input)
         self.b = nn.Parameter(bias_scaling * signs(units).float(), requires_grad=learn_recurrent)
-        fb = feedback_scaling * sparse_draw(units, output_dim, input_connectivity, signs).float() if feedback else None
+        fb_fraction = input_connectivity if feedback_connectivity is None else feedback_connectivity
+        fb_values = signs if feedback_distribution == "bernoulli" else uniform
+        fb = feedback_scaling * sparse_draw(units, output_dim, fb_fraction, fb_values).float() if feedback else None
         self.w_fb = nn.Parameter(fb, requires_grad=learn_recurrent) if feedback else None
         self.w_out = nn.Parameter(torch.zeros(output_dim, units), requires_grad=learn_output)
         self.b_out = nn.Parameter(torch.zeros(output_dim), requires_grad=learn_output) if output_bias else None
+        if initial_state_scale > 0:  # drawn last: the weights of a seed are those of a run without it
+            self.register_buffer("h0", (initial_state_scale * normal(units)).float())
+        else:
+            self.h0 = None
         self.warn_if_states_do_not_fade()
 
     @property
@@ -109,8 +125,9 @@ class ESN(TemporalModel):
 
     # ------------------------------------------------------------------ TemporalModel
     def initial_state(self, batch: int) -> ESNState:
-        """x_0 = 0 (and y_0 = 0 with feedback) for every sequence: nothing leaks between independent sequences."""
-        h = self.w.new_zeros(batch, self.units)
+        """x_0 = 0, or the drawn x_0 (initial_state_scale), and y_0 = 0 with feedback, for every sequence: nothing leaks
+        between independent sequences."""
+        h = self.w.new_zeros(batch, self.units) if self.h0 is None else self.h0.to(self.w.dtype).expand(batch, -1).clone()
         return ESNState(h, self.w.new_zeros(batch, self.output_dim) if self.output_feedback else None)
 
     def step(self, state: ESNState, x_t: Tensor) -> tuple[ESNState, Tensor]:
@@ -210,6 +227,11 @@ def normal(k: int) -> Tensor:
 def signs(k: int) -> Tensor:
     """+-1 with probability 1/2 each (reservoirpy's bernoulli initialiser)."""
     return torch.randint(0, 2, (k,)).to(torch.float64) * 2 - 1
+
+
+def uniform(k: int) -> Tensor:
+    """U[-1, 1] (Sussillo & Abbott's feedback weights, 2 (rand - 0.5))."""
+    return torch.rand(k, dtype=torch.float64) * 2 - 1
 
 
 def sparse_draw(rows: int, cols: int, fraction: float, values) -> Tensor:

@@ -6,7 +6,7 @@
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
     plasticity/                 spike-timing-dependent plasticity (stdp, rstdp, stdp_gradient; model=snn)
-    readout/                    closed-form readouts of a fixed reservoir (ridge)
+    readout/                    readouts of a fixed reservoir: closed form (ridge), recursive least squares (force)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
 
@@ -28,12 +28,14 @@ from learnbench.rules.plasticity.reward_modulated_stdp import RewardModulatedSTD
 from learnbench.rules.plasticity.stdp import STDP
 from learnbench.rules.plasticity.stdp_gradient import STDPGradient
 from learnbench.rules.predictive_coding import PredictiveCoding
+from learnbench.rules.readout.force import FORCE
 from learnbench.rules.readout.ridge import Ridge
 
 __all__ = [
     "BPTT",
     "Backprop",
     "EProp",
+    "FORCE",
     "DirectFeedbackAlignment",
     "FeedbackAlignment",
     "ForwardGradientActivity",

@@ -107,6 +107,10 @@ class LearningRule(nn.Module):
     #: smaller itself through `reduce_mean` (comm=scalars): the module then skips its gradient all-reduce.
     grads_synchronised: bool = False
 
+    #: None, or why the rule cannot run over several processes (a sequential update such as RLS), as a refusal with
+    #: `{processes}` in it: train.py refuses such a run at start.
+    one_process_only: str | None = None
+
     #: Optimiser steps per training batch. More than 1 for rules that update the weights online within
     #: a batch (incremental PC): the default `schedule` then calls `estimate_grads(..., state=)` that many
     #: times on the batch, each call's `RuleOutput.state` passed to the next, with an update after every call.

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from learnbench.models.temporal import TemporalModel
 from learnbench.options import NonNegative
 from learnbench.rules.base import CLOSED_FORM, LearningRule, LossFn, RuleOutput
 from learnbench.rules.locality import signals
+from learnbench.rules.readout.reservoir import check_reservoir, per_step_targets, readout_has_bias
+from learnbench.rules.readout.reservoir import features as readout_features
 
 
 class Ridge(LearningRule):
@@ -42,24 +43,12 @@ class Ridge(LearningRule):
         return signals("pre", "target")
 
     def check_model(self, model: nn.Module) -> None:
-        if not isinstance(model, TemporalModel):
-            raise ValueError(f"method=ridge fits the readout of a reservoir, a model that runs in time (model=esn, or model=rnn "
-                             f"with model.learn_input=false model.learn_recurrent=false); {type(model).__name__} has none")
-        learning = sorted({*model.trained_parameters("input"), *model.trained_parameters("recurrent")})
-        if learning:
-            raise ValueError(f"method=ridge fits only the readout, but {', '.join(learning)} would stay untrained "
-                             f"while marked trainable: set model.learn_input=false model.learn_recurrent=false")
-        if not model.trained_parameters("readout"):
-            raise ValueError("method=ridge fits the readout, but the model's readout does not learn: set model.learn_output=true")
+        check_reservoir(model, "ridge")
 
     def init_state(self, model: TemporalModel, generator: torch.Generator) -> None:
-        features = model.readout_weight.shape[1] + (1 if self._has_bias(model) else 0)
+        features = model.readout_weight.shape[1] + (1 if readout_has_bias(model) else 0)
         self.register_buffer("xx", torch.zeros(features, features, dtype=torch.float64))
         self.register_buffer("yx", torch.zeros(model.readout_weight.shape[0], features, dtype=torch.float64))
-
-    @staticmethod
-    def _has_bias(model: TemporalModel) -> bool:
-        return len(model.trained_parameters("readout")) == 2
 
     def update_modes(self, model: nn.Module) -> dict[str, str]:
         return {name: CLOSED_FORM for name in model.trained_parameters("readout")}
@@ -74,24 +63,16 @@ class Ridge(LearningRule):
     @torch.no_grad()
     def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         n_out = model.readout_weight.shape[0]
-        targets = y if y.is_floating_point() else F.one_hot(y, n_out).to(x.dtype)
-        if targets.shape[:2] != x.shape[:2]:
-            raise ValueError(f"method=ridge fits a target at every time step; this task gives targets of shape "
-                             f"{tuple(y.shape)} for sequences of shape {tuple(x.shape)}: use a per-step task (data=mackey_glass)")
+        targets = per_step_targets(model, x, y, "ridge")
         # With output feedback the states are the teacher-forced ones: the target fed back, not the readout's output.
         hs = model.run(x, teacher=targets) if model.output_feedback else model.run(x)
         output = model.readout(hs)
         washout = model.washout
-        features = self.features(model, hs[:, washout:])
+        features = readout_features(model, hs[:, washout:])
         targets = targets[:, washout:].reshape(-1, n_out).to(torch.float64)
         self.xx += features.T @ features
         self.yx += targets.T @ features
         return RuleOutput(loss=loss_fn(output, y).mean(), output=output)
-
-    def features(self, model: TemporalModel, hs: Tensor) -> Tensor:
-        """X: the readout's inputs at every step, [examples * steps, features (+ 1 for the bias)], float64."""
-        r = model.readout_input(hs).reshape(-1, hs.shape[-1]).to(torch.float64)
-        return torch.cat([r, r.new_ones(len(r), 1)], dim=1) if self._has_bias(model) else r
 
     @torch.no_grad()
     def solve(self, model: TemporalModel, statistics: list[Tensor]) -> None:
