@@ -6,6 +6,7 @@
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
     plasticity/                 spike-timing-dependent plasticity (stdp, rstdp; model=snn)
+    spiking/                    exact spike-time gradients (spikeprop; model=srm)
     readout/                    closed-form readouts of a fixed reservoir (ridge)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
@@ -28,6 +29,7 @@ from learnbench.rules.plasticity.reward_modulated_stdp import RewardModulatedSTD
 from learnbench.rules.plasticity.stdp import STDP
 from learnbench.rules.predictive_coding import PredictiveCoding
 from learnbench.rules.readout.ridge import Ridge
+from learnbench.rules.spiking.spikeprop import SpikeProp
 
 __all__ = [
     "BPTT",
@@ -47,6 +49,7 @@ __all__ = [
     "Ridge",
     "RuleOutput",
     "STDP",
+    "SpikeProp",
     "SignSymmetry",
     "WeightPerturbation",
 ]
