@@ -51,8 +51,9 @@ STATIC_CLASSIFICATION = {"spiral", "mnist", "fashion_mnist"}
 def incompatible(data: str, model: str) -> bool:
     return (
         (model == "autoencoder" and not data.endswith("_autoencoder"))
-        or (model in ("lenet", "cnn") and data in ("spiral", "zipser_andersen", *SEQUENCE_DATA))
+        or (model in ("lenet", "cnn") and data in ("spiral", "zipser_andersen", "spike_xor", *SEQUENCE_DATA))
         or (model == "snn" and data not in STATIC_CLASSIFICATION | SEQUENCE_DATA)
+        or (model == "srm" and data != "spike_xor")  # spike times in, spike times out
     )
 
 
@@ -70,6 +71,8 @@ def time_mismatch(data: str, model: str, method: str) -> bool:
     if model == "esn":  # ridge fits a target at every step: sequential MNIST has one per sequence
         return data not in SEQUENCE_DATA or method not in ESN_RULES or (method == "ridge" and data == "sequential_mnist")
     rnn, trains = model == "rnn", rule_trains(method)
+    if model == "srm" or "spike_times" in trains:  # SpikeProp's network and SpikeProp go only with each other
+        return model != "srm" or "spike_times" not in trains
     if model == "snn":
         return data in SEQUENCE_DATA or "spiking" not in trains
     return (data in SEQUENCE_DATA) != rnn or ("recurrent" if rnn else "feedforward") not in trains
@@ -86,6 +89,8 @@ def random_target(task: str, x: torch.Tensor, output_dim: int) -> torch.Tensor:
         classes = torch.randint(0, output_dim, (len(x), 1)).float().expand(-1, x.shape[1])
         weights = torch.zeros(x.shape[1]).index_fill(0, torch.arange(x.shape[1] - 10, x.shape[1]), 0.1)
         return torch.stack([classes, weights.expand(len(x), -1)], dim=-1)
+    if task == "spike_time_regression":  # target spike times in ms
+        return 10 + 6 * torch.rand(len(x), output_dim)
     if task.startswith("head_centred"):  # data=zipser_andersen: the code in [0, 1], then the position (2 columns)
         return torch.cat([torch.rand(len(x), output_dim), 80 * torch.rand(len(x), 2) - 40], dim=1)
     return torch.randint(0, output_dim, (len(x),))
@@ -131,7 +136,10 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
             build(cfg)
         message = str(error.value)
         if model == "snn":  # a rule that does not train it, or data that is not a static classification
-            assert "model=snn" in message and ("does not train spiking models" in message or f"data={data} is a" in message)
+            assert "model=snn" in message and any(text in message for text in ("does not train spiking models", f"data={data} is a",
+                                                                                   "trains only model=srm"))
+        elif model == "srm":  # a rule other than spikeprop, or data other than spike times
+            assert "model=srm" in message and ("use method=spikeprop" in message or "use data=spike_xor" in message)
         elif model == "autoencoder":
             assert f"data={data}" in message and "data=mnist_autoencoder" in message and "model=mlp" in message
         else:

@@ -269,11 +269,11 @@ def check_spike_times_fit(kind: str | None, trains: tuple[str, ...], method: str
     from learnbench.tasks import SpikeTimeRegression
 
     if kind == SPIKE_TIMES and SPIKE_TIMES not in trains:
-        raise ConfigError(f"method={method} does not train model={model} (spike-response neurons that fire once, at exact "
-                          f"times): use method={', '.join(comparable_rules(SPIKE_TIMES))}")
+        raise ConfigError(f"method={method} does not train model={model} (spiking neurons that fire once, at exact times): "
+                          f"use method={', '.join(comparable_rules(SPIKE_TIMES))}")
     if kind != SPIKE_TIMES and SPIKE_TIMES in trains:
-        raise ConfigError(f"method={method} differentiates exact spike times and trains only model=srm: use model=srm with "
-                          f"data=spike_xor (model={model} has no spike times)")
+        raise ConfigError(f"method={method} differentiates exact spike times and trains only model=srm (spiking neurons that "
+                          f"fire once; model={model} has no spike times): use model=srm with data=spike_xor")
     if kind == SPIKE_TIMES and task != SpikeTimeRegression.name:
         raise ConfigError(f"model={model} maps input spike times to output spike times, but data={data} is a {task} task: "
                           f"use data=spike_xor")
