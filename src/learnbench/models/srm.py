@@ -9,12 +9,12 @@ and it fires once, at t_j, the first time u_j reaches the threshold (later cross
 one spike per neuron). A neuron that never reaches it within `window` ms is silent: t_j = inf, and it moves
 nothing downstream.
 
-How t_j is found: u_j on a grid of `grid_dt` ms over [0, window] brackets the first crossing (the first grid point
-at or above the threshold and the one before it); the bracket is then cut into 256 points, u_j evaluated at each and
-the first crossing bracketed again, until the bracket is below the resolution of a float time (a 256-way bisection:
-six times in float64, 0.1 ms / 256^6 = 4e-16 ms; twice in float32), so t_j is exact to rounding, not to the grid. A crossing that rises above the
-threshold and falls back between two grid points is missed (respikeprop's reference simulation, stepped at 0.1 ms,
-misses it too).
+How t_j is found: u_j, in closed form (`Membrane`), on a grid of `grid_dt` ms over [0, window] brackets the first
+crossing (the first grid point at or above the threshold and the one before it); the bracket is then cut into 256
+points, u_j evaluated at each and the first crossing bracketed again, until the bracket is below the resolution of a
+float time (a 256-way bisection: six times in float64, 0.1 ms / 256^6 = 4e-16 ms; twice in float32). So t_j is exact
+to rounding, not to the grid. A crossing that rises above the threshold and falls back between two grid points is
+missed (respikeprop's reference simulation, stepped at 0.1 ms, misses it too).
 
 The input is the input neurons' spike times [batch, inputs] (data=spike_xor: two inputs and a bias neuron); the
 output the output neurons' spike times [batch, outputs], a silent output read as `window` (a finite loss; its
