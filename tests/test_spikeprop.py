@@ -162,7 +162,8 @@ def test_the_preset_initialises_as_bohte():
 @pytest.mark.parametrize(("overrides", "message"), [
     (["experiment=spikeprop_xor", "method=bp"], "method=bp does not train model=srm .* use method=spikeprop"),
     (["experiment=spikeprop_xor", "method=fa"], "method=fa does not train model=srm"),
-    (["data=spiral", "model=mlp", "method=spikeprop"], "method=spikeprop differentiates exact spike times and trains only model=srm"),
+    (["data=spiral", "model=mlp", "method=spikeprop"],
+     "method=spikeprop differentiates exact spike times and trains only model=srm"),
     (["data=spiral", "model=srm", "method=spikeprop"], "model=srm maps input spike times .* use data=spike_xor"),
 ])
 def test_refusals_are_one_line_naming_what_fits(overrides, message, tmp_path):

@@ -90,7 +90,8 @@ class Membrane:
     def __call__(self, t: Tensor) -> Tensor:
         """u at times t [batch, outputs, points] -> [batch, outputs, points]."""
         batch, outputs, points = t.shape
-        arrived = torch.searchsorted(self.arrivals, t.reshape(batch, -1).contiguous()).view(batch, outputs, points)  # how many a_n < t
+        # how many a_n < t (an arrival at t itself adds (t - a) = 0 either way)
+        arrived = torch.searchsorted(self.arrivals, t.reshape(batch, -1).contiguous()).view(batch, outputs, points)
         a, b = self.sum_a.gather(-1, arrived), self.sum_b.gather(-1, arrived)
         return torch.exp(1 - t / self.tau) / self.tau * (t * a - b)
 
@@ -126,10 +127,12 @@ class SRM(nn.Module):
     ):
         super().__init__()
         if len(input_shape) != 1:
-            raise ValueError(f"model=srm takes one spike time per input neuron (a vector); got examples of shape {tuple(input_shape)}")
+            raise ValueError(f"model=srm takes one spike time per input neuron (a vector); got examples of shape "
+                             f"{tuple(input_shape)}")
         sizes = [input_shape[0], *hidden_sizes, output_dim]
         if inhibitory_hidden > sizes[-2]:
-            raise ValueError(f"model.inhibitory_hidden={inhibitory_hidden} is more than the {sizes[-2]} units that feed the output")
+            raise ValueError(f"model.inhibitory_hidden={inhibitory_hidden} is more than the {sizes[-2]} units that feed the "
+                             f"output")
         delays = first_delay + delay_step * torch.arange(synapses, dtype=torch.float64)
         self.layers = nn.ModuleList(SpikeResponseLayer(a, b, delays) for a, b in zip(sizes[:-1], sizes[1:]))
         self.tau, self.threshold, self.window, self.grid_dt = tau, threshold, window, grid_dt
