@@ -173,6 +173,17 @@ def test_refusals_are_one_line_naming_what_fits(overrides, message, tmp_path):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.inhibitory_hidden=6", r"model.inhibitory_hidden=6 is more than the 5 hidden units .* use model.inhibitory_hidden=5 or less"),
+    ("model.hidden_init=[1.0,-0.5]", r"model.hidden_init=\[1.0, -0.5\]: give the uniform range as \[low, high\]"),
+])
+def test_contradictory_model_options_are_refused_before_anything_is_built(override, message, tmp_path):
+    from learnbench.train import check_config
+
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose_config(["experiment=spikeprop_xor", override, *CSV_ONLY], tmp_path))
+
+
 def test_spikeprop_refuses_a_model_without_spike_times():
     with pytest.raises(ValueError, match="trains only model=srm"):
         SpikeProp().bind(MLP(input_shape=(3,), output_dim=1, hidden_sizes=[4]), seed=0)

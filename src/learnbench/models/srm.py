@@ -103,10 +103,26 @@ def first_crossing(times: Tensor, u: Tensor, threshold: float) -> tuple[Tensor, 
     return times.gather(-1, (first - 1).clamp(min=0)).squeeze(-1), times.gather(-1, first).squeeze(-1)
 
 
+def option_problem(options: dict, data: str | None = None, normalize: str | None = None) -> str | None:
+    """What no single option's annotation can refuse, in one line (train.check_config calls it before anything is
+    built): an initial-weight range that is not [low, high], or more inhibitory units than feed the output."""
+    for key in ("hidden_init", "output_init", "inhibitory_init"):
+        bounds = list(options.get(key) or [])
+        if len(bounds) != 2 or bounds[0] > bounds[1]:
+            return f"model.{key}={bounds}: give the uniform range as [low, high] with low <= high"
+    hidden = list(options.get("hidden_sizes") or [])
+    inhibitory = options.get("inhibitory_hidden", 0)
+    if hidden and inhibitory > hidden[-1]:
+        return (f"model.inhibitory_hidden={inhibitory} is more than the {hidden[-1]} hidden units that feed the output: "
+                f"use model.inhibitory_hidden={hidden[-1]} or less")
+    return None
+
+
 class SRM(nn.Module):
     """Spike-response neurons in layers, each connection `synapses` delayed sub-synapses (module docstring)."""
 
     kind = SPIKE_TIMES
+    option_problem = staticmethod(option_problem)  # train.check_option_combinations
 
     def __init__(
         self,
