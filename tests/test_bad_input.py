@@ -419,7 +419,7 @@ def test_precision_16_with_backprop_records_the_precision_that_ran(tmp_path):
 
 
 # The model each kind of rule is tried on (its first kind that has one), and the data and options of that model.
-MODEL_OF_KIND = {"feedforward": "mlp", "recurrent": "rnn", "reservoir": "esn", "spiking": "snn"}
+MODEL_OF_KIND = {"feedforward": "mlp", "recurrent": "rnn", "reservoir": "esn", "spiking": "snn", "spike_times": "srm"}
 SEQUENCES = ["data=add_task", "data.steps=6", "data.train_sequences=4", "data.val_sequences=2"]
 MODEL_DATA = {
     "mlp": ["data=spiral", "data.train_per_arm=50", "model.hidden_sizes=[8]"],
@@ -428,6 +428,7 @@ MODEL_DATA = {
     # rate-coded synthetic MNIST (paths.data_dir: the vision_data fixture): the STDP rules pair input spikes
     "snn": ["data=mnist", "data.normalize=unit", "data.val_size=40", "data.batch_size=20", "model=snn",
             "model.hidden_sizes=[8]", "model.steps=4", "model.encoding=rate"],
+    "srm": ["data=spike_xor", "model=srm"],  # SpikeProp's XOR in spike times
 }
 
 

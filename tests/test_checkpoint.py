@@ -51,12 +51,20 @@ ON_SPIKES = ["data=fashion_mnist", "data.normalize=unit", "data.val_size=16", "d
              *CSV_ONLY]
 
 
+# SpikeProp trains only SpikeProp's network on XOR in spike times: 4 examples of batch 1 an epoch (8 steps in all).
+SPIKE_TIMES = set(comparable_rules("spike_times"))
+ON_SPIKE_TIMES = ["experiment=spikeprop_xor", "callbacks=none", "+trainer.limit_val_batches=1", "+trainer.enable_progress_bar=false",
+                  "optimizer.momentum=0.9", *CSV_ONLY]
+
+
 def fit(tmp_path, method: str, epochs: int, ckpt_path=None, save_to=None, data_dir=None):
     common = [*SEQUENCES, *RECURRENT_OPTIONS.get(method, [])] if method in RECURRENT else COMMON
     if method in RESERVOIR:
         common = ON_RESERVOIR
     if method in SPIKING:
         common = [*ON_SPIKES, f"paths.data_dir={data_dir}"]
+    if method in SPIKE_TIMES:
+        common = ON_SPIKE_TIMES
     overrides = [*common, f"method={method}", f"trainer.max_epochs={epochs}"]
     if "method.table_size=262144" in overrides and "table_size" not in method_config(method):
         overrides.remove("method.table_size=262144")

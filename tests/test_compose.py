@@ -52,8 +52,9 @@ STATIC_CLASSIFICATION = {"spiral", "mnist", "fashion_mnist"}
 def incompatible(data: str, model: str) -> bool:
     return (
         (model == "autoencoder" and not data.endswith("_autoencoder"))
-        or (model in ("lenet", "cnn") and data in ("spiral", "zipser_andersen", *SEQUENCE_DATA))
+        or (model in ("lenet", "cnn") and data in ("spiral", "zipser_andersen", "spike_xor", *SEQUENCE_DATA))
         or (model == "snn" and data not in STATIC_CLASSIFICATION | SEQUENCE_DATA)
+        or (model == "srm" and data != "spike_xor")  # spike times in, spike times out
     )
 
 
@@ -71,6 +72,8 @@ def time_mismatch(data: str, model: str, method: str) -> bool:
     if model == "esn":  # ridge fits a target at every step: sequential MNIST has one per sequence
         return data not in SEQUENCE_DATA or method not in ESN_RULES or (method in ("ridge", "force") and data == "sequential_mnist")
     rnn, trains = model == "rnn", rule_trains(method)
+    if model == "srm" or "spike_times" in trains:  # SpikeProp's network and SpikeProp go only with each other
+        return model != "srm" or "spike_times" not in trains
     if model == "snn":
         return data in SEQUENCE_DATA or "spiking" not in trains
     return (data in SEQUENCE_DATA) != rnn or ("recurrent" if rnn else "feedforward") not in trains
@@ -87,6 +90,8 @@ def random_target(task: str, x: torch.Tensor, output_dim: int) -> torch.Tensor:
         classes = torch.randint(0, output_dim, (len(x), 1)).float().expand(-1, x.shape[1])
         weights = torch.zeros(x.shape[1]).index_fill(0, torch.arange(x.shape[1] - 10, x.shape[1]), 0.1)
         return torch.stack([classes, weights.expand(len(x), -1)], dim=-1)
+    if task == "spike_time_regression":  # target spike times in ms
+        return 10 + 6 * torch.rand(len(x), output_dim)
     if task.startswith("head_centred"):  # data=zipser_andersen: the code in [0, 1], then the position (2 columns)
         return torch.cat([torch.rand(len(x), output_dim), 80 * torch.rand(len(x), 2) - 40], dim=1)
     return torch.randint(0, output_dim, (len(x),))
@@ -132,7 +137,10 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
             build(cfg)
         message = str(error.value)
         if model == "snn":  # a rule that does not train it, or data that is not a static classification
-            assert "model=snn" in message and ("does not train spiking models" in message or f"data={data} is a" in message)
+            assert "model=snn" in message and any(text in message for text in ("does not train spiking models", f"data={data} is a",
+                                                                                   "trains only model=srm"))
+        elif model == "srm":  # a rule other than spikeprop, or data other than spike times
+            assert "model=srm" in message and ("use method=spikeprop" in message or "use data=spike_xor" in message)
         elif model == "autoencoder":
             assert f"data={data}" in message and "data=mnist_autoencoder" in message and "model=mlp" in message
         else:
@@ -273,5 +281,10 @@ def test_every_experiment_preset_composes_with_every_rule(experiment, method, tm
         got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
         assert got == value, f"{experiment} x {method}: {key} = {got!r}, the preset says {value!r}"
     output_dim = 784 if cfg.data.get("reconstruction") else 10
-    instantiate(cfg.model, input_shape=(1, 28, 28), output_dim=output_dim)
+    from hydra.utils import get_class
+
+    if getattr(get_class(cfg.model._target_), "kind", None) == "spike_times":  # model=srm: XOR's 3 input spike times, 1 output
+        instantiate(cfg.model, input_shape=(3,), output_dim=1)
+    else:
+        instantiate(cfg.model, input_shape=(1, 28, 28), output_dim=output_dim)
     instantiate(cfg.method)

@@ -8,7 +8,7 @@ run recorder's best values; the tables mark a best cell only where the direction
 from __future__ import annotations
 
 HIGHER_IS_BETTER = frozenset({"acc", "cos", "r2", "memory_capacity"})
-LOWER_IS_BETTER = frozenset({"loss", "mse", "rmse", "nrmse", "mae", "err", "error", "nll", "loc_err_deg"})
+LOWER_IS_BETTER = frozenset({"loss", "mse", "rmse", "nrmse", "mae", "err", "error", "nll", "loc_err_deg", "sse"})
 
 
 def metric_kind(name: str) -> str:

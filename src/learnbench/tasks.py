@@ -305,6 +305,24 @@ class SumOverStepsClassification(Task):
         metrics["acc"].update(output.mean(dim=1), target)
 
 
+class SpikeTimeRegression(Task):
+    """Output spike times against target times (model=srm, data=spike_xor): half the squared error summed over the
+    outputs, in ms^2 (Bohte et al. 2002's E = 1/2 sum_j (t_j - t*_j)^2). `sse` sums that over every example of
+    the split or epoch (train/sse: the epoch's error, each example scored before its own update when the batch is
+    one example: SpikeProp's convergence criterion, sse < 1 ms^2 on XOR)."""
+
+    name = "spike_time_regression"
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return 0.5 * (output - target).pow(2).sum(dim=-1)
+
+    def metrics(self, num_outputs: int) -> dict[str, torchmetrics.Metric]:
+        return {"sse": torchmetrics.SumMetric()}
+
+    def update(self, metrics, output, target):
+        metrics["sse"].update(self.loss(output, target))
+
+
 #: The loss over time (a model option, `model.loss_over_time`) -> the task of classifying static examples with it.
 CLASSIFICATION_OVER_TIME = {"max_over_time": MaxOverTimeClassification.name, "sum_over_steps": SumOverStepsClassification.name}
 
@@ -321,7 +339,8 @@ register_task(Classification())
 register_task(SigmoidClassification())
 register_task(Reconstruction())
 for _task in (SequenceRegression(), SeriesRegression(), MemoryCapacityTask(), SequenceSoftClassification(),
-              SequenceClassification(), FinalWindowClassification(), MaxOverTimeClassification(), SumOverStepsClassification()):
+              SequenceClassification(), FinalWindowClassification(), MaxOverTimeClassification(), SumOverStepsClassification(),
+              SpikeTimeRegression()):
     register_task(_task)
 
 

@@ -215,6 +215,8 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
     kind = getattr(get_class(cfg.model._target_), "kind", None)  # recurrent or spiking (models/temporal.py)
     recurrent_model = time_axis is not None
     trains = get_class(cfg.method._target_).trains
+    if check_spike_times_fit(kind, trains, method, model, data, datamodule.task):
+        return  # model=srm with spikeprop: static spike times in and out, no time steps to check
     sequential = get_task(datamodule.task).sequential
     if time_axis == "model" and sequential:
         spiking = " (or model.encoding=none: the SNN then runs over the data's steps)" if kind == "spiking" else ""
@@ -256,6 +258,26 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
         raise ConfigError(
             f"method={method} does not train {kind} models: on model={model} use one of {', '.join(comparable_rules(kind))}"
         )
+
+
+def check_spike_times_fit(kind: str | None, trains: tuple[str, ...], method: str, model: str, data: str, task: str) -> bool:
+    """model=srm (kind spike_times: neurons that fire once, at exact times) is trained only by the rules that list
+    that kind (spikeprop), those rules train only it, and it reads spike times (data=spike_xor); one line each.
+    True when the model is one of spike times (and fits)."""
+    from learnbench.catalog import comparable_rules
+    from learnbench.models.srm import SPIKE_TIMES
+    from learnbench.tasks import SpikeTimeRegression
+
+    if kind == SPIKE_TIMES and SPIKE_TIMES not in trains:
+        raise ConfigError(f"method={method} does not train model={model} (spiking neurons that fire once, at exact times): "
+                          f"use method={', '.join(comparable_rules(SPIKE_TIMES))}")
+    if kind != SPIKE_TIMES and SPIKE_TIMES in trains:
+        raise ConfigError(f"method={method} differentiates exact spike times and trains only model=srm (spiking neurons that "
+                          f"fire once; model={model} has no spike times): use model=srm with data=spike_xor")
+    if kind == SPIKE_TIMES and task != SpikeTimeRegression.name:
+        raise ConfigError(f"model={model} maps input spike times to output spike times, but data={data} is a {task} task: "
+                          f"use data=spike_xor")
+    return kind == SPIKE_TIMES
 
 
 SPLITS = ("train", "val", "test")

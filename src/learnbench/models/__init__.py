@@ -8,7 +8,8 @@ from learnbench.models.esn import ESN, ESNState
 from learnbench.models.mlp import MLP, Autoencoder
 from learnbench.models.rnn import RNN, RNNState
 from learnbench.models.snn import SNN, SNNState
+from learnbench.models.srm import SRM
 from learnbench.models.temporal import TemporalModel
 
-__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "ESN", "ESNState", "LeNet", "RNN", "RNNState", "SNN", "SNNState",
+__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "ESN", "ESNState", "LeNet", "RNN", "RNNState", "SNN", "SNNState", "SRM",
            "TemporalModel"]

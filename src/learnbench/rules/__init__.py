@@ -6,6 +6,7 @@
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
     plasticity/                 spike-timing-dependent plasticity (stdp, rstdp, stdp_gradient; model=snn)
+    spiking/                    exact spike-time gradients (spikeprop; model=srm)
     readout/                    readouts of a fixed reservoir: closed form (ridge), recursive least squares (force)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
@@ -30,6 +31,7 @@ from learnbench.rules.plasticity.stdp_gradient import STDPGradient
 from learnbench.rules.predictive_coding import PredictiveCoding
 from learnbench.rules.readout.force import FORCE
 from learnbench.rules.readout.ridge import Ridge
+from learnbench.rules.spiking.spikeprop import SpikeProp
 
 __all__ = [
     "BPTT",
@@ -51,6 +53,7 @@ __all__ = [
     "RuleOutput",
     "STDP",
     "STDPGradient",
+    "SpikeProp",
     "SignSymmetry",
     "WeightPerturbation",
 ]
