@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from learnbench.models.temporal import TemporalModel
 from learnbench.options import Positive, PositiveInt
 from learnbench.rules.base import DIRECT, Call, LearningRule, LossFn, RuleOutput
+from learnbench.rules.locality import signals
 from learnbench.rules.readout.reservoir import check_reservoir, per_step_targets, readout_has_bias
 from learnbench.state import detach, map_tensors, select
 
@@ -84,6 +85,10 @@ class FORCE(LearningRule):
         self.training_end: Any = None
 
     # ------------------------------------------------------------------ set-up
+    def reads(self) -> frozenset[str]:
+        """The reservoir's rates (and P, a running statistic of them) times the output's error vector."""
+        return signals("pre", "output_error")
+
     def check_model(self, model: nn.Module) -> None:
         check_reservoir(model, "force")
 

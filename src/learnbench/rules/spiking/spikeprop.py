@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from learnbench.models.srm import SPIKE_TIMES, epsilon, epsilon_slope
 from learnbench.options import NonNegative
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput
+from learnbench.rules.locality import signals
 
 
 class SpikeProp(LearningRule):
@@ -34,6 +35,11 @@ class SpikeProp(LearningRule):
     def __init__(self, min_slope: NonNegative = 0.1):
         super().__init__()
         self.min_slope = min_slope
+
+    def reads(self) -> frozenset[str]:
+        """The kernel of each pre-synaptic spike at the post-synaptic spike time (pre and post), the membrane's slope
+        there (post_derivative), the spike-time error, carried to hidden units through the output weights."""
+        return signals("pre", "post", "post_derivative", "output_error", "transported_weights")
 
     def check_model(self, model: nn.Module) -> None:
         if getattr(model, "kind", None) != SPIKE_TIMES:
