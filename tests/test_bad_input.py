@@ -339,7 +339,7 @@ def test_the_batch_check_counts_each_process_share():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["+foo=1"], "foo=1: the config's top level has no option 'foo'; it accepts: allreduce_grads, callbacks, ckpt_path, "),
+        (["+foo=1"], "foo=1: the config's top level has no option 'foo'; it accepts: allreduce_grads, bias_lr_scale, callbacks, ckpt_path, "),
         (["+grad_clip=1.0"], "grad_clip=1.0: the config's top level has no option 'grad_clip' (did you mean 'grad_clip_norm'?)"),
         (["+diagnostics.every_n_step=5"], "diagnostics.every_n_step=5: diagnostics has no option 'every_n_step' (did you mean 'every_n_steps'?); it accepts: every_n_steps"),
         (["+paths.datadir=x"], "paths.datadir='x': paths has no option 'datadir' (did you mean 'data_dir'?)"),
