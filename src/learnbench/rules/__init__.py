@@ -5,7 +5,7 @@
     feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
-    plasticity/                 spike-timing-dependent plasticity (stdp, rstdp; model=snn)
+    plasticity/                 spike-timing-dependent plasticity (stdp, rstdp; model=snn; diehl_cook: model=diehl_cook)
     readout/                    closed-form readouts of a fixed reservoir (ridge)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
 """
@@ -24,6 +24,7 @@ from learnbench.rules.perturbation.forward_gradient_activity import ForwardGradi
 from learnbench.rules.perturbation.forward_gradient_weight import ForwardGradientWeight
 from learnbench.rules.perturbation.node_perturbation import NodePerturbation
 from learnbench.rules.perturbation.weight_perturbation import WeightPerturbation
+from learnbench.rules.plasticity.diehl_cook import DiehlCookSTDP
 from learnbench.rules.plasticity.reward_modulated_stdp import RewardModulatedSTDP
 from learnbench.rules.plasticity.stdp import STDP
 from learnbench.rules.predictive_coding import PredictiveCoding
@@ -33,6 +34,7 @@ __all__ = [
     "BPTT",
     "Backprop",
     "EProp",
+    "DiehlCookSTDP",
     "DirectFeedbackAlignment",
     "FeedbackAlignment",
     "ForwardGradientActivity",
