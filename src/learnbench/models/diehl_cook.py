@@ -21,6 +21,10 @@ keeps each spike's charge exact at any dt; Brian 1 integrates by Euler), then th
 its refractory time. An excitatory spike raises that neuron's threshold by theta_plus (adaptive threshold,
 homeostasis), which decays with tau_theta (1e7 ms: it barely decays over one epoch).
 
+Quiet examples (the reference's loop): an example whose excitatory neurons fire fewer than `min_spikes` (5) times is
+shown again after the rest, at `extra_rate` Hz more (intensity 2 -> 3: +31.875 Hz), until it makes them fire; STDP
+and theta run during every showing, and the response counted is the last one's. In training and evaluation alike.
+
 Rest between images: each example starts from rest (v = v_rest, no conductance, no trace), as if the reference's
 150 ms of rest had been long enough to return there (after 150 ms its v keeps exp(-1.5) = 22 % of its distance to
 rest; the conductances and STDP traces are gone). The rest period still counts for theta's decay.
@@ -45,13 +49,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from learnbench.models.temporal import TemporalModel
-from learnbench.options import NonNegative, Positive, PositiveInt, Seed
+from learnbench.options import NonNegative, NonNegativeInt, Positive, PositiveInt, Seed
 
 LOSS_OVER_TIME = "sum_over_steps"  # one output step: the summed-over-steps cross-entropy of the class scores
 
@@ -78,6 +83,16 @@ def poisson_spikes(x: Tensor, steps: int, probability: float, generator: torch.G
     """Bernoulli spikes [batch, steps, inputs] with probability x * max_rate * dt per step (the Poisson process on a grid)."""
     p = (x.clamp(0, 1) * probability).unsqueeze(1).expand(-1, steps, -1)
     return torch.bernoulli(p, generator=generator)
+
+
+class Presentation(NamedTuple):
+    """One showing of some of a batch's examples: which (indices into the batch), their active inputs' spikes
+    [shown, steps, K] at inputs `active` [shown, K], and the excitatory spikes [shown, steps, neurons]."""
+
+    shown: Tensor
+    pre: Tensor
+    active: Tensor
+    spikes: Tensor
 
 
 def option_problem(options: dict, data: str | None = None, normalize: str | None = None) -> str | None:
@@ -114,6 +129,9 @@ class DiehlCook(TemporalModel):
         exc_to_inh: NonNegative = 10.4,
         inh_to_exc: NonNegative = 17.0,
         init_scale: Positive = 0.3,
+        min_spikes: NonNegativeInt = 5,
+        extra_rate: NonNegative = 31.875,
+        max_presentations: PositiveInt = 10,
         loss_over_time: str = LOSS_OVER_TIME,
         encoding_seed: Seed = 0,
     ):
@@ -128,6 +146,7 @@ class DiehlCook(TemporalModel):
         self.theta_plus, self.tau_theta = theta_plus, tau_theta
         self.exc_to_inh, self.inh_to_exc = exc_to_inh, inh_to_exc
         self.encoding_seed = encoding_seed
+        self.min_spikes, self.extra_rate, self.max_presentations = min_spikes, extra_rate, max_presentations
         # The reference's random/XeAe.npy: (U(0, 1) + 0.01) * 0.3, normalised to the rule's sum before the first image.
         self.input_weight = nn.Parameter((torch.rand(neurons, self.input_dim) + 0.01) * init_scale)
         self.readout_weight = nn.Parameter(torch.zeros(output_dim, neurons))  # the label assignment (closed form)
@@ -149,7 +168,7 @@ class DiehlCook(TemporalModel):
         dense = spikes.new_zeros(spikes.shape[0], spikes.shape[1], self.input_dim)
         return dense.scatter_(2, active.unsqueeze(1).expand(-1, spikes.shape[1], -1), spikes)
 
-    def encode_active(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_active(self, x: Tensor, max_rate: float | None = None) -> tuple[Tensor, Tensor]:
         """The same spikes kept only at each example's non-zero pixels (an MNIST digit lights about a fifth of
         them; the rest never spike): (spikes [batch, steps, K], their input indices [batch, K]), K the most
         non-zero pixels of any example in the batch (the others padded with zero pixels, which never spike)."""
@@ -159,7 +178,8 @@ class DiehlCook(TemporalModel):
         flat = x.flatten(1)
         k = max(1, int((flat > 0).sum(dim=1).max()))
         values, active = flat.topk(k, dim=1)
-        return poisson_spikes(values, self.steps, self.max_rate * self.dt / 1000.0, generator), active
+        rate = self.max_rate if max_rate is None else max_rate
+        return poisson_spikes(values, self.steps, rate * self.dt / 1000.0, generator), active
 
     def hidden_spikes(self, inputs: Tensor) -> list[Tensor]:
         """The excitatory spikes [batch, steps, neurons] from input spikes; in training mode theta then takes the
@@ -181,8 +201,26 @@ class DiehlCook(TemporalModel):
             self.theta.copy_(self.theta_after_batch(self.theta, theta_end))
         return exc
 
+    def present(self, x: Tensor) -> tuple[list[Presentation], Tensor]:
+        """Every example shown until its excitatory neurons fire `min_spikes` times, each time at `extra_rate` Hz more
+        (the reference: intensity 2, 3, ... for rate = pixel / 8 * intensity), at most `max_presentations` times:
+        (every presentation, each example's spikes from its last one [batch, steps, neurons])."""
+        shown = torch.arange(len(x), device=x.device)
+        presentations: list[Presentation] = []
+        final = None
+        for attempt in range(self.max_presentations):
+            pre, active = self.encode_active(x[shown], self.max_rate + attempt * self.extra_rate)
+            spikes = self.spikes_of_active(pre, active)
+            presentations.append(Presentation(shown, pre, active, spikes))
+            final = spikes if final is None else final.index_copy(0, shown, spikes)
+            quiet = spikes.sum(dim=(1, 2)) < self.min_spikes
+            if not bool(quiet.any()):
+                break
+            shown = shown[quiet]
+        return presentations, final
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.output_from(self.spikes_of_active(*self.encode_active(x)))
+        return self.output_from(self.present(x)[1])
 
     # ------------------------------------------------------------------ the simulation
     @torch.no_grad()

@@ -15,7 +15,8 @@ during a presentation (the reference changes it at every spike; one image moves 
 Batches: the change is the SUM over the batch's examples (B presentations in a row would add their changes; the STDP
 rule's mean would divide the learning rates by B), applied once per batch, then W is clipped to [0, w_max] and every
 neuron's incoming weights are rescaled to sum to `normalize_to` (78: the reference's normalize_weights before every
-image). With B = 1 this is the reference's order of updates, except that W changes after the image instead of at
+image). With B = 1 this is the reference's order of updates (quiet examples shown again: models/diehl_cook.py, each showing's change added),
+except that W changes after the image instead of at
 each spike; with B > 1 the examples of a batch all see the batch's starting W (and theta: models/diehl_cook.py).
 
 Label assignment (the reference's get_new_assignments, on the TRAINING responses: the reference assigned labels from
@@ -132,16 +133,18 @@ class DiehlCookSTDP(STDP):
     def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         """The STDP pass (W's change as p.grad = -dW), and the examples' spike counts into the response table."""
         with torch.no_grad():
-            pre, active = model.encode_active(x)
-            spikes = model.spikes_of_active(pre, active)
+            presentations, spikes = model.present(x)
             output = model.output_from(spikes)
-            w = model.get_parameter(model.first_weight_name)
-            dw = self.change_of_active(w.detach(), pre, active, spikes, float(model.dt))
+            w = model.get_parameter(model.first_weight_name).detach()
+            dw = sum(self.change_of_active(w, p.pre, p.active, p.spikes, float(model.dt)) for p in presentations)
             self.record_responses(spikes.sum(dim=1), y, x.shape[0])
-        w.grad = -dw
+        model.get_parameter(model.first_weight_name).grad = -dw
         model.readout_weight.grad = None
-        metrics = {**self.activity_metrics(pre, [spikes], dw), "quiet_examples": (spikes.sum(dim=(1, 2)) < 5).float().mean(),
-                   "theta_mean": model.theta.mean()}
+        first = presentations[0]
+        metrics = {**self.activity_metrics(first.pre, [first.spikes], dw), "theta_mean": model.theta.mean(),
+                   "quiet_first": (first.spikes.sum(dim=(1, 2)) < model.min_spikes).float().mean(),
+                   "presentations": torch.tensor(sum(len(p.shown) for p in presentations) / len(x)),
+                   "spikes_per_example": spikes.sum() / len(x)}
         return RuleOutput(loss=loss_fn(output, y).mean(), output=output, metrics=metrics)
 
     def record_responses(self, counts: Tensor, y: Tensor, batch: int) -> None:
