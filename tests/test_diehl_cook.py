@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from scipy.integrate import solve_ivp
 
 from conftest import CSV_ONLY, compose_config
@@ -251,25 +252,24 @@ TINY_RUN = ["experiment=diehl_cook_mnist", "data.val_size=16", "data.batch_size=
             "+trainer.enable_progress_bar=false", "callbacks=none", *CSV_ONLY]
 
 
-def fit(tmp_path, data_dir, max_steps: int, ckpt_path=None, save_to=None):
-    cfg = compose_config([*TINY_RUN, f"paths.data_dir={data_dir}", f"trainer.max_steps={max_steps}",
-                          "+trainer.limit_train_batches=6"], tmp_path)
+def fit(tmp_path, data_dir, ckpt_path=None, checkpoint_every=None):
+    cfg = compose_config([*TINY_RUN, f"paths.data_dir={data_dir}", "+trainer.limit_train_batches=6"], tmp_path)
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule, module, trainer, _ = build(cfg)
+    saving = [ModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="{step}", every_n_train_steps=checkpoint_every,
+                              save_top_k=-1)] if checkpoint_every else []
+    datamodule, module, trainer, _ = build(cfg, extra_callbacks=saving)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    if save_to is not None:
-        trainer.save_checkpoint(save_to)
     return module, trainer
 
 
 def test_a_run_resumed_mid_epoch_follows_the_uninterrupted_one(vision_data, tmp_path):
-    """6 batches straight equal 3 batches, a checkpoint, and 3 more resumed from it: the loader skips the batches the
-    checkpoint had seen (TensorBatches.state_dict), the Poisson draws, theta and the response table carry over."""
+    """6 batches straight equal the same run resumed from its checkpoint after batch 3 (as a stopped run resumes): the
+    loader skips the batches the checkpoint had seen (TensorBatches.state_dict), the Poisson draws, theta and the
+    response table carry over."""
     data_dir = vision_data[0]
-    straight, _ = fit(tmp_path / "straight", data_dir, max_steps=6)
-    checkpoint = tmp_path / "mid.ckpt"
-    fit(tmp_path / "first", data_dir, max_steps=3, save_to=checkpoint)
-    resumed, trainer = fit(tmp_path / "resumed", data_dir, max_steps=6, ckpt_path=str(checkpoint))
+    straight, _ = fit(tmp_path / "straight", data_dir, checkpoint_every=3)
+    checkpoint = tmp_path / "straight" / "checkpoints" / "step=3.ckpt"
+    resumed, trainer = fit(tmp_path / "resumed", data_dir, ckpt_path=str(checkpoint))
     assert trainer.global_step == 6
-    for name in ("model.input_weight", "model.theta", "rule.responses", "rule.counts"):
+    for name in ("model.input_weight", "model.theta", "model.encoding_calls", "rule.responses", "rule.counts"):
         torch.testing.assert_close(resumed.state_dict()[name], straight.state_dict()[name], msg=name)
