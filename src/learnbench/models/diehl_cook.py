@@ -17,8 +17,9 @@ Each step: the spikes that arrive (the input's of this step, the network's of th
 conductances (input j -> excitatory i by W_ij; excitatory i -> its own inhibitory partner by 10.4; inhibitory k ->
 every excitatory neuron but its partner by 17), then the membrane moves by the exact solution of the equation with the
 conductances held at their mean over the step (`membrane_step`: exponential integration; `step_decay`: the mean
-keeps each spike's charge exact at any dt; Brian 1 integrates by Euler), then the conductances decay by exp(-dt / tau). A neuron above threshold spikes, is reset and held at reset for
-its refractory time. An excitatory spike raises that neuron's threshold by theta_plus (adaptive threshold,
+keeps each spike's charge exact at any dt, as forward Euler's geometric sum also does; the reference leaves the
+integrator to Brian 1), then the conductances decay by exp(-dt / tau). A neuron above threshold spikes, is reset and
+held at reset for its refractory time. An excitatory spike raises that neuron's threshold by theta_plus (adaptive threshold,
 homeostasis), which decays with tau_theta (1e7 ms: it barely decays over one epoch).
 
 Quiet examples (the reference's loop): an example whose excitatory neurons fire fewer than `min_spikes` (5) times is

@@ -19,6 +19,8 @@ image). With B = 1 this is the reference's order of updates (quiet examples show
 except that W changes after the image instead of at
 each spike; with B > 1 the examples of a batch all see the batch's starting W (and theta: models/diehl_cook.py).
 
+Under DDP the module averages p.grad over the ranks: the union batch's summed change divided by the number of ranks.
+
 Label assignment (the reference's get_new_assignments, on the TRAINING responses: the reference assigned labels from
 the responses to the set it scored): every training batch adds each neuron's spike count into a table R [classes,
 neurons] and the examples into counts n [classes]; `solve` (before validation and test) gives neuron i the class
