@@ -227,6 +227,9 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
                           f"static examples: use sequence data (data=evidence_accumulation) or an encoding (current, rate, latency)")
     if time_axis == "model":
         recurrent_model = sequential = True  # static data in, time inside: the checks below are for a model in time
+    if set(trains) == {"competitive_spiking"} and kind != "competitive_spiking":  # method=diehl_cook: its own network
+        raise ConfigError(f"method={method} trains Diehl & Cook's network only: use model=diehl_cook on data=mnist or "
+                          f"fashion_mnist with data.normalize=unit (experiment=diehl_cook_mnist)")
     if set(trains) == {"reservoir"} and not recurrent_model:
         raise ConfigError(
             f"method={method} fits the readout of a reservoir and model={model} has none: use model=esn (or model=rnn with "

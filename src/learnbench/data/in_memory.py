@@ -53,6 +53,8 @@ class TensorBatches:
         self.rank, self.world_size = rank, world_size
         self.drop_last = drop_last
         self.epoch = 0
+        self.batches_done = 0  # of the current pass: a checkpoint taken mid-epoch resumes after them
+        self.resume_at = 0
 
     # Lightning calls `dataloader.sampler.set_epoch(current_epoch)` before every training epoch,
     # also after resuming from a checkpoint: that keeps the order tied to the epoch number, so a
@@ -82,11 +84,23 @@ class TensorBatches:
         n = len(self._shard_indices()) if self.world_size > 1 else len(self.x)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    # Resumable mid-epoch (Lightning saves and loads a loader with state_dict / load_state_dict): the state is the
+    # number of batches of this epoch's order already taken; Lightning fetches a sized loader without prefetching,
+    # so that is the number the training loop has seen. Resuming skips them (their order is the epoch's, as above).
+    def state_dict(self) -> dict:
+        return {"batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resume_at = int(state.get("batches_done", 0))
+
     def __iter__(self):
         indices = self._shard_indices()
         self.epoch += 1
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        skip, self.resume_at = self.resume_at, 0
+        self.batches_done = skip
+        for start in range(skip * self.batch_size, len(self) * self.batch_size, self.batch_size):
             batch = indices[start : start + self.batch_size]
+            self.batches_done += 1
             yield self.x[batch], self.y[batch]
 
 

@@ -4,6 +4,7 @@ network is models/snn.py (its neurons in neurons.py, its surrogate derivatives i
 
 from learnbench.models.blocks import Block, BlockChain
 from learnbench.models.conv import CNN, LeNet
+from learnbench.models.diehl_cook import DiehlCook
 from learnbench.models.esn import ESN, ESNState
 from learnbench.models.mlp import MLP, Autoencoder
 from learnbench.models.rnn import RNN, RNNState
@@ -11,5 +12,5 @@ from learnbench.models.snn import SNN, SNNState
 from learnbench.models.srm import SRM
 from learnbench.models.temporal import TemporalModel
 
-__all__ = ["MLP", "Autoencoder", "Block", "BlockChain", "CNN", "ESN", "ESNState", "LeNet", "RNN", "RNNState", "SNN", "SNNState", "SRM",
+__all__ = ["DiehlCook", "MLP", "Autoencoder", "Block", "BlockChain", "CNN", "ESN", "ESNState", "LeNet", "RNN", "RNNState", "SNN", "SNNState", "SRM",
            "TemporalModel"]

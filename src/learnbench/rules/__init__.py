@@ -5,7 +5,7 @@
     feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
     recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
-    plasticity/                 spike-timing-dependent plasticity (stdp, rstdp, stdp_gradient; model=snn)
+    plasticity/                 spike-timing-dependent plasticity (stdp, rstdp, stdp_gradient; model=snn; diehl_cook: model=diehl_cook)
     spiking/                    exact spike-time gradients (spikeprop; model=srm)
     readout/                    readouts of a fixed reservoir: closed form (ridge), recursive least squares (force)
     base.py, local.py, noise.py the interface, the block walk and local update, noise sources
@@ -25,6 +25,7 @@ from learnbench.rules.perturbation.forward_gradient_activity import ForwardGradi
 from learnbench.rules.perturbation.forward_gradient_weight import ForwardGradientWeight
 from learnbench.rules.perturbation.node_perturbation import NodePerturbation
 from learnbench.rules.perturbation.weight_perturbation import WeightPerturbation
+from learnbench.rules.plasticity.diehl_cook import DiehlCookSTDP
 from learnbench.rules.plasticity.reward_modulated_stdp import RewardModulatedSTDP
 from learnbench.rules.plasticity.stdp import STDP
 from learnbench.rules.plasticity.stdp_gradient import STDPGradient
@@ -38,6 +39,7 @@ __all__ = [
     "Backprop",
     "EProp",
     "FORCE",
+    "DiehlCookSTDP",
     "DirectFeedbackAlignment",
     "FeedbackAlignment",
     "ForwardGradientActivity",

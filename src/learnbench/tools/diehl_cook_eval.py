@@ -1,0 +1,74 @@
+"""Score a Diehl & Cook checkpoint (model=diehl_cook) on the test set, or on its first `--images` images.
+
+The labels are assigned from the response table the checkpoint holds (the training responses, rules/plasticity/
+diehl_cook.py), exactly as the run's own test does before scoring; the network runs in eval mode (theta frozen,
+quiet examples shown again). For a run stopped part-way, or scored on a prefix of the test set when time is short:
+
+    python -m learnbench.tools.diehl_cook_eval CHECKPOINT --data-dir /work/shared/datasets --images 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from learnbench.checkpoints import load_module
+from learnbench.data.vision import VisionDataModule
+
+
+def save_receptive_fields(model, path: str) -> None:
+    """Each excitatory neuron's 784 input weights as a 28 x 28 tile, titled with its assigned class (- : none)."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = model.input_weight.detach().reshape(-1, 28, 28)
+    labels = model.readout_weight.detach().argmax(dim=0).tolist()
+    assigned = model.readout_weight.detach().gt(0).any(dim=0).tolist()
+    side = math.ceil(math.sqrt(len(w)))
+    fig, axes = plt.subplots(side, side, figsize=(side, side * 1.1))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(w):
+            ax.imshow(w[i], cmap="hot_r", vmin=0, vmax=float(w.max()))
+            ax.set_title(str(labels[i]) if assigned[i] else "-", fontsize=7, pad=1)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--figure", help="also save every neuron's input weights as a 28 x 28 image grid here (png)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    module = load_module(args.checkpoint)
+    model, rule = module.model.eval(), module.rule
+    rule.solve(model, [s.clone() for s in rule.statistics()])
+    if args.figure:
+        save_receptive_fields(model, args.figure)
+    data = VisionDataModule(dataset="mnist", data_dir=args.data_dir, normalize="unit", val_size=1)
+    data.setup()
+    x, y = data.splits.test
+    x, y = x[: args.images], y[: args.images]
+    start, correct = time.perf_counter(), 0
+    with torch.no_grad():
+        for i in range(0, len(x), args.batch):
+            correct += int((model(x[i : i + args.batch]).sum(dim=1).argmax(dim=1) == y[i : i + args.batch]).sum())
+    assigned = model.readout_weight.detach().gt(0).sum(dim=0)
+    print(json.dumps({"checkpoint": args.checkpoint, "global_step": torch.load(args.checkpoint, weights_only=False)["global_step"],
+                      "test_images": len(x), "test_acc": correct / len(x), "neurons_assigned": int(assigned.sum()),
+                      "theta_mean_mV": float(model.theta.mean()), "eval_seconds": time.perf_counter() - start}))
+
+
+if __name__ == "__main__":
+    main()
