@@ -14,7 +14,8 @@ Through the `closed_form` update mode (rules/base.py): each batch adds [r; 1][r;
 float64 buffers (checkpointed; they hold the sums and the count the centring needs), the training module sums
 them over ranks (a sum: a mean over ranks would scale lambda) and calls `solve` before every validation, so what
 is validated is the fitted readout. One pass over the training data fits it; more epochs refit the same
-statistics. Class targets are fitted as one-hot vectors.
+statistics. Class targets are fitted as one-hot vectors; a model that makes its own steps from a static example
+(`time_axis` "model": model=lsm on MNIST) is fitted to the example's class at every step after the washout.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Ridge(LearningRule):
 
     def check_model(self, model: nn.Module) -> None:
         if not isinstance(model, TemporalModel):
-            raise ValueError(f"method=ridge fits the readout of a reservoir, a model that runs in time (model=esn, or model=rnn "
+            raise ValueError(f"method=ridge fits the readout of a reservoir, a model that runs in time (model=esn or lsm, or model=rnn "
                              f"with model.learn_input=false model.learn_recurrent=false); {type(model).__name__} has none")
         learning = sorted({*model.trained_parameters("input"), *model.trained_parameters("recurrent")})
         if learning:
@@ -70,11 +71,14 @@ class Ridge(LearningRule):
     def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
         n_out = model.readout_weight.shape[0]
         targets = y if y.is_floating_point() else F.one_hot(y, n_out).to(x.dtype)
-        if targets.shape[:2] != x.shape[:2]:
+        static = model.time_axis == "model"  # a static example run for the model's own steps (model=lsm on MNIST)
+        if not static and targets.shape[:2] != x.shape[:2]:
             raise ValueError(f"method=ridge fits a target at every time step; this task gives targets of shape "
                              f"{tuple(y.shape)} for sequences of shape {tuple(x.shape)}: use a per-step task (data=mackey_glass)")
         # With output feedback the states are the teacher-forced ones: the target fed back, not the readout's output.
         hs = model.run(x, teacher=targets) if model.output_feedback else model.run(x)
+        if static:  # the example's class is the target at every step
+            targets = targets.unsqueeze(1).expand(-1, hs.shape[1], -1)
         output = model.readout(hs)
         washout = model.washout
         features = self.features(model, hs[:, washout:])
