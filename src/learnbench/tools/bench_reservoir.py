@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--growth-units", type=int, nargs="+", default=[100, 300, 1000, 3000])
     parser.add_argument("--growth-steps", type=int, nargs="+", default=[1000, 3000, 10_000, 30_000])
     parser.add_argument("--growth-repeats", type=int, default=3)
+    parser.add_argument("--figure", default=None, help="with --growth: write the growth figure here (png)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -179,11 +180,36 @@ def main(argv: list[str] | None = None) -> dict:
     if args.growth:
         result["growth_units"] = [growth_row(n, args.steps, args.growth_repeats, clock) for n in args.growth_units]
         result["growth_steps"] = [growth_row(args.units, t, args.growth_repeats, clock) for t in args.growth_steps]
+    if args.growth and args.figure:
+        growth_figure(result, args.figure)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print_tables(result, note)
     return result
+
+
+def growth_figure(result: dict, path: str) -> None:
+    """Two log-log panels: the fit's parts (run, Gram sums, solve) against N and against the sequence length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, key, label in ((axes[0], "growth_units", "units"), (axes[1], "growth_steps", "steps")):
+        rows = result[key]
+        xs = [row[label] for row in rows]
+        for part, style in (("run", "o-"), ("gram", "s-"), ("solve", "^-"), ("fit", "k--")):
+            ax.loglog(xs, [max(row[f"{part}_s"], 1e-4) for row in rows], style, label=part if part != "gram" else "Gram sums")
+        fixed = f"{rows[0]['steps']} steps" if label == "units" else f"N = {rows[0]['units']}"
+        ax.set(xlabel="N (units)" if label == "units" else "sequence length (steps)", ylabel="seconds", title=f"ridge fit, {fixed}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    s = result["setting"]
+    figure.suptitle(f"ESN ridge fit cost (float64, {s['threads']} thread, {s['clock']} clock)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def print_tables(result: dict, note: str | None) -> None:
