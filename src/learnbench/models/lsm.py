@@ -118,6 +118,14 @@ class LSM(TemporalModel):
         self.b_out = nn.Parameter(torch.zeros(output_dim), requires_grad=learn_output) if output_bias else None
         self.register_buffer("encoding_calls", torch.zeros((), dtype=torch.long))  # a rate code's draws so far
 
+    #: No input layer that learns: the spike-timing rules (stdp, rstdp) refuse it (rules/plasticity/stdp.check_spiking).
+    first_weight_name = None
+
+    def eprop_problem(self) -> str:
+        """e-prop learns a recurrent spiking layer's weights; this reservoir's are fixed: a refusal in one line."""
+        return ("method=eprop trains the weights of a recurrent spiking layer (model=snn); model=lsm is a fixed reservoir "
+                "that learns only its readout: use method=ridge or bp")
+
     @property
     def hidden_size(self) -> int:
         return self.units
