@@ -19,8 +19,8 @@ then differ by about cond(X X^T + lambda I) times that: ~1e-5 at the README's la
 10,000 steps), below 1e-6 from lambda 1e-3 (`--ridge`).
 
 `--growth`: our fit time against N (--growth-units) at --steps, and against the sequence length (--growth-steps) at
---units, split into its parts: the run (the reservoir's states), the Gram sums (X X^T and Y X^T: estimate_grads less
-the run) and the solve. reservoirpy is not needed for it.
+--units, split into its parts, each timed alone: the run (the reservoir's states), the Gram sums (X X^T and Y X^T)
+and the solve. reservoirpy is not needed for it.
 Timings are for reading, never for pass/fail tests.
 """
 
@@ -39,6 +39,7 @@ import torch
 from learnbench.data import MackeyGlassDataModule
 from learnbench.models import ESN
 from learnbench.rules import Ridge
+from learnbench.rules.readout.ridge import gram
 from learnbench.tasks import get_task
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -70,15 +71,6 @@ def fit_ours(model: ESN, u: np.ndarray, y: np.ndarray, clock: Callable[[], float
     collected = clock()
     rule.solve(model, rule.statistics())
     return {"collect": collected - start, "solve": clock() - collected}
-
-
-def time_run(model: ESN, u: np.ndarray, clock: Callable[[], float]) -> float:
-    """Seconds of the reservoir's run alone (what estimate_grads does before its Gram sums)."""
-    x = torch.from_numpy(u)[None]
-    start = clock()
-    with torch.no_grad():
-        model.run(x)
-    return clock() - start
 
 
 def reservoirpy_nodes(model: ESN, ridge: float = RIDGE):
@@ -139,16 +131,30 @@ def side_by_side(units: int, steps: int, repeats: int, clock: Callable[[], float
     return row
 
 
+def fit_parts(model: ESN, u: np.ndarray, y: np.ndarray, clock: Callable[[], float]) -> dict[str, float]:
+    """Ridge's fit in its three parts, each timed alone: the run (the states), the Gram sums (ridge.gram of the
+    features after the washout, and Y X^T) and the solve (Ridge.solve)."""
+    x, target = torch.from_numpy(u)[None], torch.from_numpy(y)[None]
+    rule = Ridge(ridge=RIDGE)
+    rule.bind(model, seed=0)
+    rule.begin_epoch(model)
+    start = clock()
+    with torch.no_grad():
+        states = model.run(x)
+    ran = clock()
+    features = rule.features(model, states[:, WASHOUT:])
+    rule.xx += gram(features)
+    rule.yx += target[0, WASHOUT:].T @ features
+    summed = clock()
+    rule.solve(model, rule.statistics())
+    return {"run": ran - start, "gram": summed - ran, "solve": clock() - summed}
+
+
 def growth_row(units: int, steps: int, repeats: int, clock: Callable[[], float]) -> dict:
-    """Our fit split into run, Gram sums (collection less the run) and solve; medians over `repeats` after a warm-up."""
+    """Our fit's parts (fit_parts); medians over `repeats` after a warm-up."""
     u, y, _, _ = series(steps)
     model = make_esn(units)
-    parts = []
-    for round_ in range(repeats + 1):
-        run = time_run(model, u, clock)
-        fit = fit_ours(model, u, y, clock)
-        if round_:
-            parts.append({"run": run, "gram": max(fit["collect"] - run, 0.0), "solve": fit["solve"]})
+    parts = [fit_parts(model, u, y, clock) for _ in range(repeats + 1)][1:]
     medians = {f"{k}_s": statistics.median(p[k] for p in parts) for k in ("run", "gram", "solve")}
     return {"units": units, "steps": steps, **medians, "fit_s": sum(medians.values())}
 
