@@ -43,6 +43,8 @@ SEQUENCE_DATA = {"sine_trajectory", "add_task", "evidence_accumulation", "sequen
 # The rules that train model=esn (a fixed reservoir, its readout learning); the others refuse it (train.check_time_fits,
 # or their check_model: rflo, eprop, rtrl, np and fg_a are not exact on its update).
 ESN_RULES = {"ridge", "force", "bp", "bptt", "wp", "fg_w"}
+# The rules that train model=lsm (a fixed spiking reservoir; by default, encoding none, it runs over sequences).
+LSM_RULES = {"ridge", "bp"}
 
 
 # What model=snn classifies: static examples of a classification task (it owns its time axis).
@@ -71,6 +73,8 @@ def time_mismatch(data: str, model: str, method: str) -> bool:
     spiking models (train.check_time_fits refuses the rest)."""
     if model == "esn":  # ridge fits a target at every step: sequential MNIST has one per sequence
         return data not in SEQUENCE_DATA or method not in ESN_RULES or (method in ("ridge", "force") and data == "sequential_mnist")
+    if model == "lsm":
+        return data not in SEQUENCE_DATA or method not in LSM_RULES or (method == "ridge" and data == "sequential_mnist")
     rnn, trains = model == "rnn", rule_trains(method)
     if model == "srm" or "spike_times" in trains:  # SpikeProp's network and SpikeProp go only with each other
         return model != "srm" or "spike_times" not in trains
@@ -167,10 +171,11 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
     # finite gradient of its own shape, and the rule does not step.
     torch.manual_seed(0)
     shape = datamodule.input_shape
-    x = torch.randn(4, min(shape[0], 100), *shape[1:]) if model in ("rnn", "esn") else torch.randn(4, *shape)  # 100 steps at most
+    x = torch.randn(4, min(shape[0], 100), *shape[1:]) if model in ("rnn", "esn", "lsm") else torch.randn(4, *shape)  # 100 steps at most
     y = random_target(datamodule.task, x, datamodule.output_dim)
     out_shape = net(x).shape
     expected_shape = {"rnn": (4, x.shape[1], datamodule.output_dim), "esn": (4, x.shape[1], datamodule.output_dim),
+                      "lsm": (4, x.shape[1], datamodule.output_dim),
                       "snn": (4, cfg.model.get("steps"), datamodule.output_dim)}
     assert out_shape == expected_shape.get(model, (4, datamodule.output_dim))
     if datamodule.task == "reconstruction":

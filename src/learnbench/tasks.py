@@ -269,7 +269,22 @@ class FinalWindowClassification(SequenceTask):
         metrics["acc"].update(mean_output, target[:, -1, 0].long())
 
 
-class MaxOverTimeClassification(Task):
+class OverTimeTask(Task):
+    """A static example classified in time (outputs [batch, steps, classes]). `washout`: the model's first steps (a
+    reservoir's transient, model=lsm) are left out of the loss and the metrics (a copy: `with_washout`)."""
+
+    washout: int = 0
+
+    def with_washout(self, washout: int) -> "OverTimeTask":
+        task = copy.copy(self)
+        task.washout = washout
+        return task
+
+    def scored(self, output: Tensor) -> Tensor:
+        return output[:, self.washout:]
+
+
+class MaxOverTimeClassification(OverTimeTask):
     """A static example classified by a model that runs in time (model=snn, output [batch, time, classes]):
     each output's maximum over time is its class score, the loss the NLL of their log-softmax (spytorch,
     Zenke & Vogels 2021); the prediction is the largest maximum."""
@@ -277,16 +292,16 @@ class MaxOverTimeClassification(Task):
     name = "max_over_time_classification"
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(output.amax(dim=1), target, reduction="none")
+        return F.cross_entropy(self.scored(output).amax(dim=1), target, reduction="none")
 
     def metrics(self, num_outputs: int) -> dict[str, torchmetrics.Metric]:
         return {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes=num_outputs, average="micro")}
 
     def update(self, metrics, output, target):
-        metrics["acc"].update(output.amax(dim=1), target)
+        metrics["acc"].update(self.scored(output).amax(dim=1), target)
 
 
-class SumOverStepsClassification(Task):
+class SumOverStepsClassification(OverTimeTask):
     """A static example classified by a model that runs in time: the cross-entropy of the output (snnTorch: the
     output layer's membrane) at every step, summed over the steps (snnTorch's tutorial 5). The prediction is
     the largest mean output over the steps (the tutorial counts the output layer's spikes instead)."""
@@ -294,6 +309,7 @@ class SumOverStepsClassification(Task):
     name = "sum_over_steps_classification"
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        output = self.scored(output)
         steps = output.shape[1]
         per_step = F.cross_entropy(output.flatten(0, 1), target.repeat_interleave(steps), reduction="none")
         return per_step.view(-1, steps).sum(dim=1)
@@ -302,7 +318,7 @@ class SumOverStepsClassification(Task):
         return {"acc": torchmetrics.classification.MulticlassAccuracy(num_classes=num_outputs, average="micro")}
 
     def update(self, metrics, output, target):
-        metrics["acc"].update(output.mean(dim=1), target)
+        metrics["acc"].update(self.scored(output).mean(dim=1), target)
 
 
 class SpikeTimeRegression(Task):

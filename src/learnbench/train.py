@@ -255,8 +255,10 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
             f"method={method} fits a target at every time step and data={data} gives one per sequence: use a per-step "
             f"sequence task (data=mackey_glass, narma10, lorenz, memory_capacity, sine_trajectory or add_task)"
         )
-    # A rate RNN is trained as a recurrent network or fitted as a reservoir; a spiking network by the rules that say so.
-    kinds = {"recurrent", "reservoir"} if kind == "recurrent" else {kind}
+    # A rate RNN is trained as a recurrent network or fitted as a reservoir; a spiking network by the rules that say so,
+    # a spiking reservoir (model=lsm, `is_reservoir`) by those and by the closed-form readouts.
+    reservoir = kind == "recurrent" or getattr(get_class(cfg.model._target_), "is_reservoir", False)
+    kinds = {kind, "reservoir"} if reservoir else {kind}
     if recurrent_model and not kinds & set(trains):
         raise ConfigError(
             f"method={method} does not train {kind} models: on model={model} use one of {', '.join(comparable_rules(kind))}"
@@ -290,6 +292,11 @@ def check_washout(cfg: DictConfig, datamodule) -> None:
     """A washout (the first steps of every sequence, not fitted or scored) must leave steps in every split."""
     washout = cfg.model.get("washout") or 0
     if not washout:
+        return
+    if model_time_axis(cfg) == "model":  # the model's own steps from a static example (model=lsm on MNIST)
+        if washout >= cfg.model.steps:
+            raise ConfigError(f"model.washout={washout} leaves nothing to fit or score of model.steps={cfg.model.steps}: "
+                              f"use model.washout<{cfg.model.steps} (or more model.steps)")
         return
     steps = getattr(datamodule, "split_steps", None) or (datamodule.input_shape[0],)
     shortest = min(range(len(steps)), key=steps.__getitem__)

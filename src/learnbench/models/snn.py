@@ -315,10 +315,9 @@ class SNN(TemporalModel):
         return self.hidden[0](self.encode(x))
 
     def _encoding_generator(self, device: torch.device) -> torch.Generator:
-        """A generator seeded from (encoding_seed, calls so far): every run with the same seed draws the same spikes."""
-        seed = int(np.random.SeedSequence([self.encoding_seed, int(self.encoding_calls)]).generate_state(1)[0])
+        generator = encoding_generator(self.encoding_seed, int(self.encoding_calls), device)
         self.encoding_calls += 1
-        return torch.Generator(device=device).manual_seed(seed)
+        return generator
 
     # ------------------------------------------------------------------ the readout
     def _output_step(self, state: LIFState | IntegratorState, current: Tensor) -> LIFState | IntegratorState:
@@ -332,6 +331,12 @@ class SNN(TemporalModel):
             state = self._output_step(state, current)
             outputs.append(state.membrane)
         return torch.stack(outputs, dim=1), state
+
+
+def encoding_generator(encoding_seed: int, calls: int, device: torch.device) -> torch.Generator:
+    """A generator seeded from (encoding_seed, calls so far): every run with the same seed draws the same spikes."""
+    seed = int(np.random.SeedSequence([encoding_seed, calls]).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def run_layer(neuron: Neuron, currents: Tensor, state: LIFState, recurrent: nn.Linear | None = None):

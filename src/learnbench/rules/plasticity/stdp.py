@@ -60,6 +60,9 @@ def check_spiking(model: nn.Module, method: str) -> None:
     if not isinstance(model, TemporalModel) or getattr(model, "kind", None) != "spiking":
         raise ValueError(f"method={method} learns from spike timing and trains only spiking networks (model=snn); "
                          f"{type(model).__name__} is not one")
+    if getattr(model, "first_weight_name", None) is None:  # model=lsm: a fixed spiking reservoir
+        raise ValueError(f"method={method} learns the input weights of a spiking network (model=snn); {type(model).__name__} "
+                         f"has none that learn (model=lsm is a fixed reservoir: use method=ridge or bp on its readout)")
     if getattr(model, "encoding", None) == "current":
         raise ValueError(current_code_problem(method))
 

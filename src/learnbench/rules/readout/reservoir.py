@@ -13,7 +13,7 @@ def check_reservoir(model: nn.Module, method: str) -> None:
     """Refuse, in one line, a model whose readout the rule cannot fit: not a model in time, hidden weights that would
     stay untrained while marked trainable, or a readout that does not learn."""
     if not isinstance(model, TemporalModel):
-        raise ValueError(f"method={method} fits the readout of a reservoir, a model that runs in time (model=esn, or model=rnn "
+        raise ValueError(f"method={method} fits the readout of a reservoir, a model that runs in time (model=esn or lsm, or model=rnn "
                          f"with model.learn_input=false model.learn_recurrent=false); {type(model).__name__} has none")
     learning = sorted({*model.trained_parameters("input"), *model.trained_parameters("recurrent")})
     if learning:
@@ -27,11 +27,14 @@ def readout_has_bias(model: TemporalModel) -> bool:
     return len(model.trained_parameters("readout")) == 2
 
 
-def per_step_targets(model: TemporalModel, x: Tensor, y: Tensor, method: str) -> Tensor:
+def per_step_targets(model: TemporalModel, x: Tensor, y: Tensor, method: str, static_ok: bool = False) -> Tensor:
     """The target at every step, [batch, time, outputs] (class targets as one-hot vectors); refused if the task gives
-    one target per sequence."""
+    one target per sequence. With `static_ok`, a static example run for the model's own steps (time_axis "model":
+    model=lsm on MNIST) keeps its one target [batch, outputs], which the caller holds at every step."""
     n_out = model.readout_weight.shape[0]
     targets = y if y.is_floating_point() else F.one_hot(y, n_out).to(x.dtype)
+    if static_ok and model.time_axis == "model":
+        return targets
     if targets.shape[:2] != x.shape[:2]:
         raise ValueError(f"method={method} fits a target at every time step; this task gives targets of shape "
                          f"{tuple(y.shape)} for sequences of shape {tuple(x.shape)}: use a per-step task (data=mackey_glass)")
