@@ -419,7 +419,8 @@ def test_precision_16_with_backprop_records_the_precision_that_ran(tmp_path):
 
 
 # The model each kind of rule is tried on (its first kind that has one), and the data and options of that model.
-MODEL_OF_KIND = {"feedforward": "mlp", "recurrent": "rnn", "reservoir": "esn", "spiking": "snn", "spike_times": "srm"}
+MODEL_OF_KIND = {"feedforward": "mlp", "recurrent": "rnn", "reservoir": "esn", "spiking": "snn", "spike_times": "srm",
+                 "competitive_spiking": "diehl_cook"}
 SEQUENCES = ["data=add_task", "data.steps=6", "data.train_sequences=4", "data.val_sequences=2"]
 MODEL_DATA = {
     "mlp": ["data=spiral", "data.train_per_arm=50", "model.hidden_sizes=[8]"],
@@ -429,6 +430,8 @@ MODEL_DATA = {
     "snn": ["data=mnist", "data.normalize=unit", "data.val_size=40", "data.batch_size=20", "model=snn",
             "model.hidden_sizes=[8]", "model.steps=4", "model.encoding=rate"],
     "srm": ["data=spike_xor", "model=srm"],  # SpikeProp's XOR in spike times
+    "diehl_cook": ["data=mnist", "data.normalize=unit", "data.val_size=40", "data.batch_size=20", "model=diehl_cook",
+                   "model.neurons=8", "model.present_ms=10", "model.rest_ms=5", "model.dt=1.0"],
 }
 
 
