@@ -34,6 +34,13 @@ class WeightPerturbation(ParameterSpaceRule):
         self.sigma, self.baseline, self.antithetic = sigma, baseline, antithetic
         self.running = RunningBaseline(running_decay)
 
+    def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
+        if getattr(model, "draws_inputs", False):  # models/temporal.py: a rate-coded SNN
+            raise ValueError("method=wp differences the losses of separate forward passes, and model.encoding=rate draws new "
+                             "input spikes in each, so the difference would measure the draw: use model.encoding=latency or "
+                             "current, or method=np, fg_w or fg_a (one walk on one draw)")
+
     def _perturbed_losses(self, model, params, tangents, x, y, loss_fn, sign: float) -> Tensor:
         def loss_at(tangent):
             shifted = {n: torch.add(p, tangent[n], alpha=sign * self.sigma) for n, p in params.items()}
