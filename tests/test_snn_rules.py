@@ -392,3 +392,11 @@ def test_two_ddp_processes_stay_identical_on_the_snn_and_equal_the_one_process_o
         for k in rank0:
             torch.testing.assert_close(rank0[k], rank1[k], rtol=0, atol=0, msg=f"{method}: {k} differs across ranks")
             torch.testing.assert_close(rank0[k], oracle[k], rtol=1e-9, atol=1e-12, msg=f"{method}: {k}")
+
+
+@pytest.mark.parametrize("method", ["kp", "usf"])
+def test_the_feedback_rules_written_for_chains_refuse_the_snn(method):
+    from learnbench.catalog import rule_from_config
+
+    with pytest.raises(ValueError, match="does not train spiking models .* method=fa and dfa do"):
+        rule_from_config(method).bind(spiking_net(0), seed=0)

@@ -126,6 +126,9 @@ class FeedbackRule(LearningRule):
 
     def check_model(self, model: nn.Module) -> None:
         if isinstance(model, TemporalModel):
+            if model.kind not in self.trains:  # kp, sign symmetry: written for chains of blocks only
+                raise ValueError(f"{type(self).__name__} does not train {model.kind} models (model={type(model).__name__}); "
+                                 f"of the feedback rules, method=fa and dfa do")
             problem = model.feedback_problem(self.method_name) if hasattr(model, "feedback_problem") else (
                 f"method={self.method_name} sends the error down a model's layers, and {type(model).__name__} declares none")
             if problem:
