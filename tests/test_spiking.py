@@ -655,7 +655,7 @@ def test_contradicting_spiking_options_are_refused_in_one_line(overrides, expect
     ("overrides", "expected"),
     [
         (["model=snn", "method=bptt"], "method=bptt does not train spiking models: on model=snn use one of bp"),
-        (["model=snn", "method=np"], "method=np does not train spiking models: on model=snn use one of bp"),
+        (["model=snn", "method=kp"], "method=kp does not train spiking models: on model=snn use one of bp, dfa, eprop, fa, fg_a, fg_w, np"),
         (["model=snn", "method=ridge"], "method=ridge does not train spiking models: on model=snn use one of bp"),
         (["model=snn", "data=sine_trajectory"], "model=snn makes its own time steps from a static example, but data=sine_trajectory"),
         (["model=snn", "data=mnist_autoencoder"], "model=snn classifies static examples in time, but data=mnist_autoencoder is a reconstruction task"),

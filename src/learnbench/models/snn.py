@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from learnbench.models import snn_sites
 from learnbench.models.neurons import IntegratorState, LIFState, Neuron, Reset, decay
 from learnbench.models.surrogates import Surrogate, resolved_scale, surrogate_derivative
 from learnbench.models.temporal import SpikingTrajectory, TemporalModel
@@ -85,6 +86,7 @@ class SNN(TemporalModel):
     time_axis_of = staticmethod(time_axis_of)  # train.check_time_fits reads it from the config, before building
     kind = "spiking"  # the rules that train it list "spiking" in `trains`
     option_problem = staticmethod(option_problem)  # train.check_config asks it about combinations of options
+    has_sites = True  # every layer's input current and the readout's, per unit and step (models/snn_sites.py)
 
     def __init__(
         self,
@@ -290,6 +292,41 @@ class SNN(TemporalModel):
         outputs, output_state = self._run_output(self.readout(spikes), state.output)
         return outputs, SNNState(state.hidden, output_state)
 
+    # ------------------------------------------------------------------ sites and walks (np, fg_a, fg_w; fa, dfa)
+    @property
+    def draws_inputs(self) -> bool:
+        """True for a rate code: every forward pass draws new input spikes, so two separate passes (wp's clean and
+        perturbed ones) see different inputs; the walk encodes once for all its copies."""
+        return self.encoding == "rate"
+
+    def site_shapes(self, x: Tensor) -> list[tuple[int, ...]]:
+        return snn_sites.snn_site_shapes(self, x)
+
+    def walk(self, x: Tensor, shifts=None, tangents=None, weight_tangents=None, params=None):
+        return snn_sites.snn_walk(self, x, shifts=shifts, tangents=tangents, weight_tangents=weight_tangents, params=params)
+
+    def site_inputs(self, trace: snn_sites.SNNTrace) -> list[dict[str, Tensor | None]]:
+        return snn_sites.snn_site_inputs(self, trace)
+
+    def walk_parameters(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.named_parameters())
+
+    def feedback_problem(self, method: str) -> str | None:
+        """What keeps a feedback rule (fa, dfa: the output error sent down through fixed random matrices, then
+        through each layer's own time by the surrogate) from this network, in one line; None if nothing."""
+        if self.recurrent is not None:
+            return (f"method={method} on model=snn sends the error between layers through fixed random matrices, but the "
+                    f"recurrent layer's error also travels back in time through W_rec, which no feedback matrix stands in "
+                    f"for: set model.recurrent=false, or use method=bp or eprop")
+        return None
+
+    def feedback_layers(self) -> list[nn.Linear]:
+        """The linear maps in order, the errors' way down: hidden layers, then the readout."""
+        return [*self.hidden, self.readout]
+
+    def layer_walk(self, x: Tensor, linear_map=None, detach_inputs: bool = False):
+        return snn_sites.snn_layer_walk(self, x, linear_map=linear_map, detach_inputs=detach_inputs)
+
     # ------------------------------------------------------------------ encoders
     def encode(self, x: Tensor) -> Tensor:
         """The input spikes (or currents) at every step, [batch, steps, inputs]."""
@@ -311,7 +348,7 @@ class SNN(TemporalModel):
             return self.hidden[0](x.flatten(1)).unsqueeze(1).expand(-1, self.steps, -1)
         if self.encoding == "latency":
             times = latency_times(x.flatten(1), self.steps, self.latency_tau_steps, self.latency_threshold)
-            return latency_currents(self.hidden[0], times, self.steps)
+            return latency_currents(self.hidden[0].weight, self.hidden[0].bias, times, self.steps)
         return self.hidden[0](self.encode(x))
 
     def _encoding_generator(self, device: torch.device) -> torch.Generator:
@@ -375,15 +412,15 @@ def latency_code(x: Tensor, steps: int, tau_steps: float, threshold: float) -> T
     return code.scatter_(1, index, (times < steps).to(x.dtype).unsqueeze(1))
 
 
-def latency_currents(linear: nn.Linear, times: Tensor, steps: int) -> Tensor:
-    """linear(latency_code) [batch, steps, units] without the dense code: each input spikes at most once, so the
-    current at step t is the sum of W's columns of the inputs that spike at t (plus the bias). ~B x 150 column
-    additions for an MNIST image instead of a [B x steps, inputs] x [inputs, units] product."""
+def latency_currents(weight: Tensor, bias: Tensor | None, times: Tensor, steps: int) -> Tensor:
+    """F.linear(latency_code, weight, bias) [batch, steps, units] without the dense code: each input spikes at most
+    once, so the current at step t is the sum of W's columns of the inputs that spike at t (plus the bias). ~B x 150
+    column additions for an MNIST image instead of a [B x steps, inputs] x [inputs, units] product."""
     batch = times.shape[0]
     example, pixel = (times < steps).nonzero(as_tuple=True)
     rows = example * steps + times[example, pixel].long()
-    columns = linear.weight.T.contiguous()  # rows to gather: contiguous, or the gather crawls
-    currents = columns.new_zeros(batch * steps, linear.out_features).index_add(0, rows, columns[pixel])
-    if linear.bias is not None:
-        currents = currents + linear.bias
+    columns = weight.T.contiguous()  # rows to gather: contiguous, or the gather crawls
+    currents = columns.new_zeros(batch * steps, weight.shape[0]).index_add(0, rows, columns[pixel])
+    if bias is not None:
+        currents = currents + bias
     return currents.view(batch, steps, -1)

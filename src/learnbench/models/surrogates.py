@@ -55,18 +55,34 @@ DERIVATIVES = {"fast_sigmoid": fast_sigmoid, "arctan": arctan, "piecewise_linear
 
 
 class SurrogateSpike(torch.autograd.Function):
-    """H(x) forward; backward, the incoming gradient times the surrogate's dS/dx at the saved x."""
+    """H(x) forward; backward, the incoming gradient times the surrogate's dS/dx at the saved x. Forward mode
+    (`jvp`: torch.func.jvp, dual tensors) is the same substitution, dS = dS/dx(x) dx: so a forward gradient
+    (method=fg_w, fg_a on model=snn) is the directional derivative of the surrogate's gradient, the one
+    surrogate BPTT follows, not of the step function's (which is zero almost everywhere). Written in the
+    setup_context form, with a generated vmap rule, so torch.func's transforms take it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: Tensor, surrogate: str, scale: float | None, width: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.surrogate, ctx.scale, ctx.width = surrogate, scale, width
+    def forward(x: Tensor, surrogate: str, scale: float | None, width: float) -> Tensor:
         return heaviside(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, surrogate, scale, width = inputs
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        ctx.surrogate, ctx.scale, ctx.width = surrogate, scale, width
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
         return grad * DERIVATIVES[ctx.surrogate](x, ctx.scale, ctx.width), None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_tangent: Tensor, *_) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return x_tangent * DERIVATIVES[ctx.surrogate](x, ctx.scale, ctx.width)
 
 
 def resolved_scale(surrogate: str, scale: float | None) -> float | None:

@@ -40,14 +40,27 @@ What spiking e-prop reads (kind "spiking"; rules/recurrent/spiking_eprop.py), on
     adaptation_decay              rho (a_t = rho a_{t-1} + S_{t-1}), and adaptation_strengths: beta_a per unit [N]
                                   (0 for LIF units: one layer may mix LIF and ALIF)
 
-The sites where activity noise or tangents enter (np, fg_a) and the forward-mode walk (fg_w):
+The sites where activity noise or tangents enter (np, fg_a) and the forward-mode walk (fg_w); model=rnn:
+u_t and y_t (models/rnn_sites.py); model=snn: every layer's membrane input current and the readout's, the
+tangents through the spikes by the surrogate's jvp (models/snn_sites.py):
 
     site_shapes(x)                per-example shape of every site
     walk(x, shifts=, tangents=, weight_tangents=, params=)   (trace, output, output tangent or None)
     site_inputs(trace)            per site, {parameter name: its input at every step} (the local update's z)
     walk_parameters()             the parameter names the walk differentiates (others: torch.func)
 
+What the feedback rules read (fa, dfa: rules/feedback/), from models in time that have layers to send the error down:
+
+    feedback_problem(method)      None, or what keeps the rule from this network, in one line (model=snn: W_rec)
+    feedback_layers()             the linear maps in order (hidden layers, then the readout): B_l takes W_l's shape
+    layer_walk(x, linear_map=, detach_inputs=)   (each hidden layer's output [batch, time, N_l], the readout's input
+                                  [batch, time, outputs], the output); linear_map(i, linear, z) replaces every linear
+                                  map after the first, detach_inputs cuts each layer off from the one below
+
 Declarations the rules and the training module read (class attributes, or set per instance):
+
+    draws_inputs                  True: every forward pass draws new inputs (an SNN's rate code), so the losses of
+                                  two separate passes differ by the draw (wp refuses it; the walk encodes once)
 
     washout                       the first steps of every sequence, the model's transient from its initial
                                   state: left out of the loss, the metrics and closed-form fits (0: none)
@@ -102,6 +115,7 @@ class TemporalModel(nn.Module):
     rate_recurrence: bool = False
     has_sites: bool = False
     output_feedback: bool = False
+    draws_inputs: bool = False
     kind: str = "recurrent"
 
     def initial_state(self, batch: int) -> State:

@@ -9,6 +9,11 @@ One autograd pass does it all: the blocks run with their inputs detached, and th
 is taken of the surrogate  L + sum_l <z_l, stopgrad(e B_l)>  over the hidden block outputs z_l,
 whose gradient w.r.t. each block's parameters is exactly its local DFA update (the last block's,
 the readout's, is the ordinary local gradient). No chain through hidden layers: cheaper than BP.
+
+On the feed-forward spiking network (model=snn) e is the error at the readout's input current at every step,
+[batch, T, outputs], and B_l [outputs, N_l] sends it to layer l's spikes at the same step; within the layer
+autograd carries it back through the unit's own membrane and current by the surrogate (a unit's own past
+is local to it). With one hidden layer and B = W_out it is surrogate BPTT exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 import torch
 from torch import nn
 
+from learnbench.models.temporal import TemporalModel
 from learnbench.options import Positive
 from learnbench.rules.base import RuleOutput, trainable_parameters
 from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackMatrices, FeedbackRule, draw_feedback
@@ -26,6 +32,10 @@ from learnbench.rules.locality import signals
 
 
 class DirectFeedbackAlignment(FeedbackRule):
+    method_name = "dfa"
+    #: Also the feed-forward spiking network (model=snn): e_t B_l at every layer's spikes, the surrogate within.
+    trains = ("feedforward", "spiking")
+
     def __init__(self, init: FeedbackInit = "kaiming_uniform", scale: Positive = 1.0, local: str = "none"):
         """`local` is only there to be refused clearly: DFA has no local-loss variant (Ren et al.'s table has
         none; its output error already reaches every block directly)."""
@@ -46,6 +56,12 @@ class DirectFeedbackAlignment(FeedbackRule):
     def init_state(self, model, generator):
         """B_l: [outputs, size of block l's output] for every hidden block, drawn like a layer from the
         outputs to that block (fan-in = the number of outputs)."""
+        if isinstance(model, TemporalModel):  # the hidden layers' units; the outputs: the readout's
+            *hidden, readout = model.feedback_layers()
+            for i, linear in enumerate(hidden):
+                weight_like = torch.empty(linear.out_features, readout.out_features, dtype=readout.weight.dtype)
+                self.feedback.add(i, draw_feedback(weight_like, self.init, self.scale, generator).T.contiguous())
+            return
         with torch.no_grad():
             traces, output, _ = forward_trace(model, torch.zeros(1, *model.input_shape))
         for i, trace in enumerate(traces[:-1]):
@@ -58,10 +74,22 @@ class DirectFeedbackAlignment(FeedbackRule):
         return sum((traces[i].output * (e @ b).view_as(traces[i].output)).sum() for i, b in self.feedback.items())
 
     def _surrogate(self, model, x, y, loss_fn):
+        if isinstance(model, TemporalModel):
+            return self._surrogate_in_time(model, x, y, loss_fn)
         traces, output, _ = forward_trace(model, x, detach_inputs=True)
         loss = loss_fn(output, y).mean()
         (e,) = torch.autograd.grad(loss, output, retain_graph=True)
         return traces, output, loss, loss + self.projected_errors(traces, e)
+
+    def _surrogate_in_time(self, model, x, y, loss_fn):
+        """On model=snn: e_t = dL/dc_t, the error at the readout's input current at every step, reaches hidden
+        layer l's spikes as e_t B_l; L + sum_l <S^l, stopgrad(e B_l)> with every layer's input detached, so
+        autograd carries e_t B_l back through the layer's own time by the surrogate and no further down."""
+        spikes, readout_current, output = model.layer_walk(x, detach_inputs=True)
+        loss = loss_fn(output, y).mean()
+        (e,) = torch.autograd.grad(loss, readout_current, retain_graph=True)
+        projected = sum((spikes[i] * (e @ b)).sum() for i, b in self.feedback.items())
+        return spikes, output, loss, loss + projected
 
     def estimate_grads(self, model, x, y, loss_fn):
         _, output, loss, surrogate = self._surrogate(model, x, y, loss_fn)

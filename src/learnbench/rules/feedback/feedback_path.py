@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from learnbench.models.blocks import Block
+from learnbench.models.temporal import TemporalModel
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_parameters
 from learnbench.rules.local import chain_blocks, forward_trace, weight_gradient
 
@@ -52,15 +53,19 @@ class _FeedbackLinear(torch.autograd.Function):
                 grad_z = delta @ feedback
             else:
                 grad_z = torch.nn.grad.conv2d_input(z.shape, feedback, delta, layer.stride, layer.padding, layer.dilation, layer.groups)
-        if ctx.needs_input_grad[1]:
-            grad_w = weight_gradient(layer, z, delta)
+        if ctx.needs_input_grad[1]:  # a dense layer's rows may carry time ([batch, T, in]: model=snn): all rows count
+            grad_w = weight_gradient(layer, z.flatten(0, -2), delta.flatten(0, -2)) if isinstance(layer, nn.Linear) else weight_gradient(layer, z, delta)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = delta.sum(0) if delta.dim() == 2 else delta.sum((0, 2, 3))
+            grad_b = delta.flatten(0, -2).sum(0) if isinstance(layer, nn.Linear) else delta.sum((0, 2, 3))
         return grad_z, grad_w, grad_b, None, None
 
 
 def linear_with_feedback(block: Block, z: Tensor, feedback: Tensor) -> Tensor:
-    linear = block.linear
+    return feedback_linear(block.linear, z, feedback)
+
+
+def feedback_linear(linear: nn.Module, z: Tensor, feedback: Tensor) -> Tensor:
+    """linear(z) whose backward sends the error to z through `feedback` (z may carry time: [batch, T, in])."""
     return _FeedbackLinear.apply(z, linear.weight, linear.bias, feedback, linear)
 
 
@@ -109,15 +114,40 @@ class FeedbackMatrices(nn.Module):
 
 
 class FeedbackRule(LearningRule):
-    """Backward through `feedback_for(i, block)` in place of W_i for every block after the first."""
+    """Backward through `feedback_for(i, block)` in place of W_i for every block after the first.
+
+    On a model that runs in time and declares a feedback path (models/temporal.py: model=snn's
+    `feedback_layers`, `layer_walk`, `feedback_problem`), the same: the linear maps after the first send the
+    error down through B_i, and within each layer autograd carries it back through the layer's own time
+    (each unit's membrane and synaptic current) by the surrogate derivative."""
+
+    #: Feed-forward chains; fa and dfa also the feed-forward spiking network (their own `trains`).
+    method_name = "fa"
 
     def check_model(self, model: nn.Module) -> None:
+        if isinstance(model, TemporalModel):
+            if model.kind not in self.trains:  # kp, sign symmetry: written for chains of blocks only
+                raise ValueError(f"{type(self).__name__} does not train {model.kind} models (model={type(model).__name__}); "
+                                 f"of the feedback rules, method=fa and dfa do")
+            problem = model.feedback_problem(self.method_name) if hasattr(model, "feedback_problem") else (
+                f"method={self.method_name} sends the error down a model's layers, and {type(model).__name__} declares none")
+            if problem:
+                raise ValueError(problem)
+            return
         chain_blocks(model, type(self).__name__)
 
     def feedback_for(self, i: int, block: Block) -> Tensor:
         raise NotImplementedError
 
     def forward_with_feedback(self, model: nn.Module, x: Tensor):
+        """(traces, output); on a model in time (the hidden spikes, output)."""
+        if isinstance(model, TemporalModel):
+            def time_map(i, linear, z):
+                return feedback_linear(linear, z, self.feedback_for(i, linear))
+
+            spikes, _, output = model.layer_walk(x, linear_map=time_map)
+            return spikes, output
+
         def linear_map(i, block, z):
             return block.linear(z) if i == 0 else linear_with_feedback(block, z, self.feedback_for(i, block))
 
@@ -147,6 +177,8 @@ class FeedbackRule(LearningRule):
     def diagnostics(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> dict[str, float]:
         """Per block, in degrees: the angle between B_l and the forward weights it stands in for (how far
         feedback and forward weights have aligned), and between this rule's delta_l and backprop's."""
+        if isinstance(model, TemporalModel):  # the module's align/cos/<layer> compares the estimate with surrogate BPTT's
+            return {}
         names = {id(b): n for n, b in model.named_modules() if isinstance(b, Block)}
         values = {}
         for i, (feedback, weight) in self.aligned_pairs(model).items():

@@ -25,6 +25,8 @@ from learnbench.rules.feedback.feedback_path import FeedbackInit, FeedbackRule
 
 class KolenPollack(FeedbackAlignment):
     learns_feedback = True
+    method_name = "kp"
+    trains = ("feedforward",)  # not fa's spiking network: its mirrored B is not written for the layer walk
 
     def __init__(self, decay: NonNegative = 1e-3, init: FeedbackInit = "kaiming_uniform", scale: float = 1.0):
         super().__init__(init=init, scale=scale)

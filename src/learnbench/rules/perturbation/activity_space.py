@@ -6,7 +6,8 @@ forward walk over the blocks is the one in rules/local.py; a subclass only says 
 the pre-activations and turns what it measures into deltas.
 
 On a model that runs in time (TemporalModel, models/temporal.py) the sites and the walk are the model's
-own (model=rnn: the input current u_t and the readout y_t at every time step, models/rnn_sites.py), and
+own (model=rnn: the input current u_t and the readout y_t at every time step, models/rnn_sites.py; model=snn:
+every layer's membrane input current and the readout's, models/snn_sites.py), and
 every weight learns from its input at its site summed over time (`temporal_local_update`); the rules'
 estimators are the same code.
 """
@@ -29,7 +30,7 @@ class ActivitySpaceRule(LearningRule):
     """Subclasses implement `site_errors`; the walk and the local update are shared."""
 
     # Temporal models: noise / tangents per unit and time step, one estimate per whole sequence (the model's walk).
-    trains = ("feedforward", "recurrent")
+    trains = ("feedforward", "recurrent", "spiking")
 
     def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None,
                  exact_readout: bool = False):
@@ -52,7 +53,7 @@ class ActivitySpaceRule(LearningRule):
                                  f"(its readout alone: method=ridge)")
             if self.exact_readout:
                 raise ValueError(f"{type(self).__name__}: method.exact_readout=true needs a chain model (mlp, cnn, "
-                                 "autoencoder); on model=rnn the readout y_t is a site at every time step. "
+                                 "autoencoder); on model=rnn and snn the readout is a site at every time step. "
                                  "Set method.exact_readout=false.")
             return
         chain_blocks(model, type(self).__name__)
@@ -121,10 +122,8 @@ def temporal_local_update(model: TemporalModel, trace, deltas: list[Tensor]) -> 
     time: dL/dW = sum_t delta_t z_t^T, a bias sum_t delta_t (model.site_inputs). The deltas may hold several
     stacked copies of the trace's rows (directions): summed onto them, and onto the batch's rows for an
     input that every copy shares (x)."""
-    rows = trace.hs.shape[0]
     params = dict(model.named_parameters())
     for delta, inputs in zip(deltas, model.site_inputs(trace)):
-        delta = fold_rows(delta, rows)
         for name, z in inputs.items():
             p = params.get(name)
             if p is None or not p.requires_grad:

@@ -13,6 +13,8 @@ and the local update runs on the B primal rows whatever K is.
 On a temporal model (model=rnn: models/rnn_sites.py) the tangents sit on the input current u_t and the readout y_t at
 every step and run forward through the recurrence beside the primal: d_i = sum_t grad_{u_t} L_i . v_t,i
 + grad_{y_t} L_i . w_t,i exactly. The RNN's units are tanh or linear: `mask_inactive` has no ReLU to act on.
+On model=snn (models/snn_sites.py) the tangents sit on every layer's membrane input current and the readout's,
+and pass through the spikes by the surrogate's forward-mode rule: d_i is the surrogate gradient dotted with them.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ with `antithetic`) and every later layer sees all copies in one matmul.
 On model=rnn (recurrent_sites.py) the noise sits on the input current u_t and the readout y_t at
 every step, independent per unit and step; dL_i is the whole sequence's loss difference, the copies
 run side by side through time, and delta_t,i = (dL_i / sigma) v_t,i / B.
+On model=snn (models/snn_sites.py) the noise sits on every layer's membrane input current and the readout's,
+per unit and step; the copies run side by side on the same input spikes. The spikes are a step function of
+the membrane, so L(sigma) is piecewise constant per example: the estimate approaches the gradient of the
+loss smoothed by the noise, not the surrogate's (which no perturbation rule needs).
 """
 
 from __future__ import annotations

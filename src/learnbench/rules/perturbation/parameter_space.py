@@ -38,8 +38,8 @@ Comm = Literal["grads", "scalars"]
 
 
 class ParameterSpaceRule(LearningRule):
-    # Directions over the model's parameters work on any model: on model=rnn a whole sequence per estimate.
-    trains = ("feedforward", "recurrent")
+    # Directions over the model's parameters work on any model: on model=rnn and snn a whole sequence per estimate.
+    trains = ("feedforward", "recurrent", "spiking")
 
     def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None, comm: Comm = "grads",
                  exact_readout: bool = False):

@@ -41,6 +41,13 @@ class WeightPerturbation(ParameterSpaceRule):
         base = signals("global_scalar", "own_noise", "perturbed_pass")
         return base | signals("pre", "output_error") if self.exact_readout else base
 
+    def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
+        if getattr(model, "draws_inputs", False):  # models/temporal.py: a rate-coded SNN
+            raise ValueError("method=wp differences the losses of separate forward passes, and model.encoding=rate draws new "
+                             "input spikes in each, so the difference would measure the draw: use model.encoding=latency or "
+                             "current, or method=np, fg_w or fg_a (one walk on one draw)")
+
     def _perturbed_losses(self, model, params, tangents, x, y, loss_fn, sign: float) -> Tensor:
         def loss_at(tangent):
             shifted = {n: torch.add(p, tangent[n], alpha=sign * self.sigma) for n, p in params.items()}
