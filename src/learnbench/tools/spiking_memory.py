@@ -1,0 +1,152 @@
+"""Peak memory of a training step against the sequence length T, surrogate BPTT against e-prop:
+`python -m learnbench.tools.spiking_memory [--plot docs/img/spiking/memory_vs_T.png]`.
+
+The network of `experiment=evidence_accumulation` (100 recurrent units, 50 LIF + 50 ALIF, 40 inputs, 2 outputs,
+its neuron options from the preset) on Bellec's cue task shortened to T steps (data/evidence.py; lengths below).
+Each (method, T) takes a few training steps through training_loop.train_batch (Adam, the rule's own schedule);
+the number is the largest, over those steps, of the step's peak memory in use above its start, from glibc's own
+counters (mallinfo2: bytes in use in the heap plus in mapped chunks), read after every torch operation, forward
+and backward, through a TorchDispatchMode: what the step allocates on top of the model, data and optimiser state
+(temporaries inside a single operation aside). The first step of each is not measured (lazy initialisation).
+Linux / glibc only. Memory, unlike time, does not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from learnbench.catalog import rule_from_config
+from learnbench.data.evidence import evidence_accumulation
+from learnbench.models import SNN
+from learnbench.paths import CONFIG_DIR
+from learnbench.tasks import get_task
+from learnbench.tools.bench import BareHooks
+from learnbench.training_loop import train_batch
+
+#: T -> (cues, delay_ms, recall_ms) of the cue task, 150 ms slots, 100 ms cues: T = 150 cues + delay.
+LENGTHS = {250: (1, 100, 100), 1000: (3, 550, 150), 2250: (7, 1200, 150)}
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def glibc_in_use() -> Callable[[], int]:
+    """A function that returns the bytes malloc has handed out and not got back (heap and mapped chunks)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def in_use() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    return in_use
+
+
+class PeakInUse(TorchDispatchMode):
+    """Follows the largest `in_use()` seen after any torch operation run inside it (autograd's backward too)."""
+
+    def __init__(self, in_use: Callable[[], int]):
+        super().__init__()
+        self.in_use, self.peak = in_use, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.peak = max(self.peak, self.in_use())
+        return out
+
+
+def preset_model(steps: int) -> SNN:
+    """experiment=evidence_accumulation's SNN (conf/model/snn.yaml with the preset's overrides), seed 0."""
+    base = OmegaConf.load(CONFIG_DIR / "model" / "snn.yaml")
+    preset = OmegaConf.load(CONFIG_DIR / "experiment" / "evidence_accumulation.yaml")
+    options = OmegaConf.to_container(OmegaConf.merge(base, preset.model), resolve=False)
+    options.pop("_target_")
+    options["encoding_seed"] = 0
+    torch.manual_seed(0)
+    return SNN((steps, 40), 2, **options)
+
+
+def cue_batch(steps: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    cues, delay, recall = LENGTHS[steps]
+    return evidence_accumulation(batch, cues, 150, 100, delay, recall, 10, 0.04, 0.3, torch.Generator().manual_seed(0))
+
+
+def step_peak_mb(method: str, steps: int, batch: int, repeats: int) -> float:
+    """The largest, over `repeats` training steps, of a step's peak memory in use above its start, in MiB."""
+    model = preset_model(steps)
+    x, y = cue_batch(steps, batch)
+    rule = rule_from_config(method)
+    rule.setup(model, seed=0, rank=0, device=torch.device("cpu"))
+    params = [*model.parameters(), *rule.extra_parameters()]
+    hooks = BareHooks(rule, model, torch.optim.Adam(params, lr=5e-3))
+    task = get_task("final_window_classification")
+    in_use = glibc_in_use()
+    peaks = []
+    with PeakInUse(in_use) as tracker:
+        for i in range(repeats + 1):  # the first: lazy initialisation and the optimiser's state
+            before = tracker.peak = in_use()
+            train_batch(rule, model, x, y, task, hooks)
+            if i:
+                peaks.append((tracker.peak - before) / 2**20)
+    return max(peaks)
+
+
+def measure(methods: list[str], lengths: list[int], batch: int, repeats: int) -> dict[str, dict[int, float]]:
+    return {method: {steps: step_peak_mb(method, steps, batch, repeats) for steps in lengths} for method in methods}
+
+
+def plot(result: dict[str, dict[int, float]], batch: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"bp": "surrogate BPTT (method=bp)", "eprop": "e-prop (method=eprop)"}
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for method, by_length in result.items():
+        ax.plot(list(by_length), list(by_length.values()), "o-", label=labels.get(method, method))
+    ax.set_xlabel("sequence length T (steps of 1 ms)")
+    ax.set_ylabel("peak memory of a training step (MiB)")
+    ax.set_title(f"Evidence accumulation, 100 LIF/ALIF units, batch {batch}", fontsize=9)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m learnbench.tools.spiking_memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=["bp", "eprop"])
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), choices=list(LENGTHS))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="measured steps per (method, T), after one unmeasured step")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw the curves into this PNG")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    result = measure(args.methods, args.lengths, args.batch, args.repeats)
+    print(f"peak memory in use during a training step above its start (MiB, glibc mallinfo2 after every torch op; "
+          f"batch {args.batch}, max of {args.repeats} steps)")
+    print("| method | " + " | ".join(f"T = {t}" for t in args.lengths) + " |")
+    print("|---|" + "---:|" * len(args.lengths))
+    for method, by_length in result.items():
+        print(f"| {method} | " + " | ".join(f"{mb:.1f}" for mb in by_length.values()) + " |")
+    if args.plot:
+        plot(result, args.batch, args.plot)
+    return result
+
+
+if __name__ == "__main__":
+    main()
