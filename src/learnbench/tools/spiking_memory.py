@@ -77,7 +77,8 @@ def preset_model(steps: int) -> SNN:
 
 
 def cue_batch(steps: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    cues, delay, recall = LENGTHS[steps]
+    """A batch of the cue task T = `steps` long (LENGTHS; another T > 150: one cue, then the delay)."""
+    cues, delay, recall = LENGTHS.get(steps, (1, steps - 150, min(150, steps - 150)))
     return evidence_accumulation(batch, cues, 150, 100, delay, recall, 10, 0.04, 0.3, torch.Generator().manual_seed(0))
 
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m learnbench.tools.spiking_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["bp", "eprop"])
-    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), choices=list(LENGTHS))
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="T, each > 150 (default: 250 1000 2250)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="measured steps per (method, T), after one unmeasured step")
     parser.add_argument("--plot", type=Path, default=None, help="also draw the curves into this PNG")
