@@ -4,24 +4,22 @@
 The network of `experiment=evidence_accumulation` (100 recurrent units, 50 LIF + 50 ALIF, 40 inputs, 2 outputs,
 its neuron options from the preset) on Bellec's cue task shortened to T steps (data/evidence.py; lengths below).
 Each (method, T) takes a few training steps through training_loop.train_batch (Adam, the rule's own schedule);
-the number is the largest, over those steps, of the step's peak memory in use above its start, from glibc's own
-counters (mallinfo2: bytes in use in the heap plus in mapped chunks), read after every torch operation, forward
-and backward, through a TorchDispatchMode: what the step allocates on top of the model, data and optimiser state
-(temporaries inside a single operation aside). The first step of each is not measured (lazy initialisation).
-Linux / glibc only. Memory, unlike time, does not depend on the machine's load.
+the number is the largest, over those steps, of the step's peak memory above its start as torch's CPU allocator
+reports it to torch.profiler (profile_memory: every tensor allocation and free, forward and backward, summed in
+time order; temporaries inside a single operation aside): what the step allocates on top of the model, data and
+optimiser state. The first step of each is not measured (lazy initialisation, the optimiser's state).
+Memory, unlike time, does not depend on the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-from collections.abc import Callable
+import itertools
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.profiler import ProfilerActivity, profile
 
 from learnbench.catalog import rule_from_config
 from learnbench.data.evidence import evidence_accumulation
@@ -35,34 +33,12 @@ from learnbench.training_loop import train_batch
 LENGTHS = {250: (1, 100, 100), 1000: (3, 550, 150), 2250: (7, 1200, 150)}
 
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def glibc_in_use() -> Callable[[], int]:
-    """A function that returns the bytes malloc has handed out and not got back (heap and mapped chunks)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-
-    def in_use() -> int:
-        info = libc.mallinfo2()
-        return info.uordblks + info.hblkhd
-
-    return in_use
-
-
-class PeakInUse(TorchDispatchMode):
-    """Follows the largest `in_use()` seen after any torch operation run inside it (autograd's backward too)."""
-
-    def __init__(self, in_use: Callable[[], int]):
-        super().__init__()
-        self.in_use, self.peak = in_use, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.peak = max(self.peak, self.in_use())
-        return out
+def peak_above_start(events) -> int:
+    """The largest net allocation, in bytes, over a profiled stretch: each operation's own allocations minus frees
+    (self_cpu_memory_usage) and the frees outside any operation ("[memory]" events), summed in time order."""
+    changes = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+                     for e in events)
+    return max(itertools.accumulate((change for _, change in changes), initial=0))
 
 
 def preset_model(steps: int) -> SNN:
@@ -91,14 +67,12 @@ def step_peak_mb(method: str, steps: int, batch: int, repeats: int) -> float:
     params = [*model.parameters(), *rule.extra_parameters()]
     hooks = BareHooks(rule, model, torch.optim.Adam(params, lr=5e-3))
     task = get_task("final_window_classification")
-    in_use = glibc_in_use()
+    train_batch(rule, model, x, y, task, hooks)  # lazy initialisation and the optimiser's state
     peaks = []
-    with PeakInUse(in_use) as tracker:
-        for i in range(repeats + 1):  # the first: lazy initialisation and the optimiser's state
-            before = tracker.peak = in_use()
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiled:
             train_batch(rule, model, x, y, task, hooks)
-            if i:
-                peaks.append((tracker.peak - before) / 2**20)
+        peaks.append(peak_above_start(profiled.events()) / 2**20)
     return max(peaks)
 
 
@@ -138,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     result = measure(args.methods, args.lengths, args.batch, args.repeats)
-    print(f"peak memory in use during a training step above its start (MiB, glibc mallinfo2 after every torch op; "
+    print(f"peak tensor memory of a training step above its start (MiB, torch.profiler's CPU allocator counts; "
           f"batch {args.batch}, max of {args.repeats} steps)")
     print("| method | " + " | ".join(f"T = {t}" for t in args.lengths) + " |")
     print("|---|" + "---:|" * len(args.lengths))
