@@ -158,7 +158,6 @@ def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Te
     chunks = time_chunks(model, x, chunk_steps)
     output, after, runs = window_outputs(model, chunks, start)
     loss, error = readout_errors(output, y, loss_fn)
-    signal_all = error @ feedback  # L_t = dL/dy_t B, [batch, time, N]
     readout = state.traces["readout"] if state is not None else None
     hidden, grads, hidden_state, t0 = None if state is None else state.traces["hidden"], {}, start, 0
     for piece in chunks:
@@ -171,7 +170,8 @@ def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Te
         values = presynaptic(model, run)
         z = torch.cat(list(values.values()), dim=-1)
         hidden = zero_spiking_traces(z, run.spikes.shape[-1]) if hidden is None else hidden
-        share, hidden = trace_window(model, run, z, signal_all[:, t0:t1], hidden)
+        signal = error[:, t0:t1] @ feedback  # L_t = dL/dy_t B, [batch, piece, N]
+        share, hidden = trace_window(model, run, z, signal, hidden)
         for name, part in zip(values, share.split([v.shape[-1] for v in values.values()], dim=-1)):
             grads[name] = part if name not in grads else grads[name] + part
         t0 = t1
