@@ -9,7 +9,7 @@ DATA_DIR ?=
 DATA_ARG = $(if $(DATA_DIR),paths.data_dir=$(DATA_DIR))
 export WANDB_SILENT := true
 
-.PHONY: help install train test test-slow test-all bench table sweep clean
+.PHONY: help install train test test-slow test-all bench bench-spiking table sweep clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-all:  ## every test (test + test-slow in one run; what CI runs)
 BENCH_QUIET := -W "ignore:'learnbench.tools.bench' found in sys.modules:RuntimeWarning"
 bench:  ## step time of every rule over backprop; DDP bytes/step with ARGS="comm" (ARGS="comm --help" for its options)
 	$(RUN) $(BENCH_QUIET) -m learnbench.tools.bench $(ARGS)
+
+bench-spiking:  ## snnTorch tutorial-5 SNN step: learnbench vs hand-written loop, snnTorch, norse (1 and 2 threads); ARGS="--clock cpu", "--profile"
+	$(RUN) -m learnbench.tools.bench_spiking $(ARGS)
 
 clean:  ## remove logs and caches (not the venv)
 	rm -rf logs multirun outputs .pytest_cache

@@ -207,6 +207,26 @@ def test_online_windows_carry_the_traces():
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+def test_eprop_walks_a_long_sequence_in_pieces_and_is_still_surrogate_bptt(neuron):
+    """Sequences (the data carry time) longer than a piece: both passes go 7 steps at a time (outputs first, then
+    the hidden layer again with the traces carried), keeping no run longer than a piece; at W_rec = 0 the gradient
+    is still surrogate BPTT's, through the whole 30 steps at once."""
+    from learnbench.rules.recurrent.spiking_eprop import spiking_eprop_grads, time_chunks
+
+    model = spiking_net(17, w_rec_zero=True, neuron=neuron, adaptation_strength=0.5, tau_adaptation=30.0, encoding="none")
+    generator = torch.Generator().manual_seed(18)
+    sequence = torch.rand(BATCH, STEPS, INPUTS, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, OUTPUTS, (BATCH,), generator=generator)
+    assert_spikes(model, sequence)
+    assert len(time_chunks(model, sequence, 7)) == 5  # 7 + 7 + 7 + 7 + 2 steps
+    expected = surrogate_bptt(model, sequence, y)
+    spiking_eprop_grads(model, model.readout.weight.detach(), sequence, y, LOSS, chunk_steps=7)
+    for a, e in zip([p.grad for p in trainable_parameters(model)], expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+    assert all(e.abs().sum() > 0 for e in expected)
+
+
 @pytest.mark.parametrize(
     "options, expected",
     [

@@ -116,12 +116,12 @@ class Neuron:
         """One time step (the module docstring's equations)."""
         current = self.alpha * state.current + input_current if self.synaptic else input_current
         last = state.spikes.detach() if self.detach_reset else state.spikes
+        # Two fused ops per step (add with alpha, then an in-place sub on the fresh result): this is the hot loop
+        # of surrogate BPTT, where every extra [batch, units] temporary costs an allocation forward and backward.
         if self.reset == "subtract":
-            after_reset = state.membrane - last * self.threshold
-            membrane = self.beta * state.membrane + current - last * self.threshold
+            membrane = torch.add(current, state.membrane, alpha=self.beta).sub_(last, alpha=self.threshold)
         else:
-            after_reset = (1 - last) * state.membrane
-            membrane = self.beta * after_reset + current
+            membrane = torch.add(current, (1 - last) * state.membrane, alpha=self.beta)
         threshold, adaptation = self.threshold, None
         if self.adaptive:
             adaptation = self.rho * state.adaptation + state.spikes
@@ -130,6 +130,7 @@ class Neuron:
             spikes = spike(membrane - threshold, self.surrogate, self.surrogate_scale, self.threshold)
             return LIFState(membrane, spikes, current if self.synaptic else None, adaptation)
         held = (state.refractory > 0).to(membrane.dtype)  # no gradient: a count, not a function of the weights
+        after_reset = state.membrane - last * self.threshold if self.reset == "subtract" else (1 - last) * state.membrane
         membrane = held * after_reset + (1 - held) * membrane
         spikes = (1 - held) * spike(membrane - threshold, self.surrogate, self.surrogate_scale, self.threshold)
         refractory = torch.where(spikes > 0, self.refractory_steps, (state.refractory - 1).clamp(min=0)).to(torch.int32)

@@ -199,13 +199,13 @@ class SNN(TemporalModel):
         Layer by layer rather than step by step (the same arithmetic as `step`): each feed-forward weight
         multiplies all steps in one matmul, only the neurons (and W_rec) run in the time loop."""
         state = self.initial_state(len(x)) if state is None else state
-        currents = self.input_currents(x)
+        currents = self.input_currents(x, static=True)
         hidden = []
         for i, layer_state in enumerate(state.hidden):
             if i > 0:
                 currents = self.hidden[i](spikes)
             recurrent = self.recurrent if i == len(self.hidden) - 1 else None
-            spikes, _, layer_state = run_layer(self.neuron, currents, layer_state, recurrent)
+            spikes, _, layer_state = run_layer(self.neuron, currents, layer_state, recurrent, steps=self.steps, membranes=False)
             hidden.append(layer_state)
         outputs, output_state = self._run_output(self.readout(spikes), state.output)
         return (outputs, SNNState(hidden, output_state)) if return_state else outputs
@@ -339,13 +339,15 @@ class SNN(TemporalModel):
             return rate_code(flat, self.steps, self.spike_probability, self._encoding_generator(x.device))
         return latency_code(flat, self.steps, self.latency_tau_steps, self.latency_threshold)
 
-    def input_currents(self, x: Tensor) -> Tensor:
+    def input_currents(self, x: Tensor, static: bool = False) -> Tensor:
         """Layer 1's input current at every step, [batch, steps, units]: W_1 applied to `encode(x)`, computed
-        the cheap way where a code allows (current: W_1 x once; latency: W_1's columns added at their spike steps)."""
+        the cheap way where a code allows (current: W_1 x once; latency: W_1's columns added at their spike steps).
+        `static`: the current code's W_1 x as it is, [batch, units], the same at every step (run_layer takes it)."""
         if self.encoding == "none":
             return self.hidden[0](x)
         if self.encoding == "current":
-            return self.hidden[0](x.flatten(1)).unsqueeze(1).expand(-1, self.steps, -1)
+            current = self.hidden[0](x.flatten(1))
+            return current if static else current.unsqueeze(1).expand(-1, self.steps, -1)
         if self.encoding == "latency":
             times = latency_times(x.flatten(1), self.steps, self.latency_tau_steps, self.latency_threshold)
             return latency_currents(self.hidden[0].weight, self.hidden[0].bias, times, self.steps)
@@ -376,17 +378,23 @@ def encoding_generator(encoding_seed: int, calls: int, device: torch.device) -> 
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def run_layer(neuron: Neuron, currents: Tensor, state: LIFState, recurrent: nn.Linear | None = None):
+def run_layer(neuron: Neuron, currents: Tensor, state: LIFState, recurrent: nn.Linear | None = None,
+              steps: int | None = None, membranes: bool = True):
     """A spiking layer over all steps: (spikes, membranes) [batch, steps, units] and the last state.
-    `currents`: the feed-forward input current at every step; `recurrent`: W_rec, which adds W_rec S_{t-1}."""
-    spikes, membranes = [], []
-    for current in currents.unbind(1):  # unbind, not currents[:, t]: one backward for all steps, not T full-size zeros
+    `currents`: the feed-forward input current at every step, [batch, steps, units], or a static one [batch, units]
+    that drives each of `steps` steps (a static image's W_1 x: autograd sums its gradient over the steps without
+    the [batch, steps, units] stack an expanded view's backward builds); `recurrent`: W_rec, which adds W_rec S_{t-1};
+    `membranes=False`: None for the membranes (the forward pass needs only the spikes: one stack fewer)."""
+    spike_list, membrane_list = [], []
+    per_step = [currents] * steps if currents.dim() == 2 else currents.unbind(1)  # unbind, not currents[:, t]: one backward for all steps
+    for current in per_step:
         if recurrent is not None:
             current = current + recurrent(state.spikes)
         state = neuron.step(state, current)
-        spikes.append(state.spikes)
-        membranes.append(state.membrane)
-    return torch.stack(spikes, dim=1), torch.stack(membranes, dim=1), state
+        spike_list.append(state.spikes)
+        if membranes:
+            membrane_list.append(state.membrane)
+    return torch.stack(spike_list, dim=1), torch.stack(membrane_list, dim=1) if membranes else None, state
 
 
 def rate_code(x: Tensor, steps: int, probability: float, generator: torch.Generator | None = None) -> Tensor:

@@ -33,16 +33,18 @@ def heaviside(x: Tensor) -> Tensor:
     return (x > 0).to(x.dtype)
 
 
+# Each works in place on its one fresh temporary (x itself is never written): the backward pass of every
+# spike of every step calls it, and each extra temporary is an allocation there.
 def fast_sigmoid(x: Tensor, scale: float, width: float) -> Tensor:
-    return 1 / (scale * x.abs() + 1) ** 2
+    return x.abs().mul_(scale).add_(1).square_().reciprocal_()
 
 
 def arctan(x: Tensor, scale: float, width: float) -> Tensor:
-    return (scale / 2) / (1 + (math.pi / 2 * scale * x) ** 2)
+    return x.mul(math.pi / 2 * scale).square_().add_(1).reciprocal_().mul_(scale / 2)
 
 
 def piecewise_linear(x: Tensor, scale: float, width: float) -> Tensor:
-    return (scale / width) * (1 - x.abs() / width).clamp(min=0)
+    return x.abs().div_(-width).add_(1).clamp_(min=0).mul_(scale / width)
 
 
 def straight_through(x: Tensor, scale: float | None, width: float) -> Tensor:
@@ -77,7 +79,7 @@ class SurrogateSpike(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        return grad * DERIVATIVES[ctx.surrogate](x, ctx.scale, ctx.width), None, None, None
+        return DERIVATIVES[ctx.surrogate](x, ctx.scale, ctx.width).mul_(grad), None, None, None
 
     @staticmethod
     def jvp(ctx, x_tangent: Tensor, *_) -> Tensor:

@@ -94,40 +94,87 @@ def low_pass(values: Tensor, start: Tensor, kappa: float) -> Tensor:
     return torch.stack(filtered, dim=1)
 
 
-def readout_step(model: TemporalModel, run: SpikingTrajectory, y: Tensor, loss_fn: LossFn, carried: dict[str, Tensor]):
-    """The readout's window: (batch loss, outputs, dL/dy_t [batch, time, outputs], the state after, the readout's
-    traces after). Its weights learn by their own trace, the filtered spikes (and a filtered 1 for the bias),
-    dL/dW_out = sum_t dL/dy_t S_bar_t^T: carried across windows, since y_t remembers W_out's earlier pushes
-    through the readout's own state (autograd inside a window would lose them at the window's start)."""
-    with torch.no_grad():
+#: Steps a pass walks at a time: what a window holds at once of the run ([batch, steps, units] columns), whatever
+#: its length, so memory does not grow with T (tools/spiking_memory.py measures it).
+CHUNK_STEPS = 100
+
+
+def time_chunks(model: TemporalModel, x: Tensor, chunk_steps: int) -> list[Tensor]:
+    """The window in pieces of `chunk_steps` steps, each run from the state the one before left. A static example
+    (the model encodes its own steps: a rate code draws anew at each encoding) stays one piece."""
+    if model.time_axis == "model" or x.shape[1] <= chunk_steps:
+        return [x]
+    return list(x.split(chunk_steps, dim=1))
+
+
+@torch.no_grad()
+def window_outputs(model: TemporalModel, chunks: list[Tensor], start: Any) -> tuple[Tensor, Any, list[SpikingTrajectory]]:
+    """Pass 1: the readout's outputs over the window, [batch, time, outputs], piece by piece; keeps nothing of the
+    hidden layer's run but the outputs (and the run itself when the window is one piece: pass 2 reuses it).
+    Returns (outputs, the state after the window, [the run] or [])."""
+    state, outputs, runs = start, [], []
+    for piece in chunks:
+        run = model.spiking_run(piece, state)
         output, state = model.run_readout(run.spikes, run.state)
+        outputs.append(output)
+        runs = [run] if len(chunks) == 1 else []
+    return torch.cat(outputs, dim=1), state, runs
+
+
+def readout_errors(output: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor]:
+    """(batch loss, dL/dy_t [batch, time, outputs]): autograd on the outputs only."""
     with torch.enable_grad():
         output = output.requires_grad_(True)
         loss = loss_fn(output, y).mean()
         (error,) = torch.autograd.grad(loss, output)
+    return loss.detach(), error
+
+
+def readout_grads(model: TemporalModel, spikes: Tensor, error: Tensor, carried: dict[str, Tensor],
+                  grads: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Add a piece's share of the readout's gradient to `grads`; returns the readout's traces after the piece.
+    Its weights learn by their own trace, the filtered spikes (and a filtered 1 for the bias),
+    dL/dW_out = sum_t dL/dy_t S_bar_t^T: carried across windows, since y_t remembers W_out's earlier pushes
+    through the readout's own state (autograd inside a window would lose them at the window's start)."""
     kappa = model.readout_decay
-    spikes_bar = low_pass(run.spikes, carried["spikes"], kappa)
-    ones_bar = low_pass(torch.ones_like(run.spikes[..., :1]), carried["ones"], kappa)
+    spikes_bar = low_pass(spikes, carried["spikes"], kappa)
+    ones_bar = low_pass(torch.ones_like(spikes[..., :1]), carried["ones"], kappa)
     for name, p in model.trained_parameters("readout").items():
-        p.grad = torch.einsum("bto,btn->on", error, spikes_bar) if p.dim() == 2 else torch.einsum("bto,bt->o", error, ones_bar[..., 0])
-    return loss.detach(), output.detach(), error, state, {"spikes": spikes_bar[:, -1], "ones": ones_bar[:, -1]}
+        share = torch.einsum("bto,btn->on", error, spikes_bar) if p.dim() == 2 else torch.einsum("bto,bt->o", error, ones_bar[..., 0])
+        grads[name] = share if name not in grads else grads[name] + share
+    return {"spikes": spikes_bar[:, -1], "ones": ones_bar[:, -1]}
 
 
 def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Tensor, loss_fn: LossFn,
-                        state: Any = None) -> RuleOutput:
-    """One window of spiking e-prop: writes every trained parameter's .grad; `feedback`: B, shaped like W_out."""
+                        state: Any = None, chunk_steps: int = CHUNK_STEPS) -> RuleOutput:
+    """One window of spiking e-prop: writes every trained parameter's .grad; `feedback`: B, shaped like W_out.
+
+    Two passes over the window, each `chunk_steps` steps at a time: the first runs the network for the outputs,
+    whose loss gives dL/dy_t at every step (any loss over the window: the learning signal at t may depend on
+    later outputs); the second runs the hidden layer again from the same state and walks the eligibility traces
+    forward, online. Neither keeps the run of more than one piece: memory does not grow with the window's length
+    (the outputs and errors, [batch, time, outputs], aside). A window of one piece runs once."""
     start = model.initial_state(len(x)) if state is None else state.model
-    run = model.spiking_run(x, start)
-    readout_traces = {"spikes": run.spikes.new_zeros(run.spikes[:, 0].shape), "ones": run.spikes.new_zeros(len(x), 1)}
-    loss, output, error, after, readout_traces = readout_step(
-        model, run, y, loss_fn, readout_traces if state is None else state.traces["readout"])
-    signal = error @ feedback  # L_t = dL/dy_t B, [batch, time, N]
-    # One walk for all hidden parameters: their presynaptic values side by side, the gradient split after.
-    values = presynaptic(model, run)
-    z = torch.cat(list(values.values()), dim=-1)
-    traces = zero_spiking_traces(z, run.spikes.shape[-1]) if state is None else state.traces["hidden"]
-    grad, carried = trace_window(model, run, z, signal, traces)
-    params = hidden_parameters(model)
-    for name, part in zip(values, grad.split([v.shape[-1] for v in values.values()], dim=-1)):
-        params[name].grad = part.squeeze(1) if params[name].dim() == 1 else part
-    return RuleOutput(loss=loss, output=output, state=TraceState(after.detach(), {"hidden": carried, "readout": readout_traces}))
+    chunks = time_chunks(model, x, chunk_steps)
+    output, after, runs = window_outputs(model, chunks, start)
+    loss, error = readout_errors(output, y, loss_fn)
+    readout = state.traces["readout"] if state is not None else None
+    hidden, grads, hidden_state, t0 = None if state is None else state.traces["hidden"], {}, start, 0
+    for piece in chunks:
+        run = runs[0] if runs else model.spiking_run(piece, hidden_state)
+        hidden_state, t1 = run.state, t0 + run.spikes.shape[1]
+        if readout is None:
+            readout = {"spikes": run.spikes.new_zeros(run.spikes[:, 0].shape), "ones": run.spikes.new_zeros(len(x), 1)}
+        readout = readout_grads(model, run.spikes, error[:, t0:t1], readout, grads)
+        # One walk for all hidden parameters: their presynaptic values side by side, the gradient split after.
+        values = presynaptic(model, run)
+        z = torch.cat(list(values.values()), dim=-1)
+        hidden = zero_spiking_traces(z, run.spikes.shape[-1]) if hidden is None else hidden
+        signal = error[:, t0:t1] @ feedback  # L_t = dL/dy_t B, [batch, piece, N]
+        share, hidden = trace_window(model, run, z, signal, hidden)
+        for name, part in zip(values, share.split([v.shape[-1] for v in values.values()], dim=-1)):
+            grads[name] = part if name not in grads else grads[name] + part
+        t0 = t1
+    for name, p in {**model.trained_parameters("readout"), **hidden_parameters(model)}.items():
+        p.grad = grads[name].squeeze(1) if p.dim() == 1 and grads[name].dim() == 2 else grads[name]
+    return RuleOutput(loss=loss, output=output.detach(), state=TraceState(after.detach(), {"hidden": hidden, "readout": readout}))
