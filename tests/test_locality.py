@@ -191,7 +191,13 @@ def test_the_downstream_weights_out_of_the_batchs_sight(kind, method):
         torch.testing.assert_close(moved(x), make()(x), rtol=1e-9, atol=1e-12)
     before = update(method, make(), x, y, loss_of(kind))
     after = update(method, moved, x, y, loss_of(kind))
-    assert changed(before, after) == expect(method, {"transported_weights", "perturbed_pass", "own_weight"})
+    touched = {"transported_weights", "perturbed_pass", "own_weight"}
+    if kind == "spiking" and method in ("np", "wp"):
+        # Their perturbed pass is a loss difference through Heaviside spikes: a perturbation of their sigma flips no
+        # spike here, so the perturbed pass sees the clean spikes and a move in their null space stays invisible
+        # (tests/test_snn_rules.py: np and wp measure only the readout on an SNN). The claim is checked on the MLP.
+        touched -= {"perturbed_pass"}
+    assert changed(before, after) == expect(method, touched)
 
 
 TASK_SIGNALS = {"output_error", "global_scalar", "target", "local_loss"}

@@ -290,7 +290,7 @@ def test_feedback_rules_refuse_the_recurrent_hidden_layer_in_one_line(rule):
 
 # ------------------------------------------------------------------ the catalogue
 def test_the_spiking_comparison_holds_every_rule_that_trains_the_snn():
-    assert comparable_rules("spiking") == ["bp", "dfa", "eprop", "fa", "fg_a", "fg_w", "np", "rstdp", "stdp", "wp"]
+    assert comparable_rules("spiking") == ["bp", "dfa", "eprop", "fa", "fg_a", "fg_w", "np", "rstdp", "stdp", "stdp_gradient", "wp"]
 
 
 # ------------------------------------------------------------------ DDP: two processes on the SNN

@@ -16,8 +16,8 @@ BPTT, the reference, cosine 1 by construction). Two figures per rule: the mean o
 between -(its p.grad) and -dL/dW_1, and the cosine between the batch-averaged update and the batch-averaged gradient
 (what the rule does in expectation). np: node perturbation on W_1 (Gaussian noise of std `--sigma` on the first
 layer's input currents, per example, step and unit; the estimate (L(noisy) - L(clean)) / sigma^2 sum_t xi_t x_t^T);
-the suite's method=np does not train spiking networks yet, so the estimator is written out here. fa does not train
-spiking networks either: e-prop with random feedback is its spiking counterpart (the error through fixed random B).
+written out here (from before method=np trained spiking networks; it does now). fa and dfa now train feed-forward
+SNNs too; this tool compares e-prop with random feedback (the error through fixed random B).
 
 `race`: R-STDP (method=rstdp, reward=correct against its running baseline) and node perturbation train W_1 on the
 same network and task, with the same budget (`--epochs` passes over `--train` examples, batches of 32); the readout

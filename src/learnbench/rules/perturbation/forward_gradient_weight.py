@@ -53,8 +53,9 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
 
     def reads(self) -> frozenset[str]:
         """The directional derivative (a scalar) of a tangent pass through the network, which ends in the loss's
-        derivative at the output, times its own weight tangent."""
-        base = signals("global_scalar", "own_noise", "perturbed_pass", "output_error")
+        derivative at the output, times its own weight tangent. The tangent pass runs through every unit's derivative
+        (on model=snn the spike's surrogate, SurrogateSpike.jvp), the synapse's own post-synaptic unit's included."""
+        base = signals("global_scalar", "own_noise", "perturbed_pass", "output_error", "post_derivative")
         return with_local_losses(base | signals("pre") if self.exact_readout else base, self.local)
 
     def local_grads(self, model, x, y, loss_fn):
