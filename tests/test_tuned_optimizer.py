@@ -99,7 +99,7 @@ def test_a_run_with_adam_and_a_tuned_file_trains(tmp_path):
         (["data=mnist", "method=bp"], ["model/mnist/mlp", "mnist/bp", "cosine/None/none", "momentum/sgd/0.7"]),
         (["data=mnist", "method=bp", "optimizer=adam", "scheduler=exponential"], ["model/mnist/mlp", "mnist/bp"]),
         (["data=spiral", "method=fa"], ["spiral/fa", "momentum/sgd/0.9"]),
-        (["experiment=ren_s11_mnist", "method=fg_w"], ["model/mnist/mlp", "ren_s11_mnist/fg_w"]),
+        (["experiment=ren_s11_mnist", "method=fg_w"], ["model/mnist/mlp", "mnist/fg_w", "ren_s11_mnist/fg_w"]),  # loaded, then overridden by the preset
     ],
 )
 def test_results_list_the_tuned_pieces_a_tuned_file_included(overrides, files, tmp_path):

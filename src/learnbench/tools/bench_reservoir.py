@@ -39,6 +39,7 @@ import torch
 from learnbench.data import MackeyGlassDataModule
 from learnbench.models import ESN
 from learnbench.rules import Ridge
+from learnbench.rules.readout.reservoir import features as readout_features
 from learnbench.rules.readout.ridge import gram
 from learnbench.tasks import get_task
 
@@ -142,7 +143,7 @@ def fit_parts(model: ESN, u: np.ndarray, y: np.ndarray, clock: Callable[[], floa
     with torch.no_grad():
         states = model.run(x)
     ran = clock()
-    features = rule.features(model, states[:, WASHOUT:])
+    features = readout_features(model, states[:, WASHOUT:])
     rule.xx += gram(features)
     rule.yx += target[0, WASHOUT:].T @ features
     summed = clock()
