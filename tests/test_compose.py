@@ -43,8 +43,9 @@ SEQUENCE_DATA = {"sine_trajectory", "add_task", "evidence_accumulation", "sequen
 # The rules that train model=esn (a fixed reservoir, its readout learning); the others refuse it (train.check_time_fits,
 # or their check_model: rflo, eprop, rtrl, np and fg_a are not exact on its update).
 ESN_RULES = {"ridge", "force", "bp", "bptt", "wp", "fg_w"}
-# The rules that train model=lsm (a fixed spiking reservoir; by default, encoding none, it runs over sequences).
-LSM_RULES = {"ridge", "bp"}
+# The rules that train model=lsm (a fixed spiking reservoir; by default, encoding none, it runs over sequences): its
+# readout by a closed form (ridge), recursive least squares (force), surrogate BPTT (bp) or parameter perturbation.
+LSM_RULES = {"ridge", "force", "bp", "wp", "fg_w"}
 
 
 # What model=snn classifies: static examples of a classification task (it owns its time axis).
@@ -74,7 +75,7 @@ def time_mismatch(data: str, model: str, method: str) -> bool:
     if model == "esn":  # ridge fits a target at every step: sequential MNIST has one per sequence
         return data not in SEQUENCE_DATA or method not in ESN_RULES or (method in ("ridge", "force") and data == "sequential_mnist")
     if model == "lsm":
-        return data not in SEQUENCE_DATA or method not in LSM_RULES or (method == "ridge" and data == "sequential_mnist")
+        return data not in SEQUENCE_DATA or method not in LSM_RULES or (method in ("ridge", "force") and data == "sequential_mnist")
     rnn, trains = model == "rnn", rule_trains(method)
     if model == "srm" or "spike_times" in trains:  # SpikeProp's network and SpikeProp go only with each other
         return model != "srm" or "spike_times" not in trains
@@ -132,7 +133,8 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
         with pytest.raises(ConfigError) as error:
             check_config(cfg)
             build(cfg)
-        assert "diehl_cook" in str(error.value) or data in SEQUENCE_DATA  # (sequences are refused first, for their own reason)
+        # (a combination refused for its own reason, sequences or a model that does not fit the data, is refused first)
+        assert "diehl_cook" in str(error.value) or data in SEQUENCE_DATA or incompatible(data, model) or model == "lsm"
         return
     if needs_spikes(model, method):
         with pytest.raises(ConfigError, match=f"method={method} pairs input spikes .* use model.encoding=rate or model.encoding=latency"):
@@ -141,7 +143,7 @@ def test_every_combination_composes_and_instantiates(data, model, method, tmp_pa
     check_config(cfg)
     if time_mismatch(data, model, method) and not incompatible(data, model):
         # (a convolutional model on vector data is refused first, for its own reason)
-        with pytest.raises(ConfigError, match="recurrent|sequence|spiking|image data|ESN"):
+        with pytest.raises(ConfigError, match="recurrent|sequence|spiking|image data|ESN|LSM"):
             build(cfg)
         return
     if incompatible(data, model):

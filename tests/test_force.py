@@ -23,7 +23,7 @@ import torch
 
 from conftest import CSV_ONLY, compose_config
 from learnbench.data import ForcePatternDataModule, MackeyGlassDataModule
-from learnbench.models import ESN
+from learnbench.models import ESN, LSM
 from learnbench.module import LearningRuleModule
 from learnbench.regression_metrics import MeanAbsoluteError
 from learnbench.rules import FORCE, Ridge
@@ -101,6 +101,27 @@ def test_force_without_feedback_equals_method_ridge_on_the_same_states():
     ridge.solve(oracle, ridge.statistics())
     torch.testing.assert_close(module.model.w_out.detach(), oracle.w_out.detach(), rtol=1e-9, atol=1e-11)
     assert module.model.w_out.abs().max() > 1e-2  # a fit, not zeros
+
+
+def test_force_on_the_spiking_reservoir_is_ridge_on_its_filtered_spike_trains():
+    """model=lsm has no output feedback: FORCE's readout after one pass is the ridge fit (lambda = alpha, bias regularised)
+    on the LSM's own traces r_t at the steps it updates on (a spiking FORCE readout; the traces as the oracle's states)."""
+    def lsm() -> LSM:
+        torch.manual_seed(3)
+        return LSM(1, 1, units=30, connectivity=0.3, input_connectivity=0.5, input_scaling=3.0, bias_scaling=0.5,
+                   tau_mem=5.0, tau_filter=5.0, washout=4).double()
+
+    alpha, data = 0.4, mackey_glass()
+    module = train_force(lsm(), data, alpha=alpha, update_every=1)
+    x, y = (t.double() for t in data.load_splits().train)
+    with torch.no_grad():
+        traces = lsm().run(x)[0]
+    assert traces.abs().sum() > 0  # the reservoir spikes
+    steps = list(range(4, x.shape[1]))  # the steps after the washout (the window ending at t updates if t + 1 > washout)
+    augmented = torch.cat([traces[steps], torch.ones(len(steps), 1, dtype=F64)], dim=1)
+    oracle = ridge_by_lstsq(augmented, y[0, steps], alpha)
+    torch.testing.assert_close(module.model.w_out.detach(), oracle[:, :-1], rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(module.model.b_out.detach(), oracle[:, -1], rtol=1e-9, atol=1e-11)
 
 
 def test_force_every_k_steps_with_a_bias_is_ridge_on_those_states_with_the_bias_regularised():

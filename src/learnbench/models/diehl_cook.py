@@ -98,6 +98,9 @@ class Presentation(NamedTuple):
 
 def option_problem(options: dict, data: str | None = None, normalize: str | None = None) -> str | None:
     """A rate code needs pixels in [0, 1] (train.check_config asks before anything is built)."""
+    if normalize is None:  # only the image datasets have the option
+        return (f"model=diehl_cook turns image pixels in [0, 1] into spike rates, and data={data} has no pixels: "
+                f"use data=mnist or fashion_mnist with data.normalize=unit (experiment=diehl_cook_mnist)")
     if normalize is not None and normalize != "unit":
         return (f"model=diehl_cook turns pixels in [0, 1] into spike rates, but data.normalize={normalize}: "
                 f"use data.normalize=unit")

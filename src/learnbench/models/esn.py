@@ -150,6 +150,10 @@ class ESN(TemporalModel):
         """The readout reads the reservoir's state itself: y_t = W_out x_t + b_out."""
         return hs
 
+    def readout_state(self, state: ESNState) -> Tensor:
+        """The part of a state the readout reads (through readout_input): x_t."""
+        return state.h
+
     def readout(self, hs: Tensor) -> Tensor:
         y = hs @ self.w_out.T
         return y if self.b_out is None else y + self.b_out

@@ -153,6 +153,10 @@ class LSM(TemporalModel):
         """The readout reads the filtered spike trains r_t themselves."""
         return traces
 
+    def readout_state(self, state: LSMState) -> Tensor:
+        """The part of a state the readout reads (through readout_input): the traces r_t."""
+        return state.trace
+
     def readout(self, traces: Tensor) -> Tensor:
         y = traces @ self.w_out.T
         return y if self.b_out is None else y + self.b_out

@@ -117,6 +117,10 @@ class RNN(TemporalModel):
     def readout_input(self, hs: Tensor) -> Tensor:
         return self.phi(hs)
 
+    def readout_state(self, state: RNNState) -> Tensor:
+        """The part of a state the readout reads (through readout_input): h_t."""
+        return state.h
+
     def presynaptic(self, x: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
         """What multiplies a in dh_t,i / dtheta for unit i's own weights: phi(h_{t-1}) for W_rec[i, :],
         x_t for W_in[i, :], 1 for b_i; each [batch, time, fan-in]."""

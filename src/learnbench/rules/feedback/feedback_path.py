@@ -130,7 +130,8 @@ class FeedbackRule(LearningRule):
                 raise ValueError(f"{type(self).__name__} does not train {model.kind} models (model={type(model).__name__}); "
                                  f"of the feedback rules, method=fa and dfa do")
             problem = model.feedback_problem(self.method_name) if hasattr(model, "feedback_problem") else (
-                f"method={self.method_name} sends the error down a model's layers, and {type(model).__name__} declares none")
+                f"method={self.method_name} sends the error down a model's layers, and {type(model).__name__} declares none: "
+                f"train it with method=bp, wp or fg_w (its readout alone: method=ridge or force)")
             if problem:
                 raise ValueError(problem)
             return

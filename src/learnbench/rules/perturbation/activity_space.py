@@ -49,8 +49,8 @@ class ActivitySpaceRule(LearningRule):
         if isinstance(model, TemporalModel):
             if not model.has_sites:
                 raise ValueError(f"{type(self).__name__} perturbs the sites a model declares (model=rnn: u_t and y_t); "
-                                 f"{type(model).__name__} has none: train it with method=bp, bptt, wp or fg_w "
-                                 f"(its readout alone: method=ridge)")
+                                 f"{type(model).__name__} has none: train it with method=bp, wp or fg_w "
+                                 f"(its readout alone: method=ridge or force)")
             if self.exact_readout:
                 raise ValueError(f"{type(self).__name__}: method.exact_readout=true needs a chain model (mlp, cnn, "
                                  "autoencoder); on model=rnn and snn the readout is a site at every time step. "

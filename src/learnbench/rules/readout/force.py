@@ -118,7 +118,7 @@ class FORCE(LearningRule):
         output, end = model(x, state, return_state=True)
         self.step_in_sequence += x.shape[1]
         if self.step_in_sequence % self.update_every == 0 and self.step_in_sequence > model.washout:
-            self.write_change(model, model.readout_input(end.h), targets[:, -1])
+            self.write_change(model, model.readout_input(model.readout_state(end)), targets[:, -1])
         self.training_end = detach(end)
         return RuleOutput(loss=loss_fn(output, y).mean(), output=output, state=end)
 
