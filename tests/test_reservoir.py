@@ -373,7 +373,7 @@ def test_a_closed_form_readout_of_a_model_without_one_is_refused(overrides, mess
 
 
 @pytest.mark.parametrize(("method", "fits"), [
-    ("rflo", "method=bptt or bp"), ("eprop", "method=bptt or bp"), ("rtrl", "method=bptt or bp"),
+    ("rtrl", "method=bptt, bp, rflo or eprop"),
     ("np", "method=bp, wp or fg_w"), ("fg_a", "method=bp, wp or fg_w"),
 ])
 def test_rules_whose_maths_is_not_exact_on_the_esn_refuse_it_in_one_line(method, fits, tmp_path):

@@ -34,9 +34,11 @@ Echo-state property: at construction, the initial state 0 and a few random state
 feedback) for up to FADE_STEPS / leak rate steps; if they have not come together (every distance below FADE_TOLERANCE of its
 start), a warning says the states do not fade without input.
 
-Which rules train it: ridge (the readout in closed form), force (the readout by RLS, online), bp and bptt (autograd through forward), wp and fg_w
-(torch.func over the parameters). rflo, eprop and rtrl are written for the rate RNN's form (phi applied before
-W_rec), np and fg_a need its perturbation sites: they refuse this model (TemporalModel.rate_recurrence, has_sites).
+Which rules train it: ridge (the readout in closed form), force (the readout by RLS, online), bp and bptt (autograd
+through forward), wp and fg_w (torch.func over the parameters), rflo and eprop (tanh after the sum: a trace per
+synapse, TemporalModel.slope_recurrence; Murray 2019 writes RFLO for this form). rtrl is written for the rate RNN's
+form (phi applied before W_rec), np and fg_a need perturbation sites: they refuse this model (rate_recurrence,
+has_sites).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class ESNState(State):
 
 class ESN(TemporalModel):
     time_axis = "data"  # sequences [batch, time, features] from the data
+    slope_recurrence = True  # x_t = (1 - a) x_{t-1} + a tanh(W x_{t-1} + ...): rflo and eprop's per-synapse traces
 
     def __init__(
         self,
@@ -153,6 +156,32 @@ class ESN(TemporalModel):
     def readout_state(self, state: ESNState) -> Tensor:
         """The part of a state the readout reads (through readout_input): x_t."""
         return state.h
+
+    # ------------------------------------------------------------------ what rflo and eprop read (slope_recurrence)
+    @property
+    def decay(self) -> float:
+        return 1 - self.a
+
+    @property
+    def input_gain(self) -> float:
+        return self.a
+
+    def state_of(self, h: Tensor) -> ESNState:
+        """The state whose reservoir state is h (the online rules carry it; they refuse output feedback)."""
+        return ESNState(h)
+
+    def pseudo_derivative(self, hs: Tensor) -> Tensor:
+        """d r_t / d x_t = 1: the readout reads x_t itself (tanh's slope is in the traces: slopes)."""
+        return torch.ones_like(hs)
+
+    def presynaptic(self, x: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
+        """What multiplies a tanh'(.)_i in dx_t,i / dtheta for unit i's own weights: x_{t-1} for W[i, :], u_t for
+        W_in[i, :], 1 for b_i; each [batch, time, fan-in]."""
+        return {"w": h_prev, "w_in": x, "b": torch.ones_like(x[..., :1])}
+
+    def slopes(self, x: Tensor, h_prev: Tensor) -> Tensor:
+        """tanh'(W x_{t-1} + W_in u_t + b) at every step, [batch, time, N] (without feedback: the rules refuse it)."""
+        return 1 - torch.tanh(h_prev @ self.w.T + x @ self.w_in.T + self.b) ** 2
 
     def readout(self, hs: Tensor) -> Tensor:
         y = hs @ self.w_out.T

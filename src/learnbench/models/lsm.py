@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from learnbench.models.esn import normal, sparse_draw
 from learnbench.models.neurons import LIFState, Neuron, Reset, decay
-from learnbench.models.snn import Encoding, LossOverTime, encoding_generator, latency_code, option_problem, rate_code, time_axis_of
+from learnbench.models.snn import Encoding, LossOverTime, encode, option_problem, time_axis_of
 from learnbench.models.temporal import TemporalModel
 from learnbench.options import Fraction, NonNegative, NonNegativeInt, Positive, PositiveFraction, PositiveInt, Seed
 from learnbench.state import State
@@ -194,16 +194,7 @@ class LSM(TemporalModel):
     # ------------------------------------------------------------------ encoders (models/snn.py's)
     def encode(self, x: Tensor) -> Tensor:
         """The input at every step, [batch, steps, inputs]: the data's steps (encoding none) or the example encoded."""
-        if self.encoding == "none":
-            return x
-        flat = x.flatten(1)
-        if self.encoding == "current":
-            return flat.unsqueeze(1).expand(-1, self.steps, -1)
-        if self.encoding == "rate":
-            generator = encoding_generator(self.encoding_seed, int(self.encoding_calls), x.device)
-            self.encoding_calls += 1
-            return rate_code(flat, self.steps, self.spike_probability, generator)
-        return latency_code(flat, self.steps, self.latency_tau_steps, self.latency_threshold)
+        return encode(self, x)
 
 
 def dale_weights(units: int, excitatory: int, connectivity: float, scaling: float) -> Tensor:

@@ -330,14 +330,7 @@ class SNN(TemporalModel):
     # ------------------------------------------------------------------ encoders
     def encode(self, x: Tensor) -> Tensor:
         """The input spikes (or currents) at every step, [batch, steps, inputs]."""
-        if self.encoding == "none":
-            return x
-        flat = x.flatten(1)
-        if self.encoding == "current":
-            return flat.unsqueeze(1).expand(-1, self.steps, -1)
-        if self.encoding == "rate":
-            return rate_code(flat, self.steps, self.spike_probability, self._encoding_generator(x.device))
-        return latency_code(flat, self.steps, self.latency_tau_steps, self.latency_threshold)
+        return encode(self, x)
 
     def input_currents(self, x: Tensor, static: bool = False) -> Tensor:
         """Layer 1's input current at every step, [batch, steps, units]: W_1 applied to `encode(x)`, computed
@@ -353,11 +346,6 @@ class SNN(TemporalModel):
             return latency_currents(self.hidden[0].weight, self.hidden[0].bias, times, self.steps)
         return self.hidden[0](self.encode(x))
 
-    def _encoding_generator(self, device: torch.device) -> torch.Generator:
-        generator = encoding_generator(self.encoding_seed, int(self.encoding_calls), device)
-        self.encoding_calls += 1
-        return generator
-
     # ------------------------------------------------------------------ the readout
     def _output_step(self, state: LIFState | IntegratorState, current: Tensor) -> LIFState | IntegratorState:
         if self.readout_kind == "membrane":
@@ -370,6 +358,22 @@ class SNN(TemporalModel):
             state = self._output_step(state, current)
             outputs.append(state.membrane)
         return torch.stack(outputs, dim=1), state
+
+
+def encode(model: nn.Module, x: Tensor) -> Tensor:
+    """A model's input at every step, [batch, steps, inputs], by its `encoding` (model=snn and lsm share it): the data's
+    own steps (none), the static example as a current every step, Bernoulli spikes (rate: a new draw per call, from the
+    model's encoding seed and call count) or one spike at the time to first spike (latency)."""
+    if model.encoding == "none":
+        return x
+    flat = x.flatten(1)
+    if model.encoding == "current":
+        return flat.unsqueeze(1).expand(-1, model.steps, -1)
+    if model.encoding == "rate":
+        generator = encoding_generator(model.encoding_seed, int(model.encoding_calls), x.device)
+        model.encoding_calls += 1
+        return rate_code(flat, model.steps, model.spike_probability, generator)
+    return latency_code(flat, model.steps, model.latency_tau_steps, model.latency_threshold)
 
 
 def encoding_generator(encoding_seed: int, calls: int, device: torch.device) -> torch.Generator:

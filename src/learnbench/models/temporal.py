@@ -67,8 +67,13 @@ Declarations the rules and the training module read (class attributes, or set pe
     rate_recurrence               True: the update is h_t = decay h_{t-1} + input_gain (W_rec r(h_{t-1}) +
                                   W_in x_t + b) with r = readout_input applied BEFORE W_rec (models/rnn.py),
                                   and the model gives decay ... recurrent_weight above. rflo, eprop and rtrl
-                                  are written for this form; on any other (an ESN applies tanh after the sum)
-                                  their maths is not exact, and they refuse the model
+                                  are written for this form
+    slope_recurrence              True: the update is h_t = decay h_{t-1} + input_gain f(W h_{t-1} + W_in x_t + b)
+                                  with f applied AFTER the sum (models/esn.py; Murray's own units): the unit's
+                                  slope f'(.) sits in each synapse's trace, so rflo and eprop keep a trace per
+                                  synapse, e_t,ij = decay e_{t-1,ij} + input_gain f'_t,i z_t,j, and the model gives
+                                  slopes(x, h_prev) [batch, time, N] beside decay, input_gain, presynaptic;
+                                  pseudo_derivative is then 1 (the readout reads h). rtrl refuses this form
     has_sites                     True: the model gives site_shapes, walk, site_inputs and walk_parameters
                                   (np and fg_a need them; fg_w takes torch.func's jvp without them)
     output_feedback               True: the readout's output y_{t-1} enters the update, and run(x, state,
@@ -113,6 +118,7 @@ class TemporalModel(nn.Module):
     time_axis: TimeAxis = "data"
     washout: int = 0
     rate_recurrence: bool = False
+    slope_recurrence: bool = False
     has_sites: bool = False
     output_feedback: bool = False
     draws_inputs: bool = False

@@ -4,7 +4,7 @@
     perturbation/               weight and node perturbation, forward gradients (weights, activities)
     feedback/                   feedback alignment, direct feedback alignment, Kolen-Pollack, sign symmetry
     predictive_coding/          predictive coding: inference on value nodes, local updates (pc, ipc; fpa, zil)
-    recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn)
+    recurrent/                  BPTT (truncated), RTRL, RFLO, e-prop (model=rnn; rflo and e-prop also model=esn)
     plasticity/                 spike-timing-dependent plasticity (stdp, rstdp, stdp_gradient; model=snn; diehl_cook: model=diehl_cook)
     spiking/                    exact spike-time gradients (spikeprop; model=srm)
     readout/                    readouts of a fixed reservoir: closed form (ridge), recursive least squares (force)

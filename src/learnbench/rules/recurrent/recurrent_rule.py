@@ -57,6 +57,8 @@ class RecurrentRule(LearningRule):
     noise_differs_per_rank = False  # no noise at all
     #: The rule's maths is written for the rate RNN's form (TemporalModel.rate_recurrence): rflo, eprop, rtrl.
     needs_rate_recurrence = True
+    #: ... or also for a slope recurrence (f after the sum, model=esn), with a trace per synapse: rflo, eprop.
+    takes_slope_recurrence = False
 
     def __init__(self, update_every: UpdateEvery = "sequence") -> None:
         super().__init__()
@@ -71,11 +73,17 @@ class RecurrentRule(LearningRule):
                 f"{type(self).__name__} is a recurrent learning rule and trains models that run in time (model=rnn); "
                 f"{type(model).__name__} is not recurrent: use a feed-forward rule (bp, fa, np, ...) on it"
             )
-        if self.needs_rate_recurrence and not model.rate_recurrence:
+        method = type(self).__name__.lower()
+        slope_form = self.takes_slope_recurrence and model.slope_recurrence
+        if slope_form and model.output_feedback:
+            raise ValueError(f"method={method}'s traces leave out the path through the fed-back output (model.feedback=true): "
+                             f"train it with method=force or bptt, or set model.feedback=false")
+        if self.needs_rate_recurrence and not (model.rate_recurrence or slope_form):
+            others = "bptt, bp, rflo or eprop" if model.slope_recurrence else "bptt or bp"
             raise ValueError(
-                f"method={type(self).__name__.lower()} is written for a rate recurrence with phi applied before W_rec "
-                f"(model=rnn); {type(model).__name__} applies its nonlinearity after the sum, where the rule's traces are "
-                f"not exact: train it with method=bptt or bp (its readout alone: method=ridge)"
+                f"method={method} is written for a rate recurrence with phi applied before W_rec (model=rnn); "
+                f"{type(model).__name__} applies its nonlinearity after the sum, where the rule's maths is not exact: "
+                f"train it with method={others} (its readout alone: method=ridge)"
             )
 
     def schedule(self, steps: int | None) -> list[Call]:
@@ -138,9 +146,36 @@ def leak_traces(model: TemporalModel, x: Tensor, h_prev: Tensor, traces: dict[st
 
 
 def zero_traces(model: TemporalModel, x: Tensor, state: State) -> dict[str, Tensor]:
-    """A zero trace per presynaptic input (its shape read off model.presynaptic on the window's first step)."""
+    """A zero trace per presynaptic input (its shape read off model.presynaptic on the window's first step); for a
+    slope recurrence one per synapse of every trained hidden parameter, [batch, N, fan-in]."""
     first = model.presynaptic(x[:, :1], state.h.unsqueeze(1))
+    if model.slope_recurrence:
+        return {name: first[name].new_zeros(len(x), model.hidden_size, first[name].shape[-1]) for name in hidden_parameters(model)}
     return {name: z.new_zeros(z.shape[0], z.shape[-1]) for name, z in first.items()}
+
+
+def synapse_trace_grads(model: TemporalModel, x: Tensor, h_prev: Tensor, signal: Tensor,
+                        traces: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A slope recurrence (TemporalModel.slope_recurrence; Murray's units, f after the sum): the trace keeps the leak
+    and unit i's own slope, e_t,ij = decay e_{t-1,ij} + input_gain f'_t,i z_t,j, so it is one per synapse; writes
+    dL/dW_ij ~ sum_t c_t,i e_t,ij for every trained hidden parameter, summed step by step (every step's traces would
+    take [batch, time, N, fan-in]). Returns the traces after the last step, carried into the next window."""
+    params = hidden_parameters(model)
+    if not params:
+        return traces
+    with torch.no_grad():  # the slopes read the weights: no graph
+        slopes, inputs = model.slopes(x, h_prev), model.presynaptic(x, h_prev)
+    decay, gain = model.decay, model.input_gain
+    last = {}
+    for name, p in params.items():
+        z, e = inputs[name], traces[name]
+        grad = e.new_zeros(e.shape[1:])
+        for t in range(z.shape[1]):
+            e = decay * e + gain * slopes[:, t, :, None] * z[:, t, None, :]
+            grad += torch.einsum("bi,bij->ij", signal[:, t], e)
+        p.grad = grad.squeeze(1) if p.dim() == 1 else grad
+        last[name] = e
+    return last
 
 
 def write_trace_grads(model: TemporalModel, signal: Tensor, every_step: dict[str, Tensor]) -> None:

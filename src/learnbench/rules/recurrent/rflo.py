@@ -6,9 +6,10 @@ dropping every path through other units (exact when W_rec = 0); (2) the error re
 through a fixed random matrix B drawn from the seed instead of W_out^T. The readout learns by its exact
 local rule. Everything a synapse needs is at the synapse, and online.
 
-In this model phi is applied to h before W_rec, so unit i's own slope phi'(h_t,i) sits in the learning
-signal c_t = (dL/dy_t B^T) * phi'(h_t) rather than in the trace (Murray's units apply phi after the sum:
-the same rule written for the other ordering).
+In model=rnn phi is applied to h before W_rec, so unit i's own slope phi'(h_t,i) sits in the learning
+signal c_t = (dL/dy_t B^T) * phi'(h_t) rather than in the trace, one trace per presynaptic input. Murray's own
+units apply f after the sum, as model=esn does (TemporalModel.slope_recurrence): there the slope sits in the
+trace, e_t,ij = (1 - a) e_{t-1,ij} + a f'_t,i z_t,j, one per synapse, and c_t = dL/dy_t B^T.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from learnbench.rules.recurrent.recurrent_rule import (
     leak_traces,
     readout_errors,
     run_window,
+    synapse_trace_grads,
     write_readout_grads,
     write_trace_grads,
     zero_traces,
@@ -37,6 +39,8 @@ from learnbench.rules.locality import signals
 
 
 class RFLO(RecurrentRule):
+    takes_slope_recurrence = True  # model=esn: a trace per synapse (Murray's form)
+
     def __init__(self, update_every: UpdateEvery = "sequence", feedback_scale: Positive = 1.0) -> None:
         super().__init__(update_every=update_every)
         self.feedback_scale = feedback_scale
@@ -62,8 +66,11 @@ class RFLO(RecurrentRule):
         loss, output, error = readout_errors(model, hs, y, loss_fn)
         write_readout_grads(model, hs, error)
         signal = (error @ self.feedback_matrix(model)) * model.pseudo_derivative(hs)
-        every_step, traces = leak_traces(model, x, h_prev, state.traces)
-        write_trace_grads(model, signal, every_step)
+        if model.slope_recurrence:
+            traces = synapse_trace_grads(model, x, h_prev, signal, state.traces)
+        else:
+            every_step, traces = leak_traces(model, x, h_prev, state.traces)
+            write_trace_grads(model, signal, every_step)
         self.after_grads(model)
         return RuleOutput(loss=loss, output=output, state=TraceState(model.state_of(hs[:, -1]), traces))
 
