@@ -431,3 +431,22 @@ def test_the_reservoirpy_mackey_glass_preset_forecasts_as_its_readme(tmp_path):
     assert record["status"] == "ok" and record["steps"] == 1
     assert final["test/r2"] > 0.999 and final["test/rmse"] < 0.005
     assert final["test/nrmse"] == pytest.approx((1 - final["test/r2"]) ** 0.5, rel=1e-6)
+
+
+def test_a_forward_mode_pass_over_one_sequence_takes_the_dense_path_and_equals_autograd():
+    """One sequence on the CPU runs through a CSR W (run_sparse), which has no strides inside torch.func's jvp (method=fg_w,
+    batch 1): the run then takes the dense path, and the directional derivative equals autograd's gradient . tangent."""
+    from torch.func import functional_call, jvp
+
+    torch.manual_seed(0)
+    model = ESN(1, 1, units=30, connectivity=0.1, spectral_radius=0.9, leak_rate=0.3).double()
+    x = torch.randn(1, 25, 1, dtype=torch.float64)
+    assert model.sparse_run_applies(1)
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    tangents = {name: torch.randn_like(p) for name, p in params.items()}
+    _, derivative = jvp(lambda ps: (functional_call(model, ps, (x,)) - 1).square().sum(), (params,), (tangents,))
+    loss = (model(x) - 1).square().sum()
+    grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+    expected = sum((g * t).sum() for g, t in zip(grads, tangents.values()))
+    torch.testing.assert_close(derivative, expected, rtol=1e-10, atol=1e-12)
+    assert abs(expected) > 1e-3

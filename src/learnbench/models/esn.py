@@ -75,6 +75,11 @@ class ESNState(State):
     y: Tensor | None = None  # [batch, outputs]: the last output, fed back (feedback only)
 
 
+def functorch_wrapped(t: Tensor) -> bool:
+    """Inside a torch.func transform (fg_w's jvp, vmap): CSR matrices have no strides there, so the dense path runs."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
 class ESN(TemporalModel):
     time_axis = "data"  # sequences [batch, time, features] from the data
     slope_recurrence = True  # x_t = (1 - a) x_{t-1} + a tanh(W x_{t-1} + ...): rflo and eprop's per-synapse traces
@@ -201,7 +206,7 @@ class ESN(TemporalModel):
         state = self.initial_state(len(x)) if state is None else state
         h, y = state.h, state.y
         drives = x @ self.w_in.T + self.b  # every step's input drive in one matmul
-        if self.sparse_run_applies(len(x)):
+        if self.sparse_run_applies(len(x)) and not any(map(functorch_wrapped, (self.w, drives, h))):
             return self.run_sparse(drives[0], h[0])[None]
         states = []
         for t in range(x.shape[1]):
