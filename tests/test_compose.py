@@ -46,6 +46,8 @@ ESN_RULES = {"ridge", "force", "bp", "bptt", "wp", "fg_w", "rflo", "eprop"}
 # The rules that train model=lsm (a fixed spiking reservoir; by default, encoding none, it runs over sequences): its
 # readout by a closed form (ridge), recursive least squares (force), surrogate BPTT (bp) or parameter perturbation.
 LSM_RULES = {"ridge", "force", "bp", "wp", "fg_w"}
+# Sequence data that a least-squares readout (ridge, force) cannot fit: one class per sequence.
+ONE_CLASS_PER_SEQUENCE = {"sequential_mnist", "evidence_accumulation"}
 
 
 # What model=snn classifies: static examples of a classification task (it owns its time axis).
@@ -73,9 +75,9 @@ def time_mismatch(data: str, model: str, method: str) -> bool:
     rules (bptt, rtrl, rflo, eprop) train nothing else; the SNN takes static examples and the rules that train
     spiking models (train.check_time_fits refuses the rest)."""
     if model == "esn":  # ridge fits a target at every step: sequential MNIST has one per sequence
-        return data not in SEQUENCE_DATA or method not in ESN_RULES or (method in ("ridge", "force") and data == "sequential_mnist")
+        return data not in SEQUENCE_DATA or method not in ESN_RULES or (method in ("ridge", "force") and data in ONE_CLASS_PER_SEQUENCE)
     if model == "lsm":
-        return data not in SEQUENCE_DATA or method not in LSM_RULES or (method in ("ridge", "force") and data == "sequential_mnist")
+        return data not in SEQUENCE_DATA or method not in LSM_RULES or (method in ("ridge", "force") and data in ONE_CLASS_PER_SEQUENCE)
     rnn, trains = model == "rnn", rule_trains(method)
     if model == "srm" or "spike_times" in trains:  # SpikeProp's network and SpikeProp go only with each other
         return model != "srm" or "spike_times" not in trains

@@ -366,6 +366,9 @@ def test_a_washout_as_long_as_a_split_is_refused(tmp_path):
     (["data=mackey_glass", "model=esn", "method=ridge", "model.learn_output=false"], "the model's readout does not learn"),
     (["data=sequential_mnist", "model=esn", "method=ridge"], "method=ridge fits a target at every time step and "
                                                             "data=sequential_mnist gives one per sequence"),
+    (["data=evidence_accumulation", "model=esn", "method=ridge"], "method=ridge fits a least-squares target at every time "
+                                                                 "step, and data=evidence_accumulation scores one class"),
+    (["data=evidence_accumulation", "model=lsm", "method=force"], "method=force fits a least-squares target"),
 ])
 def test_a_closed_form_readout_of_a_model_without_one_is_refused(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message):

@@ -116,6 +116,8 @@ class SequenceTask(Task):
     sequential = True
     #: Targets [batch, time, ...], one per step (else one per sequence, scored at the last step).
     per_step: bool = True
+    #: The per-step targets are values to fit (a least-squares readout, method=ridge or force, can regress them).
+    fittable_targets: bool = True
     washout: int = 0
 
     def with_washout(self, washout: int) -> "SequenceTask":
@@ -248,6 +250,7 @@ class FinalWindowClassification(SequenceTask):
     sequence's. The prediction: the class of the largest output averaged over the scored steps."""
 
     name = "final_window_classification"
+    fittable_targets = False  # (class, weight) pairs: a least-squares fit would regress the class index
 
     def step_loss(self, output, target):
         classes, weights = target[..., 0].long(), target[..., 1]

@@ -255,6 +255,12 @@ def check_time_fits(cfg: DictConfig, datamodule) -> None:
             f"method={method} fits a target at every time step and data={data} gives one per sequence: use a per-step "
             f"sequence task (data=mackey_glass, narma10, lorenz, memory_capacity, sine_trajectory or add_task)"
         )
+    if set(trains) == {"reservoir"} and not getattr(get_task(datamodule.task), "fittable_targets", True):
+        raise ConfigError(
+            f"method={method} fits a least-squares target at every time step, and data={data} scores one class per sequence "
+            f"by cross-entropy over its last steps (targets are (class, weight) pairs): train the readout with method=bp or "
+            f"bptt, or use a per-step regression task (data=mackey_glass, narma10, lorenz, memory_capacity)"
+        )
     # A rate RNN is trained as a recurrent network or fitted as a reservoir; a spiking network by the rules that say so,
     # a spiking reservoir (model=lsm, `is_reservoir`) by those and by the closed-form readouts.
     reservoir = kind == "recurrent" or getattr(get_class(cfg.model._target_), "is_reservoir", False)
