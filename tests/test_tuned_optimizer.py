@@ -99,16 +99,23 @@ def test_a_run_with_adam_and_a_tuned_file_trains(tmp_path):
         (["data=mnist", "method=bp"], ["model/mnist/mlp", "mnist/bp", "cosine/None/none", "momentum/sgd/0.7"]),
         (["data=mnist", "method=bp", "optimizer=adam", "scheduler=exponential"], ["model/mnist/mlp", "mnist/bp"]),
         (["data=spiral", "method=fa"], ["spiral/fa", "momentum/sgd/0.9"]),
-        (["experiment=ren_s11_mnist", "method=fg_w"], ["model/mnist/mlp", "mnist/fg_w", "ren_s11_mnist/fg_w"]),  # loaded, then overridden by the preset
+        # mnist/fg_w (the lr) and model/mnist/mlp (128-128) are loaded, then every value of them overridden by the
+        # preset (S/1/1: 256-256) and its per-rule file: they did not change the run
+        (["experiment=ren_s11_mnist", "method=fg_w"], ["ren_s11_mnist/fg_w"]),
+        (["data=mnist", "method=fg_w", "optimizer.lr=0.01"], ["model/mnist/mlp", "cosine/None/none"]),  # the command line wins
+        (["data=mnist", "method=bp", "optimizer.momentum=0.5"], ["model/mnist/mlp", "mnist/bp", "cosine/None/none"]),
     ],
 )
 def test_results_list_the_tuned_pieces_a_tuned_file_included(overrides, files, tmp_path):
-    """results.json's `tuned` left out the files a tuned file includes (momentum, cosine), which change the run."""
+    """results.json's `tuned` left out the files a tuned file includes (momentum, cosine), which change the run, and
+    listed files whose every value a later file or the command line had overridden."""
     from hydra.core.hydra_config import HydraConfig
 
-    from learnbench.train import tuned_files
+    from learnbench.train import loaded_tuned_files, tuned_files
 
-    compose_config(overrides, tmp_path)
-    listed = tuned_files(dict(HydraConfig.get().runtime.choices))
+    cfg = compose_config(overrides, tmp_path)
+    choices = dict(HydraConfig.get().runtime.choices)
+    listed = tuned_files(choices, cfg)
     assert sorted(listed) == sorted(f"conf/tuned/{name}.yaml" for name in files)
+    assert set(listed) <= set(loaded_tuned_files(choices))
     assert all((CONFIG_DIR.parent / path).is_file() for path in listed)

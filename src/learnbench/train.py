@@ -412,7 +412,7 @@ def base_record(cfg: DictConfig) -> dict:
         "model": choices.get("model"),
         "optimizer": choices.get("optimizer"),
         "experiment": choices.get("experiment"),
-        "tuned": tuned_files(choices),
+        "tuned": tuned_files(choices, cfg),
         "budget": budget_of(cfg),  # epochs, batch size, schedule: what every rule of a comparison must share
         "seed": cfg.seed,
         "status": None,
@@ -502,10 +502,36 @@ def is_user_error(error: Exception) -> bool:
     return isinstance(error, (ConfigError, *USER_ERRORS))
 
 
-def tuned_files(choices: dict[str, str]) -> list[str]:
+def tuned_files(choices: dict[str, str], cfg: DictConfig | None = None) -> list[str]:
     """The conf/tuned/ files that applied to this run (the model's size on the dataset, the rule on the
     dataset and the pieces it includes, e.g. momentum/sgd/0.9 and cosine/None/none, then the rule in an
-    experiment)."""
+    experiment). Given the run's config, a file none of whose values is still in it (every one overridden later: a
+    dataset's lr under a preset's per-rule file, or on the command line) is left out: it did not change the run."""
+    loaded = loaded_tuned_files(choices)
+    return loaded if cfg is None else [path for path in loaded if any(in_effect(cfg, path))]
+
+
+def in_effect(cfg: DictConfig, path: str):
+    """For each value a tuned file sets (its package: _global_ or the folder's), whether the run's config holds it."""
+    folder = path.removeprefix("conf/tuned/").split("/", 1)[0]
+    package = {"model": "model", "momentum": "optimizer", "cosine": "scheduler"}.get(folder, "")  # the defaults list's @
+    values = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR.parent / path), resolve=False)
+    values.pop("defaults", None)
+
+    def leaves(node, prefix):
+        for key, value in node.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict) and value:
+                yield from leaves(value, dotted)
+            else:
+                yield dotted, value
+
+    for key, value in leaves(values, package):
+        yield OmegaConf.select(cfg, key, throw_on_missing=False) == value
+
+
+def loaded_tuned_files(choices: dict[str, str]) -> list[str]:
+    """Every conf/tuned/ file the defaults list loaded, in order (tuned_files keeps those still in effect)."""
     included = sorted(  # `optional /tuned/<folder>@<package>: ...` in a tuned file: choices 'tuned/<folder>@<package>'
         f"{key.split('@', 1)[0].removeprefix('tuned/')}/{value}"
         for key, value in choices.items() if key.startswith("tuned/") and key != "tuned/model@model" and value
