@@ -25,6 +25,9 @@ class Backprop(LocalLossesMixin, LearningRule):
         super().__init__()
         self.local = local
 
+    def claims(self) -> frozenset[str]:
+        return frozenset({"exact"}) if self.local == "none" else frozenset()  # local losses: another objective's gradient
+
     def reads(self) -> frozenset[str]:
         """The exact gradient: the error vector carried back through the forward weights' transposes (through time on
         temporal models); a local-loss variant reads its block's own head instead."""

@@ -174,6 +174,13 @@ class LearningRule(nn.Module):
         the locality profile (docs/locality.md). None: not declared (tests/test_locality.py fails for such a rule)."""
         return None
 
+    def claims(self) -> frozenset[str]:
+        """What the estimate is, as the rule is configured, for `python -m learnbench.verify` to test against backprop's
+        gradient: "exact" (it is the gradient: bp) or "unbiased" (its expectation over the rule's noise is the gradient:
+        the perturbation rules, up to O(sigma) for the finite differences); empty: another direction by design (fa, pc,
+        local losses), reported, not judged."""
+        return frozenset()
+
     def update_modes(self, model: nn.Module) -> dict[str, str]:
         """How each trainable parameter of the model learns, by name: GRADIENT, DIRECT or CLOSED_FORM (the
         module docstring above). A model may mix them (a reservoir's readout closed-form and its other weights

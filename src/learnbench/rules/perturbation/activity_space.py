@@ -32,6 +32,10 @@ class ActivitySpaceRule(LearningRule):
     # Temporal models: noise / tangents per unit and time step, one estimate per whole sequence (the model's walk).
     trains = ("feedforward", "recurrent", "spiking")
 
+    def claims(self) -> frozenset[str]:
+        """Unbiased for the gradient (E[v v^T] = I), unless clipped or paired with local losses (another objective)."""
+        return frozenset({"unbiased"}) if self.clip is None and getattr(self, "local", "none") == "none" else frozenset()
+
     def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None,
                  exact_readout: bool = False):
         """`exact_readout`: the readout (last block) takes its exact gradient, the output error times its

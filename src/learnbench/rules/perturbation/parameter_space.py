@@ -41,6 +41,10 @@ class ParameterSpaceRule(LearningRule):
     # Directions over the model's parameters work on any model: on model=rnn and snn a whole sequence per estimate.
     trains = ("feedforward", "recurrent", "spiking")
 
+    def claims(self) -> frozenset[str]:
+        """Unbiased for the gradient (E[v v^T] = I), unless clipped or paired with local losses (another objective)."""
+        return frozenset({"unbiased"}) if self.clip is None and getattr(self, "local", "none") == "none" else frozenset()
+
     def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None, comm: Comm = "grads",
                  exact_readout: bool = False):
         """`exact_readout`: the readout's (last block's) parameters take their exact gradient and no direction
