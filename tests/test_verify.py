@@ -71,3 +71,14 @@ def test_the_command_exits_1_on_a_failure_and_2_with_one_line_on_what_it_cannot_
     assert main(["data=sine_trajectory", "model=rnn", "method=rflo"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("learnbench.verify: ") and "\n" not in err and "tests/test_recurrent.py" in err
+    assert main(["method=ipc"]) == 2
+    assert "method.weight_updates=per_batch gives one" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(__import__("learnbench.catalog", fromlist=["comparable_rules"]).comparable_rules("feedforward")))
+def test_every_feed_forward_rule_of_the_suite_passes_what_it_claims(method):
+    """Every rule of the feed-forward catalogue on the spiral: no check fails (a rule that claims nothing is reported);
+    ipc steps its weights at every inference step, several times a batch: checked with one update a batch."""
+    checks = verify([f"method={method}", *(["method.weight_updates=per_batch"] if method == "ipc" else [])], draws=100)
+    assert all(check.passed is not False for check in checks), [check.line() for check in checks]

@@ -149,9 +149,13 @@ def verify(overrides: list[str], draws: int = 200) -> list[Check]:
     cfg = compose_run(overrides)
     check_config(cfg)
     datamodule, module = pieces(cfg)
-    if get_task(task_of(cfg, datamodule)).sequential or len(module.rule.schedule(None)) != 1:
+    if get_task(task_of(cfg, datamodule)).sequential:
         raise ConfigError("learnbench.verify checks whole-batch rules on static data (feed-forward models, model=snn on "
                           "images); the rules of sequences are checked by tests/test_recurrent.py and tests/test_esn_traces.py")
+    if len(module.rule.schedule(None)) != 1:  # ipc's per_step: the weights move between the calls of a batch
+        raise ConfigError("learnbench.verify compares one estimate a batch with backprop's gradient, and this rule steps the "
+                          "weights several times a batch (method=ipc: method.weight_updates=per_batch gives one); its own "
+                          "tests: tests/test_predictive_coding.py")
     x, y, loss_fn = one_batch(cfg, datamodule)
     return [gradient_check(module, x, y, loss_fn, draws), determinism_check(cfg, x, y, loss_fn)]
 
