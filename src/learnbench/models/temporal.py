@@ -17,6 +17,7 @@ What e-prop-like rules read (RFLO, e-prop, RTRL: rules/recurrent/recurrent_rule.
     run(x, state)                 the hidden trajectory [batch, time, N] (no readout); state.h is h_0
     state_of(h)                   the state whose hidden variable is h (the online rules carry it)
     readout(hs), readout_input(hs), readout_weight    y_t = W_out r_t + b_out, r_t and W_out
+    readout_state(state)          what a state holds that readout_input reads (h_t; model=lsm: its traces): FORCE
     recurrent_weight              W_rec of a rate recurrence h -> r -> W_rec -> h (RTRL; None: none)
     decay, input_gain             h_t = decay * h_{t-1} + input_gain * (the unit's input current)
     pseudo_derivative(hs)         d r_t / d h_t (phi' for rate units; a surrogate for spiking units)
