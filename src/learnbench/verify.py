@@ -13,14 +13,14 @@ model's initial weights, in float64:
   determinism   two models built from the seed, trained 3 steps each through the rule and the optimiser: bit-identical
                 weights.
 
-Exit status 1 if a check fails, 2 if the config is refused; one line per check. One thread (small problems). Whole-batch rules on static data only (feed-forward models and
-model=snn on images); the rules of sequences (rflo, eprop, rtrl, windows of bptt) are checked by tests/test_recurrent.py
-and tests/test_esn_traces.py. DDP ranks and resumes: tests/test_ddp_rules.py and tests/test_resume.py.
+Exit status 1 if a check fails, 2 if the config is refused; one line per check; one thread (small problems).
+Whole-batch rules on static data only (feed-forward models, model=snn on images); the rules of sequences (rflo,
+eprop, rtrl, windows of bptt) are checked by tests/test_recurrent.py and tests/test_esn_traces.py, DDP ranks and
+resumes by tests/test_ddp_rules.py and tests/test_resume.py.
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import dataclass
 
@@ -28,12 +28,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from learnbench.paths import CONFIG_DIR
 from learnbench.tasks import get_task
-from hydra.utils import instantiate
-
 from learnbench.train import ConfigError, build_module, check_config, check_model_fits_data, check_time_fits, task_of
 
 UNBIASED_LIMIT = 4.0  # N ||mean - g||^2 / tr(Cov) has expectation 1 for an unbiased rule; 4: a clear bias
@@ -52,7 +51,7 @@ class Check:
 
 
 def compose_run(overrides: list[str]) -> DictConfig:
-    """The config `python -m learnbench.train <overrides>` would run, CSV logging off, in float64."""
+    """The config `python -m learnbench.train <overrides>` would run, without loggers (nothing is logged here)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         cfg = compose(config_name="train", overrides=[*overrides, "logger=csv", "~logger"], return_hydra_config=True)
