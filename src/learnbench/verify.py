@@ -107,7 +107,7 @@ def determinism_check(cfg: DictConfig, x, y, loss_fn, steps: int = 3) -> Check:
     """Two modules built from the seed, `steps` steps each (rule, then the optimiser): bit-identical weights."""
     weights = []
     for _ in range(2):
-        module = built_module(cfg)
+        _, module = pieces(cfg)
         optimizer = module.configure_optimizers()
         optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
         optimizer = optimizer[0] if isinstance(optimizer, (list, tuple)) else optimizer
@@ -132,10 +132,6 @@ def pieces(cfg: DictConfig):
     module = build_module(cfg, datamodule.input_shape, datamodule.output_dim, task_of(cfg, datamodule)).double()
     module.rule.setup(module.model, seed=cfg.seed, rank=0, device=torch.device("cpu"))
     return datamodule, module
-
-
-def built_module(cfg: DictConfig):
-    return pieces(cfg)[1]
 
 
 def one_batch(cfg: DictConfig, datamodule):

@@ -52,7 +52,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from learnbench.models.temporal import TemporalModel
+from learnbench.models.temporal import LeakyRate, TemporalModel
 from learnbench.options import NonNegative, NonNegativeInt, Positive, PositiveFraction, PositiveInt
 from learnbench.state import State
 
@@ -80,7 +80,7 @@ def functorch_wrapped(t: Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
-class ESN(TemporalModel):
+class ESN(LeakyRate, TemporalModel):
     time_axis = "data"  # sequences [batch, time, features] from the data
     slope_recurrence = True  # x_t = (1 - a) x_{t-1} + a tanh(W x_{t-1} + ...): rflo and eprop's per-synapse traces
 
@@ -163,14 +163,6 @@ class ESN(TemporalModel):
         return state.h
 
     # ------------------------------------------------------------------ what rflo and eprop read (slope_recurrence)
-    @property
-    def decay(self) -> float:
-        return 1 - self.a
-
-    @property
-    def input_gain(self) -> float:
-        return self.a
-
     def state_of(self, h: Tensor) -> ESNState:
         """The state whose reservoir state is h (the online rules carry it; they refuse output feedback)."""
         return ESNState(h)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from learnbench.models import rnn_sites
-from learnbench.models.temporal import TemporalModel
+from learnbench.models.temporal import LeakyRate, TemporalModel
 from learnbench.options import Positive, PositiveInt
 from learnbench.state import State
 
@@ -33,7 +33,7 @@ class RNNState(State):
     h: Tensor  # [batch, N]: the units' state before phi
 
 
-class RNN(TemporalModel):
+class RNN(LeakyRate, TemporalModel):
     time_axis = "data"  # sequences [batch, time, features] from the data
     rate_recurrence = True  # phi before W_rec: the form rflo, eprop and rtrl are written for
     has_sites = True  # u_t and y_t (models/rnn_sites.py)
@@ -88,14 +88,6 @@ class RNN(TemporalModel):
 
     def parameter_groups(self) -> dict[str, tuple[str, ...]]:
         return {"input": ("w_in",), "recurrent": ("w_rec", "b"), "readout": ("w_out", "b_out")}
-
-    @property
-    def decay(self) -> float:
-        return 1 - self.a
-
-    @property
-    def input_gain(self) -> float:
-        return self.a
 
     @property
     def readout_weight(self) -> Tensor:

@@ -138,3 +138,18 @@ class TemporalModel(nn.Module):
         """The trainable parameters of one role, by name (a fixed W_in is left out)."""
         params = dict(self.named_parameters())
         return {name: params[name] for name in self.parameter_groups()[role] if name in params and params[name].requires_grad}
+
+
+class LeakyRate:
+    """decay and input_gain of a leaky rate unit with leak a (`self.a`): h_t = (1 - a) h_{t-1} + a (...), model=rnn's
+    and model=esn's form (what rflo, eprop and rtrl read)."""
+
+    a: float
+
+    @property
+    def decay(self) -> float:
+        return 1 - self.a
+
+    @property
+    def input_gain(self) -> float:
+        return self.a

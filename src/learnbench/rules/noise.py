@@ -67,3 +67,9 @@ class NoiseSource(nn.Module):
         if out is None or out.shape != (k, n) or out.dtype != self.table.dtype or out.device != self.table.device:
             return torch.stack(slices)
         return torch.stack(slices, out=out)
+
+
+def perturbation_claims(rule: nn.Module) -> frozenset[str]:
+    """What a perturbation rule's estimate is (LearningRule.claims): unbiased for the gradient, E[v v^T] = I, unless
+    its directional derivatives are clipped or paired with local losses (another objective)."""
+    return frozenset({"unbiased"}) if rule.clip is None and getattr(rule, "local", "none") == "none" else frozenset()

@@ -23,7 +23,7 @@ from learnbench.models.temporal import TemporalModel
 from learnbench.options import PositiveInt, Positive
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput
 from learnbench.rules.local import Trace, chain_blocks, cross_entropy_gradient, fold_rows, forward_trace, is_cross_entropy, local_update
-from learnbench.rules.noise import NoiseKind, NoiseSource
+from learnbench.rules.noise import NoiseKind, NoiseSource, perturbation_claims
 
 
 class ActivitySpaceRule(LearningRule):
@@ -33,8 +33,7 @@ class ActivitySpaceRule(LearningRule):
     trains = ("feedforward", "recurrent", "spiking")
 
     def claims(self) -> frozenset[str]:
-        """Unbiased for the gradient (E[v v^T] = I), unless clipped or paired with local losses (another objective)."""
-        return frozenset({"unbiased"}) if self.clip is None and getattr(self, "local", "none") == "none" else frozenset()
+        return perturbation_claims(self)
 
     def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None,
                  exact_readout: bool = False):

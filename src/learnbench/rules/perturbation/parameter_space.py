@@ -32,7 +32,7 @@ from typing import Literal
 from learnbench.options import Positive, PositiveInt
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, clipped
 from learnbench.rules.local import chain_blocks
-from learnbench.rules.noise import NoiseKind, NoiseSource
+from learnbench.rules.noise import NoiseKind, NoiseSource, perturbation_claims
 
 Comm = Literal["grads", "scalars"]
 
@@ -42,8 +42,7 @@ class ParameterSpaceRule(LearningRule):
     trains = ("feedforward", "recurrent", "spiking")
 
     def claims(self) -> frozenset[str]:
-        """Unbiased for the gradient (E[v v^T] = I), unless clipped or paired with local losses (another objective)."""
-        return frozenset({"unbiased"}) if self.clip is None and getattr(self, "local", "none") == "none" else frozenset()
+        return perturbation_claims(self)
 
     def __init__(self, directions: PositiveInt = 1, noise: NoiseKind = "gaussian", table_size: int = 0, clip: Positive | None = None, comm: Comm = "grads",
                  exact_readout: bool = False):
