@@ -117,6 +117,8 @@ def check_ddp_record(record: dict, reference: dict) -> None:
     assert record["config"]["trainer"]["strategy"] == "ddp" and record["config"]["trainer"]["devices"] == 2
     assert record["config"]["data"]["batch_size"] * 2 == reference["config"]["data"]["batch_size"]
     assert record["steps"] == 4
+    # Both ranks ended with bit-identical models (callbacks.RankSync: every tensor's digest compared across ranks).
+    assert record["ranks"] == {"world_size": 2, "in_sync": True, "differ": [], "step": 4}
     # Metrics synchronised over both ranks (torchmetrics) on the whole test split and on the 800 training
     # examples both saw: the single process's, up to float reassociation in the all-reduce (a point on
     # the decision boundary may flip: 1e-3 is two of the 2000 test points).

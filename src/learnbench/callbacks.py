@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import time
 
@@ -9,6 +11,8 @@ import lightning as L
 import torch
 
 from learnbench.metric_direction import higher_is_better
+
+log = logging.getLogger("learnbench")
 
 
 def _is_better(name: str, new: float, old: float | None) -> bool:
@@ -248,3 +252,41 @@ class ComputeMeter(L.Callback):
                 "eval_forward_equivalents": None if per_prediction is None else per_prediction * evaluated,
                 "train_flops": self.per_example("train_step_flops") * self.train_examples,
                 "eval_flops": self.per_example("predict_flops") * evaluated}
+
+
+def tensor_digest(tensor: torch.Tensor) -> int:
+    """A 63-bit digest of a tensor's bytes (sha256): equal on two ranks only if the tensors are bit-identical."""
+    data = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256(str(data.dtype).encode() + str(tuple(data.shape)).encode())
+    digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") >> 1
+
+
+class RankSync(L.Callback):
+    """At the end of training on several processes: are the ranks' models and rules bit-identical?
+
+    Every rank hashes each tensor of the training module's state (the model's parameters and buffers, the rule's
+    feedback matrices, learned feedback and baselines), the digests are all-gathered and compared, and results.json
+    says `ranks: {world_size, in_sync, differ}`: the names of the tensors on which some rank differs from rank 0. A
+    closed-form rule's statistics are left out (each rank sums its own shard; the fit uses their sum over ranks). A
+    rule that steps anything outside the all-reduced update with per-rank noise shows up here; rank 0's model is the
+    one that is tested and saved."""
+
+    def __init__(self) -> None:
+        self.result: dict | None = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.world_size == 1:
+            return
+        per_rank = {id(t) for t in pl_module.rule.statistics()}
+        names = [name for name, t in pl_module.state_dict(keep_vars=True).items() if id(t) not in per_rank]
+        state = pl_module.state_dict()
+        digests = torch.tensor([tensor_digest(state[name]) for name in names], dtype=torch.int64, device=pl_module.device)
+        gathered = trainer.strategy.all_gather(digests).reshape(trainer.world_size, -1).cpu()
+        differ = [name for k, name in enumerate(names) if not bool((gathered[:, k] == gathered[0, k]).all())]
+        self.result = {"world_size": trainer.world_size, "in_sync": not differ, "differ": differ, "step": trainer.global_step}
+        if differ and trainer.global_rank == 0:
+            cause = ("allreduce_grads=false" if not pl_module.allreduce_grads
+                     else "the rule stepped them outside the all-reduced update")
+            log.warning("the ranks' states drifted apart during training (%s differ from rank 0's): %s; the results are "
+                        "rank 0's", ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else ""), cause)

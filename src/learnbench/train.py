@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
 from learnbench.budget import budget_of, describe
-from learnbench.callbacks import ComputeMeter, ResourceMeter, RunRecorder
+from learnbench.callbacks import ComputeMeter, RankSync, ResourceMeter, RunRecorder
 from learnbench.checkpoints import check_fits
 from learnbench.config_validation import ConfigError, validate_config
 from learnbench.tasks import CLASSIFICATION, CLASSIFICATION_OVER_TIME, RECONSTRUCTION, get_task
@@ -434,11 +434,12 @@ def train(cfg: DictConfig) -> dict:
     trainer = recorder = module = None
     meter = ResourceMeter()  # before build: the peak memory counts the data and the model
     compute = ComputeMeter()  # FLOPs and forward-pass equivalents, training and evaluation apart
+    ranks = RankSync()  # on several processes: whether the ranks ended training bit-identical
     try:
         check_config(cfg)
         wandb_note = wandb_mode_note(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter, compute])
+        datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter, compute, ranks])
         prepare_fit(cfg, datamodule, module, trainer, record)
         log_config(trainer, record, wandb_note)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -467,6 +468,7 @@ def train(cfg: DictConfig) -> dict:
         record["wall_time_s"] = time.perf_counter() - start
         record["resources"] = meter.summary()  # CPU seconds per phase, peak memory (ResourceMeter)
         record["compute"] = compute.summary()  # FLOPs, forward-pass equivalents (ComputeMeter, learnbench/compute.py)
+        record["ranks"] = ranks.result  # null on one process (RankSync)
         if trainer is None or trainer.global_rank == 0:
             path = write_results(Path(cfg.paths.output_dir), record)
             if not record.get("refused"):

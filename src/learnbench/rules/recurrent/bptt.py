@@ -28,6 +28,10 @@ class BPTT(RecurrentRule):
         super().__init__(update_every=update_every)
         self.truncation = truncation
 
+    def claims(self) -> frozenset[str]:
+        """Full BPTT is the gradient of the sequence's loss; a truncation or an online update cuts it."""
+        return frozenset({"exact"}) if self.truncation is None and self.update_every == "sequence" else frozenset()
+
     def reads(self) -> frozenset[str]:
         """The error carried backwards through time and through W_rec^T, W_out^T."""
         return signals("pre", "post_derivative", "output_error", "transported_weights", "future")

@@ -53,6 +53,10 @@ class RTRL(RecurrentRule):
         super().__init__(update_every=update_every)
         self.max_units = max_units
 
+    def claims(self) -> frozenset[str]:
+        """The exact gradient, carried forward: at fixed weights the sum of its windows' estimates is full BPTT's."""
+        return frozenset({"exact"})
+
     def reads(self) -> frozenset[str]:
         """Forward in time (the influence matrix, through W_rec), the learning signal through W_out^T: no future."""
         return signals("pre", "post_derivative", "output_error", "transported_weights")
