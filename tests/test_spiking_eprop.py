@@ -258,3 +258,61 @@ def test_eprop_trains_the_recurrent_snn_through_the_module(tmp_path):
     assert record["status"] == "ok"
     losses = [epoch["val/loss"] for epoch in record["history"]]
     assert losses[-1] < losses[0] and all(math.isfinite(v) for v in losses)
+
+
+# ----------------------------------------------------------------------------- the firing-rate penalty (Bellec et al. 2020)
+PENALTY, TARGET_HZ = 3.0, 50.0  # a target well above the units' rate, so the penalty's gradient is large
+
+
+def penalized_oracle(model: SNN, x, y) -> list[torch.Tensor]:
+    """Autograd of the loss plus c sum_j (f_j - f0)^2, f_j the hidden unit's spikes per ms averaged over the batch and
+    the steps: the network run step by step through `model.step` (not the layer-wise forward the rules use)."""
+    inputs = model.encode(x)
+    state, outputs, spikes = model.initial_state(len(x)), [], []
+    for t in range(inputs.shape[1]):
+        state, output = model.step(state, inputs[:, t])
+        outputs.append(output)
+        spikes.append(state.hidden[0].spikes)
+    rates = torch.stack(spikes, dim=1).mean(dim=(0, 1)) / model.dt
+    loss = LOSS(torch.stack(outputs, dim=1), y).mean() + PENALTY * ((rates - TARGET_HZ / 1000) ** 2).sum()
+    return list(torch.autograd.grad(loss, trainable_parameters(model)))
+
+
+@pytest.mark.parametrize("neuron", ["lif", "alif"])
+@pytest.mark.parametrize("method", ["bp", "eprop"])
+def test_the_rate_penalty_joins_the_gradient_of_bp_and_of_eprop_where_eprop_is_exact(neuron, method):
+    """bp: exactly the oracle's gradient (W_rec as drawn); e-prop with symmetric feedback at W_rec = 0: the same, its
+    penalty signal meeting the unfiltered traces; walked in pieces of 7 steps too (the rates over the whole window)."""
+    from learnbench.rules import Backprop
+    from learnbench.rules.recurrent.spiking_eprop import spiking_eprop_grads
+
+    options = dict(neuron=neuron, adaptation_strength=0.5, tau_adaptation=30.0, rate_penalty=PENALTY, rate_target_hz=TARGET_HZ)
+    model = spiking_net(21, w_rec_zero=method == "eprop", **options)
+    x, y = inputs(22)
+    assert_spikes(model, x)
+    expected = penalized_oracle(model, x, y)
+    rule = Backprop() if method == "bp" else EProp(feedback="symmetric")
+    rule.bind(model, seed=0)
+    out = rule.estimate_grads(model, x, y, LOSS)
+    for p, e in zip(trainable_parameters(model), expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-9, atol=1e-12)
+    assert float(out.metrics["rate_penalty"]) > 0
+    model.rate_penalty = 0.0  # guard: the penalty does change the hidden weights' gradient
+    unpenalized = surrogate_bptt(model, x, y)
+    assert not torch.allclose(unpenalized[0], expected[0], rtol=1e-3)
+    if method == "eprop":
+        sequence = model.encode(x)  # the same currents as a sequence the data carry (the network as drawn again)
+        model = spiking_net(21, w_rec_zero=True, encoding="none", **options)
+        expected = penalized_oracle(model, sequence, y)
+        spiking_eprop_grads(model, model.readout.weight.detach(), sequence, y, LOSS, chunk_steps=7)
+        for p, e in zip(trainable_parameters(model), expected, strict=True):
+            torch.testing.assert_close(p.grad, e, rtol=1e-9, atol=1e-12)
+
+
+def test_a_rule_that_leaves_the_rate_penalty_out_is_refused():
+    from learnbench.rules import FeedbackAlignment
+
+    model = spiking_net(3, recurrent=False, rate_penalty=1.0)
+    with pytest.raises(ValueError, match=r"model.rate_penalty=1.0: FeedbackAlignment does not add the firing-rate penalty .* "
+                                         r"method=bp or eprop, or set model.rate_penalty=0"):
+        FeedbackAlignment().bind(model, seed=0)

@@ -118,7 +118,12 @@ class SNN(TemporalModel):
         encoding_seed: Seed = 0,
         init: Literal["pytorch", "spytorch"] = "pytorch",
         bias: bool = True,
+        rate_penalty: NonNegative = 0.0,
+        rate_target_hz: NonNegative = 10.0,
     ):
+        """`rate_penalty` c and `rate_target_hz` f0: the firing-rate regulariser of Bellec et al. 2020, added to the loss,
+        c sum_j (f_j - f0)^2 with f_j unit j's mean rate over the batch and the steps, in spikes per ms (their reg_f 1,
+        reg_rate 10 Hz); every hidden unit. Rules that take it: bp, bptt, eprop (`penalized`)."""
         super().__init__()
         problem = option_problem(dict(tau_mem=tau_mem, beta=beta, encoding=encoding, max_rate=max_rate, dt=dt))
         if problem:
@@ -134,6 +139,7 @@ class SNN(TemporalModel):
         self.latency_tau_steps, self.latency_threshold = latency_tau / dt, latency_threshold
         self.encoding_seed = encoding_seed
         self.readout_kind, self.loss_over_time = readout, loss_over_time
+        self.rate_penalty, self.rate_target_hz = rate_penalty, rate_target_hz
         membrane_decay = decay(dt, tau_mem) if beta is None else beta
         self.surrogate_scale = resolved_scale(surrogate, surrogate_scale)  # recorded as used
         self.neuron = Neuron(
@@ -194,21 +200,38 @@ class SNN(TemporalModel):
         return SNNState(hidden, output), output.membrane
 
     def forward(self, x: Tensor, state: SNNState | None = None, return_state: bool = False):
-        """Outputs [batch, steps, outputs] (the readout's membrane at every step) of static examples x [batch, ...].
+        """Outputs [batch, steps, outputs] (the readout's membrane at every step) of static examples x [batch, ...]."""
+        outputs, _, state = self.penalized(x, state)
+        return (outputs, state) if return_state else outputs
+
+    def penalized(self, x: Tensor, state: SNNState | None = None) -> tuple[Tensor, Tensor, SNNState]:
+        """(outputs, the firing-rate penalty of this run (0 without model.rate_penalty), the state after it).
 
         Layer by layer rather than step by step (the same arithmetic as `step`): each feed-forward weight
         multiplies all steps in one matmul, only the neurons (and W_rec) run in the time loop."""
         state = self.initial_state(len(x)) if state is None else state
         currents = self.input_currents(x, static=True)
-        hidden = []
+        hidden, rates = [], []
         for i, layer_state in enumerate(state.hidden):
             if i > 0:
                 currents = self.hidden[i](spikes)
             recurrent = self.recurrent if i == len(self.hidden) - 1 else None
             spikes, _, layer_state = run_layer(self.neuron, currents, layer_state, recurrent, steps=self.steps, membranes=False)
             hidden.append(layer_state)
+            if self.rate_penalty:
+                rates.append(spikes.mean(dim=(0, 1)))
         outputs, output_state = self._run_output(self.readout(spikes), state.output)
-        return (outputs, SNNState(hidden, output_state)) if return_state else outputs
+        penalty = self.penalty_of_rates(torch.cat(rates)) if rates else outputs.new_zeros(())
+        return outputs, penalty, SNNState(hidden, output_state)
+
+    def penalty_of_rates(self, spike_means: Tensor) -> Tensor:
+        """c sum_j (f_j - f0)^2 from each unit's spikes per step averaged over the batch and the steps, [units]."""
+        return self.rate_penalty * ((spike_means / self.dt - self.rate_target_hz / 1000) ** 2).sum()
+
+    def rate_penalty_signal(self, spike_means: Tensor, examples_times_steps: int) -> Tensor:
+        """dPenalty/dS_t,j for every example and step, [units]: 2 c (f_j - f0) / (batch steps dt), the same for all
+        (e-prop's learning signal for the regulariser)."""
+        return 2 * self.rate_penalty * (spike_means / self.dt - self.rate_target_hz / 1000) / (examples_times_steps * self.dt)
 
     # ------------------------------------------------------------------ from encoded inputs (the STDP rules)
     #: The weight of the first spiking layer, input -> hidden (what method=stdp and rstdp learn).

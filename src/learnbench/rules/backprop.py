@@ -25,6 +25,10 @@ class Backprop(LocalLossesMixin, LearningRule):
         super().__init__()
         self.local = local
 
+    @property
+    def takes_rate_penalty(self) -> bool:  # the local-loss variants leave it out
+        return self.local == "none"
+
     def claims(self) -> frozenset[str]:
         return frozenset({"exact"}) if self.local == "none" else frozenset()  # local losses: another objective's gradient
 
@@ -38,11 +42,16 @@ class Backprop(LocalLossesMixin, LearningRule):
         return exact_local_grads(model, self.local_heads, x, y, loss_fn, self.local)
 
     def global_grads(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> RuleOutput:
-        output = model(x)
+        metrics = {}
+        if getattr(model, "rate_penalty", 0):  # model=snn's firing-rate regulariser joins the objective
+            output, penalty, _ = model.penalized(x)
+            metrics["rate_penalty"] = penalty.detach()
+        else:
+            output, penalty = model(x), 0.0
         loss = loss_fn(output, y).mean()
         params = trainable_parameters(model)
         # autograd.grad rather than backward(): a DDP wrapper's gradient hooks must not fire here,
         # since the training module all-reduces every rule's gradients itself.
-        for p, g in zip(params, torch.autograd.grad(loss, params)):
+        for p, g in zip(params, torch.autograd.grad(loss + penalty, params)):
             p.grad = g
-        return RuleOutput(loss=loss.detach(), output=output.detach())
+        return RuleOutput(loss=loss.detach(), output=output.detach(), metrics=metrics)

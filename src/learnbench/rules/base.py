@@ -111,6 +111,9 @@ class LearningRule(nn.Module):
     #: `{processes}` in it: train.py refuses such a run at start.
     one_process_only: str | None = None
 
+    #: True for the rules that add a model's firing-rate penalty (model=snn's `rate_penalty`) to what they estimate.
+    takes_rate_penalty: bool = False
+
     #: Optimiser steps per training batch. More than 1 for rules that update the weights online within
     #: a batch (incremental PC): the default `schedule` then calls `estimate_grads(..., state=)` that many
     #: times on the batch, each call's `RuleOutput.state` passed to the next, with an update after every call.
@@ -150,6 +153,9 @@ class LearningRule(nn.Module):
         feedback parameters exist to be restored into, and to be handed to the optimiser)."""
         if self._bound:
             return
+        if getattr(model, "rate_penalty", 0) and not self.takes_rate_penalty:
+            raise ValueError(f"model.rate_penalty={model.rate_penalty}: {type(self).__name__} does not add the firing-rate penalty "
+                             f"to its update; train with method=bp or eprop, or set model.rate_penalty=0")
         self.check_model(model)
         self.init_state(model, torch.Generator().manual_seed(state_seed(seed)))
         self._bound = True

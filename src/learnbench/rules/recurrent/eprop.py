@@ -38,6 +38,7 @@ from learnbench.rules.locality import signals
 
 class EProp(RFLO):
     trains = ("recurrent", "spiking")
+    takes_rate_penalty = True  # model=snn's firing-rate regulariser: its learning signal through the unfiltered traces
 
     def __init__(
         self,

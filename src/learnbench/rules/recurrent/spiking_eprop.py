@@ -63,15 +63,18 @@ def zero_spiking_traces(z: Tensor, units: int) -> dict[str, Tensor]:
 
 
 def trace_window(model: TemporalModel, run: SpikingTrajectory, z: Tensor, signal: Tensor,
-                 traces: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+                 traces: dict[str, Tensor], direct: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Walk the eligibility vectors through the window, summing L_t,i ebar_t,ij on the way (the traces of every
     step are never stored: [batch, N, fan-in] per step would not fit for long sequences). In place on copies of
     the carried traces: a step is then a few fused multiply-adds, no new tensors (this loop is e-prop's cost).
+    `direct` [N]: a learning signal on the spikes themselves, the same at every step (the firing-rate penalty's),
+    which meets the unfiltered trace: sum_t direct_i e_t,ij is added.
     Returns (the summed gradient [N, fan-in], the traces after the window, carried into the next)."""
     rho, strengths, kappa = model.adaptation_decay, model.adaptation_strengths.view(1, -1, 1), model.readout_decay
     voltage, adaptation, eligibility, filtered = (traces[name].clone() for name in TRACES)
     adapts = bool(strengths.any())  # a layer of LIF units only has no adaptation to follow
     summed = torch.zeros_like(filtered)  # sum_t L_t,i ebar_t,ij per example; summed over the batch at the end
+    unfiltered = torch.zeros_like(filtered) if direct is not None else None  # sum_t e_t,ij
     for t in range(z.shape[1]):
         voltage.mul_(run.membrane_decay[:, t, :, None]).addcmul_(run.input_gain[:, t, :, None], z[:, t, None, :])
         if adapts:
@@ -82,7 +85,10 @@ def trace_window(model: TemporalModel, run: SpikingTrajectory, z: Tensor, signal
         eligibility.mul_(run.pseudo_derivative[:, t, :, None])
         filtered.mul_(kappa).add_(eligibility)
         summed.addcmul_(signal[:, t, :, None], filtered)
-    return summed.sum(dim=0), dict(zip(TRACES, (voltage, adaptation, eligibility, filtered)))
+        if unfiltered is not None:
+            unfiltered.add_(eligibility)
+    total = summed.sum(dim=0) if unfiltered is None else summed.sum(dim=0) + direct[:, None] * unfiltered.sum(dim=0)
+    return total, dict(zip(TRACES, (voltage, adaptation, eligibility, filtered)))
 
 
 def low_pass(values: Tensor, start: Tensor, kappa: float) -> Tensor:
@@ -110,15 +116,16 @@ def time_chunks(model: TemporalModel, x: Tensor, chunk_steps: int) -> list[Tenso
 @torch.no_grad()
 def window_outputs(model: TemporalModel, chunks: list[Tensor], start: Any) -> tuple[Tensor, Any, list[SpikingTrajectory]]:
     """Pass 1: the readout's outputs over the window, [batch, time, outputs], piece by piece; keeps nothing of the
-    hidden layer's run but the outputs (and the run itself when the window is one piece: pass 2 reuses it).
-    Returns (outputs, the state after the window, [the run] or [])."""
-    state, outputs, runs = start, [], []
+    hidden layer's run but the outputs (and the run itself when the window is one piece: pass 2 reuses it) and each
+    unit's spike count. Returns (outputs, the state after the window, [the run] or [], spike counts [N])."""
+    state, outputs, runs, counts = start, [], [], 0
     for piece in chunks:
         run = model.spiking_run(piece, state)
         output, state = model.run_readout(run.spikes, run.state)
         outputs.append(output)
+        counts = counts + run.spikes.sum(dim=(0, 1))
         runs = [run] if len(chunks) == 1 else []
-    return torch.cat(outputs, dim=1), state, runs
+    return torch.cat(outputs, dim=1), state, runs, counts
 
 
 def readout_errors(output: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor]:
@@ -156,8 +163,14 @@ def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Te
     (the outputs and errors, [batch, time, outputs], aside). A window of one piece runs once."""
     start = model.initial_state(len(x)) if state is None else state.model
     chunks = time_chunks(model, x, chunk_steps)
-    output, after, runs = window_outputs(model, chunks, start)
+    output, after, runs, spike_sums = window_outputs(model, chunks, start)
     loss, error = readout_errors(output, y, loss_fn)
+    direct, metrics = None, {}
+    if getattr(model, "rate_penalty", 0):  # the window's rates: dPenalty/dS_t is the same for every example and step
+        examples_times_steps = len(x) * output.shape[1]
+        means = spike_sums / examples_times_steps
+        direct = model.rate_penalty_signal(means, examples_times_steps)
+        metrics["rate_penalty"] = model.penalty_of_rates(means)
     readout = state.traces["readout"] if state is not None else None
     hidden, grads, hidden_state, t0 = None if state is None else state.traces["hidden"], {}, start, 0
     for piece in chunks:
@@ -171,10 +184,11 @@ def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Te
         z = torch.cat(list(values.values()), dim=-1)
         hidden = zero_spiking_traces(z, run.spikes.shape[-1]) if hidden is None else hidden
         signal = error[:, t0:t1] @ feedback  # L_t = dL/dy_t B, [batch, piece, N]
-        share, hidden = trace_window(model, run, z, signal, hidden)
+        share, hidden = trace_window(model, run, z, signal, hidden, direct)
         for name, part in zip(values, share.split([v.shape[-1] for v in values.values()], dim=-1)):
             grads[name] = part if name not in grads else grads[name] + part
         t0 = t1
     for name, p in {**model.trained_parameters("readout"), **hidden_parameters(model)}.items():
         p.grad = grads[name].squeeze(1) if p.dim() == 1 and grads[name].dim() == 2 else grads[name]
-    return RuleOutput(loss=loss, output=output.detach(), state=TraceState(after.detach(), {"hidden": hidden, "readout": readout}))
+    return RuleOutput(loss=loss, output=output.detach(), metrics=metrics,
+                      state=TraceState(after.detach(), {"hidden": hidden, "readout": readout}))
