@@ -13,6 +13,7 @@ from conftest import NO_RANDOMNESS, NO_STEP_NOISE, draws_step_noise, estimate
 from learnbench.tasks import per_example_loss
 from learnbench.models import MLP
 from learnbench.catalog import comparable_rules, rule_from_config
+from learnbench.verify import judge
 from learnbench.rules import (
     Backprop,
     ForwardGradientActivity,
@@ -178,8 +179,9 @@ def test_estimators_are_unbiased(make_rule):
     mean, samples = mean_of_estimates(ready(make_rule(), model, seed=13), model, x, y, N)
     trace_cov = samples.var(0).sum()
     assert (mean - grad).pow(2).sum() < 2 * trace_cov / N
-    along = samples @ (grad / grad.norm())
-    assert abs(along.mean() - grad.norm()) < 4 * along.std() / math.sqrt(N), (along.mean(), grad.norm())
+    # learnbench.verify's judgement of the same draws (its limit 4 on both statistics; the tighter 2 above).
+    check = judge(samples, grad, frozenset({"unbiased"}))
+    assert check.passed, check.line()
 
 
 @pytest.mark.slow
@@ -191,6 +193,8 @@ def test_np_covariance_form_without_baseline_is_unbiased():
     mean, samples = mean_of_estimates(ready(NodePerturbation(sigma=0.05, baseline="none", table_size=0), model, seed=17), model, x, y, N)
     trace_cov = samples.var(0).sum()
     assert (mean - grad).pow(2).sum() < 2 * trace_cov / N
+    check = judge(samples, grad, frozenset({"unbiased"}))
+    assert check.passed, check.line()
 
 
 def test_activity_perturbation_has_lower_variance_than_weight_perturbation():

@@ -23,6 +23,16 @@ class ShiftedForwardGradient(ForwardGradientWeight):
         return out
 
 
+class HalfForwardGradient(ForwardGradientWeight):
+    """fg_w halved: the README's example; still claims to be unbiased."""
+
+    def estimate_grads(self, model, x, y, loss_fn, state=None):
+        out = super().estimate_grads(model, x, y, loss_fn)
+        for p in model.parameters():
+            p.grad /= 2
+        return out
+
+
 class UnseededNoise(Backprop):
     """bp plus noise from a generator seeded by the clock: the same seed no longer gives the same run."""
 
@@ -71,6 +81,13 @@ def test_a_biased_rule_that_claims_to_be_unbiased_fails():
     checks = by_name(verify(["method=fg_w", f"method._target_={__name__}.ShiftedForwardGradient"], draws=100, checks=IN_PROCESS))
     assert checks["gradient"].passed is False and "N ||mean - g||^2 / tr(Cov)" in checks["gradient"].detail
     assert checks["determinism"].passed
+
+
+def test_a_wrongly_scaled_rule_fails_on_its_projection_on_the_gradient():
+    """Half of fg_w: its mean error hides in fg_w's large spread (N ||mean - g||^2 / tr(Cov) stays small), but the mean
+    projection on g's direction sits many standard errors below ||g||."""
+    check = verify(["method=fg_w", f"method._target_={__name__}.HalfForwardGradient"], draws=400, checks=("gradient",))[0]
+    assert check.passed is False and "standard errors from ||g||" in check.detail, check.line()
 
 
 def test_noise_not_drawn_from_the_seed_fails_the_determinism_check():
