@@ -133,3 +133,36 @@ def test_a_count_that_fails_is_said_and_does_not_stop_the_run():
     summary = meter.summary()
     assert summary["error"].startswith("AttributeError") and summary["train_examples"] == 2
     assert "train_forward_equivalents" not in summary and meter.train_forward_equivalents() is None
+
+
+def test_a_budget_in_forward_equivalents_buys_each_rule_the_batches_it_can_pay_for(tmp_path):
+    """`forward_equivalents=N`: bp's batch costs its closed form, (3F - f_0) / F forward passes an example, so it trains
+    floor(N / that) batches, past the config's 2 epochs of 5 batches; wp with 4 directions costs more a batch and trains
+    fewer. Each run's own count of what it trained (ComputeMeter, at run time) lands within one batch under N."""
+    budget, batch = 5000, 100
+    common = ["data=spiral", "model.hidden_sizes=[16,8]", *tiny(train_batches=5, epochs=2), *CSV_ONLY,
+              f"forward_equivalents={budget}"]
+    f = layer_flops([2, 16, 8, 2], batch)
+    records = {}
+    for method, extra in (("bp", []), ("wp", ["method.directions=4"])):
+        records[method] = train(compose_config([*common, f"method={method}", *extra], tmp_path / method))
+    bp_per_batch = (3 * sum(f) - f[0]) / sum(f) * batch
+    assert records["bp"]["budget"]["forward_equivalents_per_batch"] == pytest.approx(bp_per_batch)
+    for method, record in records.items():
+        per_batch = record["budget"]["forward_equivalents_per_batch"]
+        assert record["status"] == "ok" and record["steps"] == int(budget // per_batch) == record["budget"]["max_steps"]
+        assert record["epochs"] == record["budget"]["max_epochs"] == -(-record["steps"] // 5)
+        trained = record["compute"]["train_forward_equivalents"]
+        assert budget - per_batch < trained <= budget, (method, trained, per_batch)
+    assert records["bp"]["steps"] == 17 > 10 and records["wp"]["steps"] < records["bp"]["steps"]
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "true", "lots"])
+def test_a_budget_in_forward_equivalents_that_is_no_positive_number_is_refused(value, tmp_path):
+    from learnbench.config_validation import ConfigError
+
+    with pytest.raises(ConfigError, match=r"forward_equivalents=.*: expected a number > 0"):
+        train(compose_config(["data=spiral", f"forward_equivalents={value}", *TINY_RUN], tmp_path))
+
+
+TINY_RUN = [*tiny(), *CSV_ONLY]

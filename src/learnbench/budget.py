@@ -1,7 +1,9 @@
 """A run's training budget, and the check that the rules of a comparison share one.
 
 The budget is what every rule of a comparison must get alike: the epochs (or the optimiser-step limit),
-the batches per epoch, the batch size and the learning-rate schedule's shape (its function and options).
+the batches per epoch, the batch size and the learning-rate schedule's shape (its function and options);
+or, with `forward_equivalents: N`, the compute: each rule trains the steps that spend N forward-pass
+equivalents of its model at its own measured cost per step (`steps_for_compute`), its epochs and schedule cut to them.
 A rule's own settings (lr, momentum, sigma, directions, inference steps, ...) are not part of it and may
 differ by rule. The budget of a dataset lives in conf/budget/<data>.yaml, a preset's in the preset; the
 tuned files hold no budget (tests/test_sweeps.py checks every comparison sweep and every tuned file).
@@ -28,6 +30,7 @@ BUDGET_KEYS = {
     "max_steps": "trainer.max_steps",
     "limit_train_batches": "trainer.limit_train_batches",
     "batch_size": "data.batch_size",
+    "forward_equivalents": "forward_equivalents",
 }
 # Overrides that name the rule or the repetition, not the setting: jobs that differ only in these compare rules.
 COMPARED = ("method", "seed")
@@ -57,8 +60,10 @@ def describe(budget: Mapping) -> str:
     """One line: '100 epochs, batch 100, lr schedule constant'; step and batch limits when set."""
     epochs = budget.get("max_epochs")
     parts = [f"{epochs} epoch{'' if epochs == 1 else 's'}"]
+    if budget.get("forward_equivalents"):
+        parts = [f"{budget['forward_equivalents']:.3g} forward-pass equivalents"]
     if (budget.get("max_steps") or -1) > 0:
-        parts.append(f"at most {budget['max_steps']} steps")
+        parts.append(f"{'' if budget.get('forward_equivalents') else 'at most '}{budget['max_steps']} steps")
     if budget.get("limit_train_batches") is not None:
         parts.append(f"{budget['limit_train_batches']} batches an epoch")
     parts.append(f"batch {budget.get('batch_size')}")
@@ -133,3 +138,11 @@ def _budgets_of_jobs(config: DictConfig, jobs: list[list[str]]) -> list[tuple[li
     loader = GlobalHydra.instance().config_loader()
     distinct = {tuple(o for o in job if o.split("=", 1)[0].lstrip("+~") != "seed"): None for job in jobs}
     return [(list(job), budget_of(loader.load_sweep_config(config, list(job)))) for job in distinct]
+
+
+def steps_for_compute(forward_equivalents: float, per_batch: float, updates_per_batch: int, batches_per_epoch: int) -> dict:
+    """The training a compute budget buys: whole batches of `per_batch` forward-pass equivalents each (what the rule's
+    training batch costs, measured: learnbench.compute), at least one; the optimiser steps they take and the epochs
+    that hold them (the last one cut short by max_steps)."""
+    batches = max(1, int(forward_equivalents // per_batch))
+    return {"batches": batches, "max_steps": batches * updates_per_batch, "max_epochs": -(-batches // max(1, batches_per_epoch))}

@@ -82,6 +82,8 @@ def measure_step(rule: LearningRule, model: nn.Module, x: Tensor, y: Tensor, tas
     """FLOPs of one training batch (x, y) by the rule (`train_step_flops`), of one forward pass of the model
     on it (`forward_flops`) and of the rule's prediction on it (`predict_flops`), with the batch's size."""
     model, rule = copies(model, rule)
+    if rule.generator is None:  # before fit (a budget in forward equivalents): the copy's noise from seed 0, which no count depends on
+        rule.setup(model, seed=0, rank=0, device=next(model.parameters()).device)
     hooks = CountingHooks(rule, model)
     was_training = model.training
     model.train()

@@ -22,7 +22,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from learnbench import ddp_launch
-from learnbench.budget import budget_of, describe
+from learnbench.budget import budget_of, describe, steps_for_compute
+from learnbench.compute import measure_step, ratio
 from learnbench.callbacks import ComputeMeter, RankSync, ResourceMeter, RunRecorder
 from learnbench.checkpoints import check_fits
 from learnbench.config_validation import ConfigError, validate_config
@@ -65,6 +66,10 @@ def check_config(cfg: DictConfig) -> None:
         )
     check_checkpoint_path(cfg.get("ckpt_path"))
     check_option_combinations(cfg)
+    budget = cfg.get("forward_equivalents")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise ConfigError(f"forward_equivalents={budget}: expected a number > 0 (forward-pass equivalents of training, "
+                          f"e.g. 6e5), or null for the epochs")
 
 
 # fp16 (AMP's loss scaling, or fp16 weights) breaks gradients written by hand (design note 4).
@@ -492,9 +497,41 @@ def prepare_fit(cfg: DictConfig, datamodule, module: LearningRuleModule, trainer
         for logger in trainer.loggers:  # csv/metrics.csv keeps the rows the stopped run logged before the checkpoint
             if isinstance(logger, ResumableCSVLogger):
                 logger.resume_before(logged_step_to_resume_from(checkpoint))
+    apply_compute_budget(cfg, datamodule, module, trainer, record)
     record["precision"] = str(trainer.precision)  # what ran: 16 on a CPU runs as bf16-mixed
     record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     record["rule_parameters"] = sum(p.numel() for p in module.rule.extra_parameters())
+
+
+def apply_compute_budget(cfg: DictConfig, datamodule, module: LearningRuleModule, trainer, record: dict) -> None:
+    """`forward_equivalents: N`: the rule's training batch is measured (learnbench.compute, on copies, on the first
+    training batch) and the run trains the whole batches that spend N forward-pass equivalents over all processes
+    (trainer max_steps and max_epochs replaced; a schedule spans those steps). results.json's budget says both."""
+    budget = cfg.get("forward_equivalents")
+    if budget is None:
+        return
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    x, y = next(iter(loader))
+    step = measure_step(module.rule, module.model, x, y, module.task)
+    per_example = ratio(step["train_step_flops"], step["forward_flops"])
+    if not per_example:
+        raise ConfigError(f"forward_equivalents={budget}: the model's forward pass counts no FLOPs here, so a budget in "
+                          f"forward-pass equivalents cannot be spent: give trainer.max_steps or trainer.max_epochs instead")
+    per_batch = per_example * step["batch"] * trainer.world_size  # every process trains a batch a step
+    batches_per_epoch = len(loader) // trainer.world_size
+    limit = cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches_per_epoch = min(batches_per_epoch, limit)
+    elif isinstance(limit, float):
+        batches_per_epoch = int(batches_per_epoch * limit)
+    sequence_steps = datamodule.input_shape[0] if module.task.sequential else None
+    updates = sum(call.update for call in module.rule.schedule(sequence_steps))
+    plan = steps_for_compute(budget, per_batch, updates, batches_per_epoch)
+    trainer.fit_loop.epoch_loop.max_steps = plan["max_steps"]
+    trainer.fit_loop.max_epochs = plan["max_epochs"]
+    record["budget"].update(max_steps=plan["max_steps"], max_epochs=plan["max_epochs"],
+                            forward_equivalents_per_batch=per_batch)
 
 
 def is_user_error(error: Exception) -> bool:
