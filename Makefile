@@ -42,7 +42,7 @@ BENCH_QUIET := -W "ignore:'learnbench.tools.bench' found in sys.modules:RuntimeW
 bench:  ## step time of every rule over backprop; DDP bytes/step with ARGS="comm" (ARGS="comm --help" for its options)
 	$(RUN) $(BENCH_QUIET) -m learnbench.tools.bench $(ARGS)
 
-verify:  ## check a rule against backprop's gradient (bias, spread, its claims) and one seed -> one run: ARGS="method=fg_a"
+verify:  ## check a rule: its estimate against backprop's gradient, determinism, DDP ranks in sync, a bit-exact resume: ARGS="method=fg_a"
 	$(RUN) -m learnbench.verify $(ARGS)
 
 bench-spiking:  ## snnTorch tutorial-5 SNN step: learnbench vs hand-written loop, snnTorch, norse (1 and 2 threads); ARGS="--clock cpu", "--profile"
