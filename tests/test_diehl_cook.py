@@ -273,3 +273,15 @@ def test_a_run_resumed_mid_epoch_follows_the_uninterrupted_one(vision_data, tmp_
     assert trainer.global_step == 6
     for name in ("model.input_weight", "model.theta", "model.encoding_calls", "rule.responses", "rule.counts"):
         torch.testing.assert_close(resumed.state_dict()[name], straight.state_dict()[name], msg=name)
+
+
+def test_several_processes_are_refused_in_one_line(vision_data, tmp_path):
+    """The adaptive thresholds rise with each rank's own images, outside the all-reduced update: on 2 processes the ranks'
+    theta drifted apart (learnbench.verify's ranks check found it), so the rule is one process only."""
+    from learnbench.train import build
+
+    cfg = compose_config([*TINY_RUN, "trainer=ddp_sim", f"paths.data_dir={vision_data[0]}"], tmp_path)
+    with pytest.raises(ConfigError, match=r"method=diehl_cook's adaptive thresholds rise with each process's own images, .* "
+                                          r"2 processes would drift apart; run it on one \(trainer=cpu\)") as error:
+        build(cfg)
+    assert "\n" not in str(error.value)

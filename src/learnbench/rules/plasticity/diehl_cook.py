@@ -78,6 +78,10 @@ def assignment_readout(labels: Tensor, classes: int) -> Tensor:
 class DiehlCookSTDP(STDP):
     trains = ("competitive_spiking",)  # model=diehl_cook alone (models/diehl_cook.py)
     option_problem = staticmethod(option_problem)
+    # The adaptive thresholds (the model's theta) rise with each rank's own images and the quiet-image re-showings draw
+    # per rank: state outside the all-reduced update, which drifted apart on 2 processes (learnbench.verify's ranks check).
+    one_process_only = ("method=diehl_cook's adaptive thresholds rise with each process's own images, outside the "
+                        "all-reduced update, so {processes} processes would drift apart; run it on one (trainer=cpu)")
 
     def __init__(
         self,
