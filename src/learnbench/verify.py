@@ -44,7 +44,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from learnbench.paths import CONFIG_DIR
-from learnbench.tasks import get_task
 from learnbench.callbacks import tensor_digest
 from learnbench.rules.base import CLOSED_FORM, DIRECT, GRADIENT, trainable_parameters
 from learnbench.train import ConfigError, build_module, check_config, check_model_fits_data, check_time_fits, task_of
