@@ -42,6 +42,16 @@ def params_by_mode(model: nn.Module, rule: LearningRule) -> dict[str, list[nn.Pa
     return {mode: [p for n, p in named if modes[n] == mode] for mode in UPDATE_MODES}
 
 
+@torch.no_grad()
+def apply_direct_updates(params: list[nn.Parameter]) -> None:
+    """Direct-mode parameters move by exactly -p.grad (no momentum, no Adam scaling); the gradient is then cleared so
+    the optimiser, stepping next, skips them."""
+    for p in params:
+        if p.grad is not None:
+            p.sub_(p.grad)
+            p.grad = None
+
+
 class LearningRuleModule(L.LightningModule):
     def __init__(
         self,
@@ -190,12 +200,7 @@ class LearningRuleModule(L.LightningModule):
             self._allreduce_grads()
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.trained_parameters(), self.grad_clip_norm)
-        if self.params_by_mode[DIRECT]:
-            with torch.no_grad():
-                for p in self.params_by_mode[DIRECT]:
-                    if p.grad is not None:
-                        p.sub_(p.grad)
-                        p.grad = None
+        apply_direct_updates(self.params_by_mode[DIRECT])
         optimizer.step()
         self.rule.after_optimizer_step(self.model)
 

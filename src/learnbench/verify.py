@@ -45,6 +45,7 @@ from omegaconf import DictConfig, open_dict
 
 from learnbench.paths import CONFIG_DIR
 from learnbench.callbacks import tensor_digest
+from learnbench.module import apply_direct_updates
 from learnbench.rules.base import CLOSED_FORM, DIRECT, GRADIENT, trainable_parameters
 from learnbench.train import ConfigError, build_module, check_config, check_model_fits_data, check_time_fits, task_of
 from learnbench.training_loop import train_batch
@@ -119,11 +120,7 @@ class Stepping(HeldWeights):
         self.optimizer.zero_grad(set_to_none=True)
 
     def update(self) -> None:
-        with torch.no_grad():
-            for p in self.module.params_by_mode[DIRECT]:
-                if p.grad is not None:
-                    p.sub_(p.grad)
-                    p.grad = None
+        apply_direct_updates(self.module.params_by_mode[DIRECT])
         self.optimizer.step()
         self.module.rule.after_optimizer_step(self.module.model)
         self.global_step += 1
