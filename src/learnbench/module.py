@@ -151,10 +151,11 @@ class LearningRuleModule(L.LightningModule):
             {"params": [p for p in params if id(p) in bias_ids], "name": "model_biases", "lr": lr},
         ]
 
-    def _optimizer_steps_per_batch(self) -> int:
+    def _optimizer_steps_per_batch(self, datamodule=None) -> int:
         """Optimiser steps a training batch takes: the updates in the rule's schedule (iPC's online updates;
-        a recurrent rule's `update_every: k` on a training sequence, whose length the data declares)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
+        a recurrent rule's `update_every: k` on a training sequence, whose length the data declares). `datamodule`:
+        before fit (the trainer's is read otherwise)."""
+        datamodule = datamodule if datamodule is not None else getattr(self.trainer, "datamodule", None)
         steps = datamodule.input_shape[0] if self.task.sequential and datamodule is not None else None
         return sum(call.update for call in self.rule.schedule(steps))
 

@@ -525,9 +525,7 @@ def apply_compute_budget(cfg: DictConfig, datamodule, module: LearningRuleModule
         batches_per_epoch = min(batches_per_epoch, limit)
     elif isinstance(limit, float):
         batches_per_epoch = int(batches_per_epoch * limit)
-    sequence_steps = datamodule.input_shape[0] if module.task.sequential else None
-    updates = sum(call.update for call in module.rule.schedule(sequence_steps))
-    plan = steps_for_compute(budget, per_batch, updates, batches_per_epoch)
+    plan = steps_for_compute(budget, per_batch, module._optimizer_steps_per_batch(datamodule), batches_per_epoch)
     trainer.fit_loop.epoch_loop.max_steps = plan["max_steps"]
     trainer.fit_loop.max_epochs = plan["max_epochs"]
     record["budget"].update(max_steps=plan["max_steps"], max_epochs=plan["max_epochs"],
