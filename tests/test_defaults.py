@@ -74,7 +74,7 @@ def cases() -> list[tuple[str, str, str]]:
 def learnable_vision_data(root: Path) -> Path:
     """MNIST / Fashion-MNIST IDX files a short run can learn: each class lights its own two rows over noise."""
     rng = np.random.default_rng(0)
-    for name in VISION:
+    for name in sorted(VISION):  # sorted: a set's order changes with PYTHONHASHSEED, and so would each dataset's images
         raw = root / TORCHVISION_FOLDER[name] / "raw"
         raw.mkdir(parents=True, exist_ok=True)
         for prefix, n in (("train", 2200), ("t10k", 200)):
