@@ -31,7 +31,7 @@ test-slow:  ## only the slow tests: CLI/multirun/DDP/SLURM/Optuna/resume runs, m
 	$(RUN) -m pytest -q -m slow $(ARGS)
 
 test-all:  ## every test (test + test-slow in one run; what CI runs)
-	$(RUN) -m pytest -q -m "slow or not slow" $(ARGS)
+	$(RUN) -m pytest -q -m "slow or not slow" --durations=30 $(ARGS)
 
 # Each benchmark row runs in a process forked from a forkserver that preloads learnbench.tools.bench
 # (tools/bench.py, time_in_processes); started with `-m learnbench.tools.bench`, every such process also

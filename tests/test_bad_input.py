@@ -98,6 +98,8 @@ def test_a_truncated_idx_file(tmp_path):
         (["model=cnn", "data=mnist", "model.channels=[16,0]"], "model.channels=[16, 0]: expected a list (each item an integer >= 1)"),
         (["model=autoencoder", "data=mnist_autoencoder", "model.bottleneck=0"], "model.bottleneck=0: expected an integer >= 1"),
         (["model.activation=relu6"], "model.activation='relu6': expected one of 'relu', "),
+        (["seeds=5"], "seeds=5: expected a list (each item an integer in [0, 4294967295]) or null"),
+        (["seeds=[0,-1]"], "seeds=[0, -1]: expected a list (each item an integer in [0, 4294967295]) or null"),
     ],
 )
 def test_out_of_range_and_wrongly_typed_options(overrides, expected, tmp_path):

@@ -72,6 +72,7 @@ class RunRecorder(L.Callback):
         metrics["train/loss"] = float(pl_module.train_loss.compute()) if pl_module.train_loss.update_count else math.nan
         # Diagnostics (align/*, rule/*) are logged per step; the history keeps each epoch's mean.
         metrics.update(pl_module.pop_epoch_diagnostics())
+        metrics.update(pl_module.pop_epoch_reported())  # a seed stack's per-seed values (learnbench/seeds.py)
         entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "time": self._elapsed(),
                  "cpu_time": self._cpu_elapsed()}
         # The work done so far, where the run counts it: curves and tables at equal compute read it.

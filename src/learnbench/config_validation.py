@@ -168,6 +168,7 @@ class ModelOptions:
 # Keys outside any group: dotted key -> what it accepts.
 TOP_LEVEL: dict[str, Any] = {
     "seed": Seed,
+    "seeds": Optional[collections.abc.Sequence[Seed]],
     "grad_clip_norm": Optional[Positive],
     "bias_lr_scale": Positive,
     "allreduce_grads": bool,

@@ -12,8 +12,8 @@ LOWER_IS_BETTER = frozenset({"loss", "mse", "rmse", "nrmse", "mae", "err", "erro
 
 
 def metric_kind(name: str) -> str:
-    """'val/acc' -> 'acc', 'test/err %' -> 'err', 'wall_time_s' -> 'wall_time_s'."""
-    return name.rsplit("/", 1)[-1].split(" ")[0]
+    """'val/acc' -> 'acc', 'test/err %' -> 'err', 'wall_time_s' -> 'wall_time_s', 'val/acc@3' (seed 3 of a stack) -> 'acc'."""
+    return name.rsplit("/", 1)[-1].split(" ")[0].split("@")[0]
 
 
 def direction(name: str) -> int:

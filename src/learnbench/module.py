@@ -96,6 +96,8 @@ class LearningRuleModule(L.LightningModule):
         self.diverged_at_step: int | None = None
         self.divergence_message: str | None = None
         self._first_batch_of_epoch = True
+        self._reported: dict[str, float] = {}  # this epoch's validation values of `reported_by_module` metrics
+        self.reported_test: dict[str, float] = {}
         self.train_loss = torchmetrics.MeanMetric()
         # The task's metrics on the training batches too (train/acc, ...), accumulated over the epoch.
         self.train_metrics = nn.ModuleDict(self.task.metrics(num_classes))
@@ -357,6 +359,35 @@ class LearningRuleModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._fit_closed_form()
 
+    # Metrics that report many values at once (a seed stack's, learnbench/seeds.py: `reported_by_module`) bypass
+    # Lightning's self.log, which costs ~1 ms a key: read and reset here once an epoch, sent to the loggers, and
+    # handed to the run recorder (pop_epoch_reported) and to the test's results (reported_test).
+    def on_validation_epoch_end(self) -> None:
+        values = self._report(self.eval_metrics["val"], "val")
+        if not self.trainer.sanity_checking:
+            self._reported.update(values)
+
+    def on_test_epoch_end(self) -> None:
+        self.reported_test = self._report(self.eval_metrics["test"], "test")
+
+    def _report(self, metrics: nn.ModuleDict, split: str) -> dict[str, float]:
+        values = {}
+        for metric in metrics.values():
+            if getattr(metric, "reported_by_module", False):
+                if metric.update_count:
+                    values.update({f"{split}/{k}": v for k, v in metric.compute().items()})
+                metric.reset()
+        if values and not self.trainer.sanity_checking:
+            for logger in self.loggers:
+                logger.log_metrics(values, step=self.global_step)
+        return values
+
+    def pop_epoch_reported(self) -> dict[str, float]:
+        """This epoch's values of the metrics read here rather than logged through Lightning (training, validation)."""
+        values = {**self._report(self.train_metrics, "train"), **self._reported}
+        self._reported = {}
+        return values
+
     def on_train_epoch_end(self) -> None:
         self._fit_closed_form()
         self.rule.end_epoch(self.model)
@@ -381,6 +412,8 @@ class LearningRuleModule(L.LightningModule):
             self._first_batch_of_epoch = False
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
             for name, metric in self.train_metrics.items():
+                if getattr(metric, "reported_by_module", False):  # read once an epoch instead (pop_epoch_reported)
+                    continue
                 self.log(f"train/{name}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
         if not self._should_log_step():
             return
@@ -395,7 +428,9 @@ class LearningRuleModule(L.LightningModule):
         metrics["loss"].update(self.loss_fn(output, y).mean(), weight=len(x))
         self.task.update({k: m for k, m in metrics.items() if k != "loss"}, output, y)
         for name, metric in metrics.items():
-            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=(split == "val"), batch_size=len(x))
+            if getattr(metric, "reported_by_module", False):
+                continue
+            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=(split == "val" and "@" not in name), batch_size=len(x))
 
     def validation_step(self, batch, batch_idx):
         self._evaluate("val", batch)

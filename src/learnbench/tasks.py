@@ -363,7 +363,10 @@ for _task in (SequenceRegression(), SeriesRegression(), MemoryCapacityTask(), Se
     register_task(_task)
 
 
-def get_task(name: str) -> Task:
+def get_task(name: "str | Task") -> Task:
+    """The task of that name (a Task given is returned as it is: a seed stack's, learnbench/seeds.py)."""
+    if isinstance(name, Task):
+        return name
     if name not in TASKS:
         import learnbench.data  # noqa: F401  (data modules register their own tasks at import, e.g. zipser_andersen)
     if name not in TASKS:

@@ -6,6 +6,7 @@ test, write results.json. Every run writes results.json, also when it diverges o
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -34,6 +35,7 @@ from learnbench.paths import CONFIG_DIR
 from learnbench.resume import CSVLogger as ResumableCSVLogger
 from learnbench.resume import checkpoint_to_resume, finished_record, logged_step_to_resume_from
 from learnbench.rules.local_losses import method_name
+from learnbench.seeds import SEED_FOLDER, build_stack, seed_list, write_seed_records
 from learnbench.results import DIVERGED, FAILED, OK, git_revision, library_versions, now_iso, write_results
 from learnbench.wandb_mode import offline_reason, quiet_by_default
 
@@ -401,12 +403,18 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None):
         check_rule_fits_processes(module.rule, processes)
         datamodule.check_splits_fit(processes, data_name(cfg))
     check_washout(cfg, datamodule)
+    trainer, recorder = build_trainer(cfg, extra_callbacks)
+    return datamodule, module, trainer, recorder
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list | None = None):
+    """The trainer (its loggers and callbacks, the run recorder among them) and the recorder."""
     recorder = RunRecorder()
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # the switch wins over the default progress bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=[*callbacks, recorder, *(extra_callbacks or [])])
-    return datamodule, module, trainer, recorder
+    return trainer, recorder
 
 
 def base_record(cfg: DictConfig) -> dict:
@@ -443,14 +451,18 @@ def train(cfg: DictConfig) -> dict:
     try:
         check_config(cfg)
         wandb_note = wandb_mode_note(cfg)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter, compute, ranks])
+        if seed_list(cfg):  # many seeds in one process (learnbench/seeds.py): each seed built as its own run, then stacked
+            datamodule, module, trainer, recorder = build_stack(cfg, build_module, task_of, build_trainer, [meter, compute, ranks])
+        else:
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
+            datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter, compute, ranks])
         prepare_fit(cfg, datamodule, module, trainer, record)
         log_config(trainer, record, wandb_note)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         final = {}
         if module.diverged_at_step is None:
             final = {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+            final.update(module.reported_test)
             record["status"] = OK
         else:
             record["status"], record["message"] = DIVERGED, module.divergence_message
@@ -475,8 +487,13 @@ def train(cfg: DictConfig) -> dict:
         record["compute"] = compute.summary()  # FLOPs, forward-pass equivalents (ComputeMeter, learnbench/compute.py)
         record["ranks"] = ranks.result  # null on one process (RankSync)
         if trainer is None or trainer.global_rank == 0:
+            if seed_list(cfg):
+                record["seed_stack"] = {"seeds": seed_list(cfg), "seed_dirs": [SEED_FOLDER.format(seed=s) for s in seed_list(cfg)]}
             path = write_results(Path(cfg.paths.output_dir), record)
-            if not record.get("refused"):
+            if seed_list(cfg) and not record.get("refused"):
+                for seed_path in write_seed_records(record, cfg):
+                    announce(json.loads(seed_path.read_text()), seed_path)
+            elif not record.get("refused"):
                 announce(record, path)
         _finish_wandb(record)
     return record
@@ -661,6 +678,9 @@ def hydra_app(cfg: DictConfig) -> float | None:
             stop(error, log)
     # Returned to Hydra (and its sweepers, e.g. Optuna): the metric named by `optimized_metric`.
     metric = cfg.get("optimized_metric")
+    if metric and seed_list(cfg):  # a stack: the mean over its seeds of each one's best
+        values = [record["metrics"]["best"].get(f"{metric}@{s}") for s in seed_list(cfg)]
+        return sum(values) / len(values) if None not in values else None
     return record["metrics"]["best"].get(metric) if metric else None
 
 

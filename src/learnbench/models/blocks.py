@@ -16,6 +16,7 @@ models stay plain nn.Modules with no hooks and no rule-specific code.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 ACTIVATIONS = {
@@ -59,6 +60,46 @@ class Block(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.after_pre_activation(self.norm(self.linear(self.prepare(z))))
+
+
+class GroupedLinear(nn.Conv2d):
+    """G dense maps side by side: a grouped 1x1 convolution on the [B, C, 1, 1] view (so every rule's Conv2d path
+    serves it), computed as one batched matrix product. On a CPU, PyTorch's grouped convolution of this shape is
+    10-40x slower than the same products by `bmm` (docs/speed.md, many seeds). The rules' hand-written
+    convolution steps (feedback_path.py, local.weight_gradient) take the same route for it."""
+
+    def __init__(self, in_features: int, out_features: int, groups: int, bias: bool = True):
+        super().__init__(in_features, out_features, 1, groups=groups, bias=bias)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return grouped_matmul(z, self.weight, self.bias, self.groups)
+
+
+def by_group(t: Tensor, groups: int) -> Tensor:
+    """[B, G * n, 1, 1] (or [B, G * n]) -> [G, B, n]."""
+    return t.reshape(len(t), groups, -1).transpose(0, 1)
+
+
+def from_groups(t: Tensor) -> Tensor:
+    """[G, B, n] -> [B, G * n, 1, 1]."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1, 1, 1)
+
+
+def grouped_matmul(z: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
+    """The grouped 1x1 convolution of z [B, in, 1, 1] with weight [out, in / G, 1, 1]: [B, out, 1, 1]."""
+    w = weight.reshape(groups, -1, weight.shape[1])  # [G, out / G, in / G]
+    h = from_groups(torch.bmm(by_group(z, groups), w.transpose(1, 2)))
+    return h if bias is None else h + bias.view(1, -1, 1, 1)
+
+
+def grouped_matmul_input_grad(delta: Tensor, weight: Tensor, groups: int) -> Tensor:
+    """dL/dz of grouped_matmul for dL/dh = delta, through `weight` (a feedback matrix of W's shape, or W)."""
+    return from_groups(torch.bmm(by_group(delta, groups), weight.reshape(groups, -1, weight.shape[1])))
+
+
+def grouped_matmul_weight_grad(z: Tensor, delta: Tensor, groups: int, shape: torch.Size) -> Tensor:
+    """dL/dW of grouped_matmul: each group's delta^T z, [out, in / G, 1, 1]."""
+    return torch.bmm(by_group(delta, groups).transpose(1, 2), by_group(z, groups)).reshape(shape)
 
 
 def dense_block(in_features: int, out_features: int, activation: str, layer_norm: bool = False, bias: bool = True) -> Block:

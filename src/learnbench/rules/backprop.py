@@ -19,6 +19,7 @@ class Backprop(LocalLossesMixin, LearningRule):
     trains = ("feedforward", "recurrent", "spiking")
     writes_grads_by_hand = False
     local_base = "bp"
+    plain_stacks_seeds = True
 
     def __init__(self, local: Local = "none"):
         """`local`: loss (l_bp) or greedy (lg_bp) adds local heads and losses (rules/local_losses.py)."""

@@ -111,6 +111,11 @@ class LearningRule(nn.Module):
     #: `{processes}` in it: train.py refuses such a run at start.
     one_process_only: str | None = None
 
+    #: True when a step of this rule on seeds packed side by side into one grouped model (seeds=[...]:
+    #: learnbench/seeds.py) gives every seed exactly the step of its own run; else why not, said when a stack
+    #: is refused. True only where tests/test_seeds.py compares the stack with separate runs.
+    stacks_seeds: bool | str = "it is not among the rules compared with separate runs in tests/test_seeds.py"
+
     #: True for the rules that add a model's firing-rate penalty (model=snn's `rate_penalty`) to what they estimate.
     takes_rate_penalty: bool = False
 

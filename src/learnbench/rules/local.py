@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learnbench.models.blocks import Block, BlockChain
+from learnbench.models.blocks import Block, BlockChain, GroupedLinear, grouped_matmul_weight_grad
 from learnbench.rules.base import trainable_parameters
 from learnbench.tasks import CROSS_ENTROPY, loss_kind
 
@@ -464,4 +464,6 @@ def weight_gradient(linear: nn.Module, z: Tensor, delta: Tensor) -> Tensor:
     """dL/dW of h = linear(z) for dL/dh = delta: delta^T z, or the kernel correlation of a convolution."""
     if isinstance(linear, nn.Linear):
         return delta.T @ z
+    if isinstance(linear, GroupedLinear):
+        return grouped_matmul_weight_grad(z, delta, linear.groups, linear.weight.shape)
     return torch.nn.grad.conv2d_weight(z, linear.weight.shape, delta, linear.stride, linear.padding, linear.dilation, linear.groups)

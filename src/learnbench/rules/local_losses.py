@@ -185,6 +185,14 @@ class LocalLossesMixin:
     #: The method name without a local prefix: bp, fa, fg_w, fg_a.
     local_base: str
     local: Local
+    #: LearningRule.stacks_seeds with local=none (the rule or its base class sets it; a local-loss variant never stacks).
+    plain_stacks_seeds: bool | str
+
+    @property
+    def stacks_seeds(self) -> bool | str:
+        if self.local != "none":
+            return "its local heads read every unit of a layer, the other seeds' too"
+        return self.plain_stacks_seeds
 
     def local_rule_name(self) -> str:
         """The rule as error messages name it: `method=lg_fg_a`."""

@@ -33,6 +33,7 @@ from learnbench.rules.locality import signals
 
 class DirectFeedbackAlignment(FeedbackRule):
     method_name = "dfa"
+    stacks_seeds = "its B_l sends every output (every seed's) to every hidden unit, so the seeds' errors would mix"
     #: Also the feed-forward spiking network (model=snn): e_t B_l at every layer's spikes, the surrogate within.
     trains = ("feedforward", "spiking")
 

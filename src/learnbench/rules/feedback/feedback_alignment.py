@@ -25,6 +25,7 @@ class FeedbackAlignment(LocalLossesMixin, FeedbackRule):
     #: Kolen-Pollack trains B (nn.Parameters); FA keeps it fixed (buffers).
     learns_feedback = False
     local_base = "fa"
+    plain_stacks_seeds = True  # B_l has W_l's shape: packed seed by seed like W (kp: learned the same way)
     method_name = "fa"
     #: Also the feed-forward spiking network (model=snn): B_l in place of W_l between layers, the surrogate within.
     trains = ("feedforward", "spiking")

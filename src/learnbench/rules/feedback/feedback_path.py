@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learnbench.models.blocks import Block
+from learnbench.models.blocks import Block, GroupedLinear, grouped_matmul, grouped_matmul_input_grad
 from learnbench.models.temporal import TemporalModel
 from learnbench.rules.base import LearningRule, LossFn, RuleOutput, trainable_parameters
 from learnbench.rules.local import chain_blocks, forward_trace, weight_gradient
@@ -41,6 +41,8 @@ class _FeedbackLinear(torch.autograd.Function):
         ctx.layer, ctx.has_bias = layer, bias is not None
         if isinstance(layer, nn.Linear):
             return F.linear(z, weight, bias)
+        if isinstance(layer, GroupedLinear):
+            return grouped_matmul(z, weight, bias, layer.groups)
         return F.conv2d(z, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
     @staticmethod
@@ -51,6 +53,8 @@ class _FeedbackLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             if isinstance(layer, nn.Linear):
                 grad_z = delta @ feedback
+            elif isinstance(layer, GroupedLinear):
+                grad_z = grouped_matmul_input_grad(delta, feedback, layer.groups)
             else:
                 grad_z = torch.nn.grad.conv2d_input(z.shape, feedback, delta, layer.stride, layer.padding, layer.dilation, layer.groups)
         if ctx.needs_input_grad[1]:  # a dense layer's rows may carry time ([batch, T, in]: model=snn): all rows count

@@ -40,6 +40,14 @@ class SignSymmetry(FeedbackRule):
         self._step_magnitudes: dict[int, torch.Tensor] = {}  # brsf: this step's B per block (buffers kept across steps)
         self._step_feedback_ready: set[int] = set()
 
+    @property
+    def stacks_seeds(self) -> bool | str:
+        if self.variant == "brsf":
+            return "brsf draws B's magnitudes every step from one generator: a stack's seeds would not get their own runs' draws"
+        if self.match_weight_scale:
+            return "match_weight_scale scales B by the mean |W| of a whole layer, every seed's weights in it"
+        return True
+
     def reads(self) -> frozenset[str]:
         """B = sign(W) (usf, brsf) or random magnitudes with W's signs (frsf): the forward weights' signs are transported."""
         return signals("pre", "post_derivative", "output_error", "transported_weights")

@@ -40,6 +40,10 @@ Comm = Literal["grads", "scalars"]
 class ParameterSpaceRule(LearningRule):
     # Directions over the model's parameters work on any model: on model=rnn and snn a whole sequence per estimate.
     trains = ("feedforward", "recurrent", "spiking")
+    #: The step scales the noise by the batch's loss difference (or directional derivative), one number for the
+    #: whole model: in a seed stack, the sum over the seeds.
+    stacks_seeds = "its step scales its noise by one loss difference for the whole model, which in a stack sums every seed's"
+    plain_stacks_seeds = stacks_seeds
 
     def claims(self) -> frozenset[str]:
         return perturbation_claims(self)

@@ -158,6 +158,11 @@ class PredictiveCoding(LearningRule):
         self.momentum, self.output_loss, self.output_weight = inference_momentum, output_loss, output_weight
 
     # ------------------------------------------------------------------ set-up
+    @property
+    def stacks_seeds(self) -> bool | str:
+        # The energies are sums of per-unit terms; the top one is the task's loss, in a stack each seed's summed.
+        return True if self.output_loss == "task" else "output_loss=se one-hot encodes the target over every output, all seeds' at once"
+
     def reads(self) -> frozenset[str]:
         """Prediction errors after an inference phase; the value nodes are driven by W^T e from the layer above."""
         return signals("pre", "post_derivative", "output_error", "transported_weights", "inference_phase")

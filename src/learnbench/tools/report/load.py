@@ -23,6 +23,11 @@ def find_results(paths: list[str | Path]) -> list[Path]:
     return list(found)
 
 
+def stack_with_its_seeds(record: dict, path: Path) -> bool:
+    """A seed stack's own record (seeds=[...], learnbench/seeds.py) whose seeds wrote their records beside it."""
+    return any((path.parent / folder / RESULTS_FILE).is_file() for folder in record.get("seed_stack", {}).get("seed_dirs", []))
+
+
 def load_records(paths: list[str | Path]) -> list[dict]:
     records = []
     for path in find_results(paths):
@@ -30,6 +35,8 @@ def load_records(paths: list[str | Path]) -> list[dict]:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
             warn(f"{path}: unreadable ({error}); skipped")
+            continue
+        if stack_with_its_seeds(record, path):  # each seed's own record (seed_<s>/results.json) is a row's run
             continue
         record.setdefault("output_dir", str(path.parent))
         record["_source"] = str(path)

@@ -1,0 +1,369 @@
+"""Many seeds in one process: `seeds=[0,1,2,...]` trains one model per seed, side by side, as one model.
+
+Why: on the small models (the spiral, Zipser-Andersen) a training step is mostly fixed costs (Python, Lightning,
+kernel launches), so ten seeds stacked into one grouped model cost little more than one (docs/speed.md).
+
+How, so that each seed ends where its own run would (tests/test_seeds.py compares with separate runs):
+- every seed's run is first built as that run would be (the config with `seed=s`, the global RNG seeded with s):
+  its initial weights, its rule state (feedback matrices), its data order;
+- the models are packed into one chain of grouped blocks (`SeedStackedMLP`): a grouped 1x1 convolution is S
+  independent dense maps side by side (as models/mlp.py's grouped layers), a LayerNorm a GroupNorm with one
+  group per seed; the rule's state is packed the same way (`pack_state`);
+- each step takes every seed's own next batch, their inputs side by side ([B, S * in]) and targets [B, S]
+  (`SeedStackedData`);
+- the loss is the sum over seeds of each seed's mean loss (`SeedStackedTask`), so every seed's parameters get
+  exactly its own gradient; SGD, momentum, weight decay and Adam act per element, so seeds stay apart;
+- each seed's metrics are logged under `<split>/<name>@<seed>` and become its own results.json in seed_<s>/
+  (`seed_records`), as if it had run alone; the stack's own results.json sits beside them (`seed_stack`).
+
+Only rules whose step keeps the seeds apart by construction stack (`LearningRule.stacks_seeds`); the others say
+why not (a loss difference or a random projection shared by all units would mix the seeds). A global gradient-norm
+clip would mix them too and is refused; so are models other than the MLP, sequences, several processes and resuming.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+import torchmetrics
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from torch import Tensor, nn
+
+from learnbench.config_validation import ConfigError
+from learnbench.models.blocks import Block, BlockChain, GroupedLinear
+from learnbench.models.mlp import MLP
+from learnbench.results import write_results
+from learnbench.tasks import OTHER_LOSS, Classification, Task
+
+log = logging.getLogger("learnbench")
+
+#: Results of seed s of a stack: <run dir>/seed_<s>/results.json.
+SEED_FOLDER = "seed_{seed}"
+
+
+# ----------------------------------------------------------------------------- the config
+def seed_list(cfg: DictConfig) -> list[int]:
+    """The seeds of a stack (`seeds=[0,1,2]`); [] when the run is one seed (or `seeds` is not a list, which the
+    config check refuses)."""
+    seeds = cfg.get("seeds")
+    if not isinstance(seeds, (ListConfig, list, tuple)) or not all(isinstance(s, int) for s in seeds):
+        return []
+    return [int(s) for s in seeds]
+
+
+def check_stack_config(cfg: DictConfig, seeds: list[int]) -> None:
+    """What a stack cannot do, refused before any work, one line each."""
+    if len(set(seeds)) != len(seeds) or len(seeds) < 2:
+        raise ConfigError(f"seeds={seeds}: give two or more different seeds (one seed: seed=<s>)")
+    if cfg.get("ckpt_path"):
+        raise ConfigError(f"seeds={seeds} cannot resume from ckpt_path: a stack trains in minutes; run it again")
+    if cfg.get("forward_equivalents") is not None:
+        raise ConfigError(f"seeds={seeds} with forward_equivalents: give the budget as trainer.max_epochs or trainer.max_steps")
+    devices = cfg.trainer.get("devices", 1)
+    if (isinstance(devices, int) and devices > 1) or "ddp" in str(cfg.trainer.get("strategy", "")):
+        raise ConfigError(f"seeds={seeds} runs on one process: use trainer=cpu (the seeds are the parallelism)")
+
+
+def check_stackable(rule, model: nn.Module, task: Task, seeds: list[int], method: str) -> None:
+    """The rule, model and task of one seed's run, before they are stacked."""
+    if rule.stacks_seeds is not True:
+        raise ConfigError(f"seeds={seeds}: method={method} cannot train seeds stacked in one "
+                          f"model: {rule.stacks_seeds}; run the seeds separately (-m seed={','.join(map(str, seeds))})")
+    if not isinstance(model, MLP) or any(not isinstance(b.linear, nn.Linear) for b in model.blocks):
+        raise ConfigError(f"seeds={seeds} stacks dense MLPs (model=mlp or autoencoder, ungrouped); "
+                          f"{type(model).__name__} is not one: run the seeds separately")
+    if task.sequential:
+        raise ConfigError(f"seeds={seeds} stacks feed-forward tasks only; this data is a sequence: run the seeds separately")
+
+
+def check_no_clip(cfg: DictConfig, seeds: list[int]) -> None:
+    """After the rule's own check: a rule that cannot stack says so first, though its tuned file also clips."""
+    if cfg.get("grad_clip_norm") is not None:
+        raise ConfigError(f"seeds={seeds} with grad_clip_norm={cfg.grad_clip_norm}: a clip of the global gradient norm would "
+                          f"mix the seeds' steps; run the seeds separately (-m seed={','.join(map(str, seeds))})")
+
+
+# ----------------------------------------------------------------------------- packing
+def pack_state(packed: nn.Module, parts: list[nn.Module]) -> None:
+    """Copy the seeds' tensors (parameters and buffers) into the packed module, seed after seed along the first
+    axis: a layer's (out, in) weights into the grouped (S * out, in, 1, 1), a bias (out,) into (S * out,). A tensor
+    that is the same for every seed (a step count) is copied once. Anything else cannot be packed: an error."""
+    state = packed.state_dict()
+    per_seed = [part.state_dict() for part in parts]
+    for key, target in state.items():
+        tensors = [s[key] for s in per_seed]
+        first = tensors[0]
+        if first.shape == target.shape and all(torch.equal(t, first) for t in tensors):
+            stacked = first
+        elif target.numel() == len(parts) * first.numel() and target.dim() and target.shape[0] == len(parts) * (first.shape[0] if first.dim() else 1):
+            stacked = torch.cat([t.reshape(len(t) if t.dim() else 1, -1) for t in tensors]).reshape(target.shape)
+        else:
+            raise ConfigError(f"seeds: {type(packed).__name__}'s {key} {tuple(target.shape)} cannot be packed from "
+                              f"the seeds' {tuple(first.shape)}; run the seeds separately")
+        with torch.no_grad():
+            target.copy_(stacked)
+
+
+def stacked_block(block: Block, seeds: int) -> Block:
+    """One dense block of S seeds: a grouped 1x1 convolution (S independent dense maps), a GroupNorm with one group
+    per seed for a LayerNorm (normalises each seed's units alone, with per-unit affine parameters: LayerNorm's),
+    the same activation."""
+    linear = block.linear
+    conv = GroupedLinear(seeds * linear.in_features, seeds * linear.out_features, seeds, bias=linear.bias is not None)
+    norm = None
+    if isinstance(block.norm, nn.LayerNorm):
+        norm = nn.GroupNorm(seeds, seeds * linear.out_features, eps=block.norm.eps, affine=block.norm.elementwise_affine)
+    packed = Block(conv, "identity", norm)
+    packed.activation = copy.deepcopy(block.activation)
+    return packed
+
+
+class SeedStackedMLP(BlockChain):
+    """S MLPs of one architecture as one chain of grouped blocks: input [B, S * in] (the seeds' inputs side by
+    side), output [B, S * out]. Weights packed from the seeds' own models (their initialisations)."""
+
+    def __init__(self, models: list[MLP]):
+        super().__init__()
+        first, seeds = models[0], len(models)
+        self.seeds = seeds
+        self.blocks = nn.Sequential(*[stacked_block(b, seeds) for b in first.blocks])
+        self.local_heads = first.local_heads
+        self.input_dim, self.output_dim = seeds * first.input_dim, seeds * first.output_dim
+        self.input_shape = (self.input_dim,)
+        pack_state(self, models)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(x).flatten(1)
+
+
+class SeedMetrics(torchmetrics.Metric):
+    """One split's metrics of every seed of a stack: each seed's mean loss, and its accuracy where the task is a
+    classification (counted for all seeds at once), else the task's own metric objects, one set per seed.
+
+    Not logged through Lightning (`reported_by_module`): ten seeds' values would be tens of `self.log` keys an epoch
+    at ~1 ms each, more than the spiral's epoch itself. The module reads them once an epoch
+    (LearningRuleModule.pop_epoch_reported) and the run recorder puts them in the history, `val/acc@3`."""
+
+    reported_by_module = True
+    full_state_update = False
+
+    def __init__(self, task: Task, seeds: list[int], outputs: int, vectorised: bool):
+        super().__init__()
+        self.task, self.seeds, self.outputs, self.vectorised = task, seeds, outputs, vectorised
+        self.add_state("loss", torch.zeros(len(seeds), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("correct", torch.zeros(len(seeds), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("examples", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.own = nn.ModuleList([] if vectorised else [nn.ModuleDict(task.metrics(outputs)) for _ in seeds])
+
+    def update(self, losses: Tensor, output: Tensor, target: Tensor) -> None:
+        """losses [B, S]; output [B, S, C]; target [B, S, ...]."""
+        self.loss += losses.detach().sum(0)
+        self.examples += len(losses)
+        if self.vectorised:
+            self.correct += (output.argmax(-1) == target).sum(0)
+            return
+        for i, metrics in enumerate(self.own):
+            self.task.update(dict(metrics.items()), output[:, i], target[:, i])
+
+    def compute(self) -> dict[str, float]:
+        values = {}
+        for i, s in enumerate(self.seeds):
+            values[f"loss@{s}"] = float(self.loss[i] / self.examples.clamp_min(1))
+            if self.vectorised:
+                values[f"acc@{s}"] = float(self.correct[i] / self.examples.clamp_min(1))
+            else:
+                values.update({f"{name}@{s}": float(m.compute()) for name, m in self.own[i].items()})
+        return values
+
+    def reset(self) -> None:
+        super().reset()
+        for metrics in self.own:
+            for m in metrics.values():
+                m.reset()
+
+
+class SeedStackedTask(Task):
+    """The task of S seeds side by side: output [B, S * C], target [B, S, ...]. The loss of an example is the sum
+    over seeds of its loss in each (the batch mean is then each seed's mean loss, summed); the metrics are each
+    seed's own (SeedMetrics), named `<name>@<seed>`, the loss among them."""
+
+    name = "seed_stack"
+    loss_kind = OTHER_LOSS  # rules that write a known loss's derivative out take autograd's route instead
+
+    def __init__(self, task: Task, seeds: list[int], outputs: int):
+        self.task, self.seeds, self.outputs = task, list(seeds), outputs
+        # A classification's accuracy is counted for all seeds at once; other tasks' metrics (Zipser-Andersen's
+        # angles, a reconstruction's MSE) are the task's own objects, one per seed.
+        self.vectorised = isinstance(task, Classification) and set(task.metrics(outputs)) == {"acc"}
+
+    def per_seed_losses(self, output: Tensor, target: Tensor) -> Tensor:
+        """[B, S]: every example's loss in each seed, the seeds taken as more examples of one batch."""
+        out = output.reshape(len(output) * len(self.seeds), self.outputs)
+        return self.task.loss(out, target.reshape(len(out), *target.shape[2:])).view(len(output), len(self.seeds))
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return self.per_seed_losses(output, target).sum(1)
+
+    def metrics(self, num_outputs: int) -> dict[str, torchmetrics.Metric]:
+        return {"seeds": SeedMetrics(self.task, self.seeds, self.outputs, self.vectorised)}
+
+    def update(self, metrics: dict[str, torchmetrics.Metric], output: Tensor, target: Tensor) -> None:
+        out = output.reshape(len(output), len(self.seeds), self.outputs)
+        metrics["seeds"].update(self.per_seed_losses(output, target), out, target)
+
+
+class StackedBatches:
+    """The seeds' loaders in step: each batch is every seed's own next batch, inputs side by side, targets stacked.
+    Lightning's `sampler.set_epoch` reaches every seed's loader (each keeps its own order per epoch)."""
+
+    batch_sampler = None
+
+    def __init__(self, loaders: list):
+        self.loaders = loaders
+
+    @property
+    def sampler(self) -> "StackedBatches":
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders:
+            loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders)
+
+    def __iter__(self):
+        for batches in zip(*self.loaders):
+            yield torch.cat([x.flatten(1) for x, _ in batches], dim=1), torch.stack([y for _, y in batches], dim=1)
+
+
+class SeedStackedData(L.LightningDataModule):
+    """The seeds' data modules as one (each with its own order, from its seed)."""
+
+    def __init__(self, parts: list):
+        super().__init__()
+        self.parts = parts
+        first = parts[0]
+        self.input_shape = (len(parts) * first.input_dim,)
+        self.output_dim = len(parts) * first.output_dim
+        self.task = first.task
+
+    def setup(self, stage: str | None = None) -> None:
+        for part in self.parts:
+            part.trainer = self.trainer
+            part.setup(stage)
+
+    def check_splits_fit(self, world_size: int = 1, name: str = "the data") -> None:
+        self.parts[0].check_splits_fit(world_size, name)
+
+    def train_dataloader(self):
+        return StackedBatches([p.train_dataloader() for p in self.parts])
+
+    def val_dataloader(self):
+        return StackedBatches([p.val_dataloader() for p in self.parts])
+
+    def test_dataloader(self):
+        return StackedBatches([p.test_dataloader() for p in self.parts])
+
+
+# ----------------------------------------------------------------------------- building a stack
+def config_method(cfg: DictConfig) -> str:
+    """The method's name as the user chose it (method=fa), for messages."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("method", cfg.method._target_))
+    return str(cfg.method._target_).rsplit(".", 1)[-1]
+
+
+def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
+    """The config of seed `seed`'s own run."""
+    one = copy.deepcopy(cfg)
+    with open_dict(one):
+        one.seed = seed
+        one.seeds = None
+    return one
+
+
+def build_stack(cfg: DictConfig, build_module, task_of, build_trainer, extra_callbacks: list):
+    """(data, module, trainer, recorder) of a stack, as train.build gives them for one seed. Each seed's model and
+    rule are built as its own run builds them (the same calls, the global RNG seeded with its seed), then packed."""
+    from learnbench.module import LearningRuleModule
+
+    seeds = seed_list(cfg)
+    check_stack_config(cfg, seeds)
+    parts, modules = [], []
+    method = config_method(cfg)
+    for s in seeds:
+        one = with_seed(cfg, s)
+        L.seed_everything(s, workers=True, verbose=False)
+        datamodule = instantiate(one.data)
+        module = build_module(one, datamodule.input_shape, datamodule.output_dim, task_of(one, datamodule))
+        check_stackable(module.rule, module.model, module.task, seeds, method)
+        check_no_clip(one, seeds)
+        module.rule.setup(module.model, seed=s, rank=0, device=torch.device("cpu"))
+        parts.append(datamodule)
+        modules.append(module)
+    first = modules[0]
+    model = SeedStackedMLP([m.model for m in modules])
+    rule = instantiate(cfg.method)
+    rule.bind(model, seeds[0])
+    rule.setup(model, seed=seeds[0], rank=0, device=torch.device("cpu"))
+    pack_state(rule, [m.rule for m in modules])
+    outputs = parts[0].output_dim
+    task = SeedStackedTask(first.task, seeds, outputs)
+    module = LearningRuleModule(
+        model=model, rule=rule, optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        task=task, num_classes=outputs, seed=seeds[0], bias_lr_scale=cfg.get("bias_lr_scale", 1.0),
+        # Alignment diagnostics compare with backprop over the whole stack: one mixed number, not a seed's.
+        diagnostics_every_n_steps=0,
+    )
+    if cfg.get("diagnostics", {}).get("every_n_steps"):
+        log.info("seeds: the align/* diagnostics are per run and are not computed in a stack (run a seed alone for them)")
+    data = SeedStackedData(parts)
+    trainer, recorder = build_trainer(cfg, extra_callbacks)
+    return data, module, trainer, recorder
+
+
+# ----------------------------------------------------------------------------- each seed's results
+def own_metrics(metrics: dict, seed: int) -> dict:
+    """A seed's entries of a stack's metrics, named as in its own run (`val/acc@3` -> `val/acc`); the stack-wide ones
+    (the summed loss, a rule's summed diagnostics) left out."""
+    suffix = f"@{seed}"
+    return {k[: -len(suffix)]: v for k, v in metrics.items() if k.endswith(suffix)}
+
+
+def own_history_entry(entry: dict, seed: int) -> dict:
+    shared = {k: v for k, v in entry.items() if "/" not in k}  # epoch, step, times, forward equivalents
+    return {**shared, **own_metrics(entry, seed)}
+
+
+def seed_records(record: dict, cfg: DictConfig) -> list[dict]:
+    """One results.json record per seed: the stack's record with that seed's metrics, history and config."""
+    seeds = seed_list(cfg)
+    records = []
+    for s in seeds:
+        one = copy.deepcopy(record)
+        one["seed"] = s
+        one["config"] = OmegaConf.to_container(with_seed(cfg, s), resolve=True, throw_on_missing=False)
+        one["metrics"] = {part: own_metrics(values, s) for part, values in record["metrics"].items()}
+        one["history"] = [own_history_entry(e, s) for e in record.get("history", [])]
+        # Times, resources and compute are the whole stack's (one process trained every seed); the parameters one seed's.
+        one["seed_stack"] = {"seeds": seeds, "stack_dir": record["output_dir"], "shared": ["fit_time_s", "wall_time_s", "resources", "compute"]}
+        one["output_dir"] = str(Path(record["output_dir"]) / SEED_FOLDER.format(seed=s))
+        if record.get("parameters"):
+            one["parameters"] = record["parameters"] // len(seeds)
+        if record.get("message"):  # a stack stops as one: its summed loss is what went non-finite
+            one["message"] = f"in the seed stack {seeds} (stopped as one; run seed={s} alone to see its own run): {record['message']}"
+        records.append(one)
+    return records
+
+
+def write_seed_records(record: dict, cfg: DictConfig) -> list[Path]:
+    return [write_results(Path(one["output_dir"]), one) for one in seed_records(record, cfg)]
