@@ -22,13 +22,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learnbench.models.blocks import Block
+from learnbench.models.blocks import Block, GroupedLinear, grouped_matmul_input_grad
 from learnbench.rules.local import Trace
 from learnbench.tasks import CROSS_ENTROPY, loss_kind
 
 
 def predict(block: Block, below: Tensor) -> Trace:
     """Block k's prediction mu_k of node_k from the node below (input z, linear h, pre-activation a, mu)."""
+    if is_plain_dense(block) and isinstance(block.linear, GroupedLinear):  # a seed stack's layer (learnbench/seeds.py)
+        z = block.prepare(below)
+        h = block.linear(z)
+        return Trace(z, h, h, block.activation(h))
     if is_plain_dense(block):  # the same ops without the Identity modules' calls (inference repeats this T times)
         z = below.flatten(1)
         h = F.linear(z, block.linear.weight, block.linear.bias)
@@ -64,9 +68,9 @@ def activation_vjp(activation: nn.Module, a: Tensor, out: Tensor, cotangent: Ten
 
 
 def is_plain_dense(block: Block) -> bool:
-    """Linear -> activation with no norm and no pooling: the hand-written path applies."""
+    """Linear (or a seed stack's GroupedLinear) -> activation with no norm and no pooling: the hand-written path applies."""
     return (
-        isinstance(block.linear, nn.Linear)
+        isinstance(block.linear, (nn.Linear, GroupedLinear))
         and isinstance(block.norm, nn.Identity)
         and isinstance(block.pool, nn.Identity)
         and isinstance(block.activation, DENSE_ACTIVATIONS)
@@ -79,8 +83,11 @@ def pull_back(block: Block, below: Tensor, trace: Trace, cotangent: Tensor, need
     Jacobian taken where the trace was computed (the current nodes, or the feed-forward pass under FPA)."""
     if is_plain_dense(block):
         delta = activation_vjp(block.activation, trace.pre_activation, trace.output, cotangent)
-        below_grad = (delta @ block.linear.weight).view_as(below) if need_below else None
-        return delta, below_grad
+        if not need_below:
+            return delta, None
+        if isinstance(block.linear, GroupedLinear):
+            return delta, grouped_matmul_input_grad(delta, block.linear.weight, block.linear.groups).view_as(below)
+        return delta, (delta @ block.linear.weight).view_as(below)
     with torch.enable_grad():  # autograd within this one block only, at the trace's point (FPA: feed-forward)
         z_leaf = trace.input.detach().requires_grad_(need_below)
         a = block.norm(block.linear(z_leaf))
