@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from learnbench.rules.base import LearningRule, no_reduction, trainable_parameters
 from learnbench.tasks import Task
-from learnbench.training_loop import train_batch
+from learnbench.training_loop import OfflineHooks, train_batch
 
 COUNTED_BY = ("torch.utils.flop_counter.FlopCounterMode: matmuls and convolutions (forward, backward, forward-mode); "
               "elementwise work, random draws, sparse and solver kernels are not counted")
@@ -45,7 +45,7 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-class CountingHooks:
+class CountingHooks(OfflineHooks):
     """The training loop's hooks for a count: no optimiser, no logging, no all-reduce, never diverged
     (training_loop.LoopHooks); the rule's after-step hook runs, as in training."""
 
@@ -58,12 +58,6 @@ class CountingHooks:
 
     def update(self) -> None:
         self.rule.after_optimizer_step(self.model)
-
-    def diverged(self, loss: Tensor) -> bool:
-        return False
-
-    def log_rule_metrics(self, metrics: dict, batch_size: int) -> None:
-        pass
 
 
 def copies(model: nn.Module, rule: LearningRule) -> tuple[nn.Module, LearningRule]:

@@ -35,6 +35,26 @@ class LoopHooks(Protocol):
     def log_rule_metrics(self, metrics: dict[str, Tensor], batch_size: int) -> None: ...
 
 
+class OfflineHooks:
+    """The loop's hooks outside a training run (verify's checks, the compute count, the bench): never diverged, nothing
+    logged, no alignment (train_batch's `align` left off). Subclasses say how gradients are cleared and what an update
+    does."""
+
+    global_step = 0
+
+    def zero_grad_all(self) -> None:
+        raise NotImplementedError
+
+    def update(self) -> None:
+        raise NotImplementedError
+
+    def diverged(self, loss: Tensor) -> bool:
+        return False
+
+    def log_rule_metrics(self, metrics: dict[str, Tensor], batch_size: int) -> None:
+        pass
+
+
 @dataclass
 class BatchTaken:
     loss: Tensor  # the batch's training loss: the sum of a sequence's windows, else the first call's (before any update)

@@ -48,7 +48,7 @@ from learnbench.callbacks import tensor_digest
 from learnbench.module import apply_direct_updates
 from learnbench.rules.base import CLOSED_FORM, DIRECT, GRADIENT, trainable_parameters
 from learnbench.train import ConfigError, build_module, check_config, check_model_fits_data, check_time_fits, task_of
-from learnbench.training_loop import train_batch
+from learnbench.training_loop import OfflineHooks, train_batch
 
 UNBIASED_LIMIT = 4.0  # N ||mean - g||^2 / tr(Cov) has expectation 1 for an unbiased rule; 4: a clear bias
 EXACT_TOLERANCE = 1e-8
@@ -85,7 +85,7 @@ def flat_grads(params: list[torch.nn.Parameter]) -> torch.Tensor:
     return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
 
 
-class HeldWeights:
+class HeldWeights(OfflineHooks):
     """The training loop's hooks (training_loop.LoopHooks) for the gradient check: every update's gradients are summed,
     nothing is stepped, so a schedule of several calls (a sequence's windows) gives the sum of its estimates at one set
     of weights."""
@@ -100,12 +100,6 @@ class HeldWeights:
     def update(self) -> None:
         grads = flat_grads(self.params)
         self.total = grads if self.total is None else self.total + grads
-
-    def diverged(self, loss) -> bool:
-        return False
-
-    def log_rule_metrics(self, metrics, batch_size) -> None:
-        pass
 
 
 class Stepping(HeldWeights):

@@ -39,7 +39,7 @@ import torch
 
 from learnbench.catalog import comparable_rules
 from learnbench.tasks import get_task
-from learnbench.training_loop import train_batch
+from learnbench.training_loop import OfflineHooks, train_batch
 from learnbench.paths import CONFIG_DIR
 from learnbench.rules.base import trainable_parameters
 from learnbench.tools import bench_comm
@@ -71,7 +71,7 @@ def rule_names(args) -> list[str]:
     return ["bp", *dict.fromkeys(n for n in names if n != "bp")]
 
 
-class BareHooks:
+class BareHooks(OfflineHooks):
     """The training loop's hooks without Lightning: an SGD step and the rule's after-step hook, no
     logging, all-reduce or clipping (learnbench.training_loop.LoopHooks)."""
 
@@ -85,12 +85,6 @@ class BareHooks:
         self.optimizer.step()
         self.rule.after_optimizer_step(self.model)
         self.global_step += 1  # per-step noise seed; brsf draws its magnitudes afresh after it
-
-    def diverged(self, loss) -> bool:
-        return False
-
-    def log_rule_metrics(self, metrics, batch_size) -> None:
-        pass
 
 
 def make_step(rule, model, x, y, device) -> Callable[[], None]:
