@@ -25,6 +25,7 @@ CASES = {
     "bp": ["method=bp"],
     "fa": ["method=fa"],
     "kp": ["method=kp"],
+    "dfa": ["method=dfa"],
     "usf": ["method=usf"],
     "frsf": ["method=frsf"],
     "pc": ["method=pc"],
@@ -71,7 +72,6 @@ def test_each_seed_of_a_stack_ends_as_its_own_run(case, tmp_path):
 
 
 REFUSED = {
-    "dfa": (["method=dfa"], re.escape("every output (every seed's) to every hidden unit")),
     "np": (["method=np"], "one loss difference for the whole model"),
     "fg_a": (["method=fg_a"], "one loss difference for the whole model"),
     "brsf": (["method=brsf"], "one generator"),

@@ -91,8 +91,10 @@ def check_no_clip(cfg: DictConfig, seeds: list[int]) -> None:
 # ----------------------------------------------------------------------------- packing
 def pack_state(packed: nn.Module, parts: list[nn.Module]) -> None:
     """Copy the seeds' tensors (parameters and buffers) into the packed module, seed after seed along the first
-    axis: a layer's (out, in) weights into the grouped (S * out, in, 1, 1), a bias (out,) into (S * out,). A tensor
-    that is the same for every seed (a step count) is copied once. Anything else cannot be packed: an error."""
+    axis: a layer's (out, in) weights into the grouped (S * out, in, 1, 1), a bias (out,) into (S * out,). A matrix
+    the stack holds S x S times over (dfa's B_l, every output to every unit: (S * outputs, S * units)) is
+    block-diagonal, so each seed's outputs reach only its own units. A tensor that is the same for every seed (a
+    step count) is copied once. Anything else cannot be packed: an error."""
     state = packed.state_dict()
     per_seed = [part.state_dict() for part in parts]
     for key, target in state.items():
@@ -100,6 +102,8 @@ def pack_state(packed: nn.Module, parts: list[nn.Module]) -> None:
         first = tensors[0]
         if first.shape == target.shape and all(torch.equal(t, first) for t in tensors):
             stacked = first
+        elif first.dim() == 2 and target.shape == (len(parts) * first.shape[0], len(parts) * first.shape[1]):
+            stacked = torch.block_diag(*tensors)
         elif target.numel() == len(parts) * first.numel() and target.dim() and target.shape[0] == len(parts) * (first.shape[0] if first.dim() else 1):
             stacked = torch.cat([t.reshape(len(t) if t.dim() else 1, -1) for t in tensors]).reshape(target.shape)
         else:

@@ -33,7 +33,7 @@ from learnbench.rules.locality import signals
 
 class DirectFeedbackAlignment(FeedbackRule):
     method_name = "dfa"
-    stacks_seeds = "its B_l sends every output (every seed's) to every hidden unit, so the seeds' errors would mix"
+    stacks_seeds = True  # a stack's B_l is block-diagonal (learnbench/seeds.py: pack_state): each seed's outputs reach its own units
     #: Also the feed-forward spiking network (model=snn): e_t B_l at every layer's spikes, the surrogate within.
     trains = ("feedforward", "spiking")
 
@@ -72,6 +72,7 @@ class DirectFeedbackAlignment(FeedbackRule):
 
     def projected_errors(self, traces, e):
         """sum_l <z_l, stopgrad(e B_l)>: its gradient w.r.t. block l's parameters is the DFA update."""
+        e = e.flatten(1)  # a seed stack's readout is a grouped 1x1 convolution: [B, outputs, 1, 1]
         return sum((traces[i].output * (e @ b).view_as(traces[i].output)).sum() for i, b in self.feedback.items())
 
     def _surrogate(self, model, x, y, loss_fn):
