@@ -17,7 +17,7 @@ How, so that each seed ends where its own run would (tests/test_seeds.py compare
   (`seed_records`), as if it had run alone; the stack's own results.json sits beside them (`seed_stack`).
 
 Only rules whose step keeps the seeds apart by construction stack (`LearningRule.stacks_seeds`); the others say
-why not (a loss difference or a random projection shared by all units would mix the seeds). A global gradient-norm
+why not (one loss difference for the whole model, or one generator's draws for all units, would mix the seeds). A global gradient-norm
 clip would mix them too and is refused; so are models other than the MLP, sequences, several processes and resuming.
 """
 
