@@ -621,7 +621,8 @@ def log_config(trainer, record: dict, wandb_note: str | None = None) -> None:
 def announce(record: dict, path: Path) -> None:
     final = record["metrics"]["final"]
     headline = " ".join(f"{k}={final[k]:.4f}" for k in ("test/acc", "test/mse", "test/rmse", "test/r2", "test/memory_capacity", "test/loss") if k in final and isinstance(final[k], float) and math.isfinite(final[k]))
-    log.info("status=%s %s (%.1f s)", record["status"], headline, record["wall_time_s"])
+    seed = f"seed {record['seed']} of the stack: " if record.get("seed_stack", {}).get("stack_dir") else ""
+    log.info("%sstatus=%s %s (%.1f s)", seed, record["status"], headline, record["wall_time_s"])
     log.info("outputs: %s", path.parent)
 
 
