@@ -1,22 +1,25 @@
 """Many seeds in one process (`seeds=[...]`, learnbench/seeds.py) against the oracle of separate runs.
 
 Oracle: each seed of a stack must end where its own run ends (`seed=<s>`, the same overrides): every final metric,
-every epoch of its history, to float32 rounding (a grouped convolution sums in another order than a dense layer;
-over a few dozen steps the difference stays at ~1e-7 relative). The rules that cannot stack must be refused before
-any work, saying why.
+every epoch of its history, to float32 rounding (a grouped product sums in another order than a dense layer; over a
+few dozen steps the difference stays at ~1e-7 relative). The comparison is `learnbench.verify`'s (its `seeds` check),
+so a user's rule that claims to stack is held to the same. The rules that cannot stack must be refused before any
+work, saying why.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import pytest
 
 from conftest import CSV_ONLY, compose_config, run_cli, tiny
 from learnbench.config_validation import ConfigError
+from learnbench.rules.backprop import Backprop
 from learnbench.train import train
+from learnbench.verify import main as verify_main
+from learnbench.verify import seed_records_differ
 
 SEEDS = [0, 1, 2]
 #: Every rule that stacks (LearningRule.stacks_seeds is True), each on the spiral; a LayerNorm, Adam with a cosine
@@ -36,20 +39,6 @@ CASES = {
 }
 
 
-def final_and_history(record: dict) -> tuple[dict, list[dict]]:
-    """The metrics (a rule's own rule/* diagnostics are the whole stack's, left out of a seed's record)."""
-    def own(metrics: dict) -> dict:
-        return {k: v for k, v in metrics.items() if "/" in k and not k.startswith("rule/")}
-
-    return own(record["metrics"]["final"]), [own(e) for e in record["history"]]
-
-
-def assert_close(stacked: dict, alone: dict, what: str) -> None:
-    assert stacked.keys() == alone.keys(), f"{what}: keys {sorted(stacked)} != {sorted(alone)}"
-    for key, value in alone.items():
-        assert math.isclose(stacked[key], value, rel_tol=2e-5, abs_tol=1e-6), f"{what} {key}: stacked {stacked[key]} != alone {value}"
-
-
 FAST = {"fa", "bp-layer_norm"}  # make test: a feedback path and a packed LayerNorm; make test-slow: the rest
 
 
@@ -64,11 +53,8 @@ def test_each_seed_of_a_stack_ends_as_its_own_run(case, tmp_path):
         own = json.loads((tmp_path / "stack" / f"seed_{s}" / "results.json").read_text())
         alone = train(compose_config([*args, f"seed={s}"], tmp_path / f"seed{s}"))
         assert own["seed"] == s and own["config"]["seed"] == s and own["status"] == "ok"
-        (final, history), (final_alone, history_alone) = final_and_history(own), final_and_history(alone)
-        assert_close(final, final_alone, f"{case} seed {s} final")
-        assert len(history) == len(history_alone) == 2
-        for epoch, (entry, entry_alone) in enumerate(zip(history, history_alone)):
-            assert_close(entry, entry_alone, f"{case} seed {s} epoch {epoch}")
+        assert len(own["history"]) == 2 and "val/loss" in own["metrics"]["final"]
+        assert seed_records_differ(own, alone) == [], f"{case} seed {s}"
 
 
 REFUSED = {
@@ -109,3 +95,28 @@ def test_the_report_reads_a_stack_as_its_seeds_runs(tmp_path):
     (row,) = build_table(records, ["test/acc"]).rows
     (acc,) = row["stats"]
     assert acc.n == 3 and acc.mean == pytest.approx(sum(r["metrics"]["final"]["test/acc"] for r in records) / 3)
+
+
+class GlobalNormBackprop(Backprop):
+    """bp with every gradient divided by the whole model's gradient norm: in a stack one number for all its seeds, so
+    its claim to stack seeds is wrong, and verify's `seeds` check must say so."""
+
+    stacks_seeds = True
+
+    def estimate_grads(self, model, x, y, loss_fn, state=None):
+        out = super().estimate_grads(model, x, y, loss_fn)
+        norm = sum(float(p.grad.pow(2).sum()) for p in model.parameters()) ** 0.5
+        for p in model.parameters():
+            p.grad /= norm
+        return out
+
+
+@pytest.mark.slow
+def test_verify_passes_a_rule_that_stacks_and_fails_one_that_mixes_its_seeds(capsys):
+    assert verify_main(["method=kp", "--checks=seeds"]) == 0
+    assert capsys.readouterr().out.startswith("PASS  seeds: a stack of seeds [0, 1], 3 epochs")
+    assert verify_main(["method=bp", f"method._target_={__name__}.GlobalNormBackprop", "--checks=seeds"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  seeds: a stack of seeds [0, 1] against their own runs: seed 0 ") and "stacked" in out, out
+    assert verify_main(["method=np", "--checks=seeds"]) == 0
+    assert capsys.readouterr().out.startswith("INFO  seeds: not run: the rule does not stack seeds: its step scales its noise")

@@ -119,7 +119,7 @@ def test_the_command_exits_1_on_a_failure_and_2_with_one_line_on_what_it_cannot_
     assert "FAIL  gradient" in capsys.readouterr().out
     assert main(["method=bp", "--checks=gradient,speed"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "learnbench.verify: --checks: speed unknown; choose from gradient, determinism, ranks, resume"
+    assert err == "learnbench.verify: --checks: speed unknown; choose from gradient, determinism, ranks, resume, seeds"
     assert main(["method=bp", "--draw=3"]) == 2
     assert "--draw=3 is not an option" in capsys.readouterr().err
     assert main(["method=rtrl"]) == 2  # the config is refused as train refuses it: rtrl trains models that run in time

@@ -19,14 +19,18 @@ The same overrides as `python -m learnbench.train` (method=..., data=..., model=
                 bit-identical on both ranks at the end (results.json `ranks`, learnbench.callbacks.RankSync).
   resume        a short run (3 epochs of up to 3 batches) killed with SIGKILL at its third epoch's start and run again (it resumes
                 from its checkpoint) against the same run uninterrupted: bit-identical final checkpoints and metrics.
+  seeds         for a rule that claims to stack seeds (LearningRule.stacks_seeds; `seeds=[...]`, learnbench/seeds.py): the
+                short run as a stack of two seeds against each seed's own run: every final and per-epoch metric equal to
+                float32 rounding (rel 2e-5). A rule that does not claim it is reported with its reason.
 
-The two last ones run `python -m learnbench.train` in subprocesses (about 10-20 s each). Exit status 1 if a check
+The three last ones run `python -m learnbench.train` in subprocesses (about 10-20 s each). Exit status 1 if a check
 fails, 2 if the config is refused; one line per check; one thread.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -52,7 +56,7 @@ from learnbench.training_loop import OfflineHooks, train_batch
 
 UNBIASED_LIMIT = 4.0  # N ||mean - g||^2 / tr(Cov) has expectation 1 for an unbiased rule; 4: a clear bias
 EXACT_TOLERANCE = 1e-8
-CHECKS = ("gradient", "determinism", "ranks", "resume")
+CHECKS = ("gradient", "determinism", "ranks", "resume", "seeds")
 # The short run of the ranks and resume checks: 3 epochs of 3 batches, one validation and one test batch, no progress
 # bar, CSV only (++: whatever a preset set).
 SHORT_RUN = ["++trainer.max_epochs=3", "++trainer.max_steps=-1", "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=1",
@@ -292,6 +296,56 @@ def resume_check(overrides: list[str]) -> Check:
                  f"and metrics bit-identical to the uninterrupted run ({records[0]['steps']} steps)")
 
 
+#: How close a stacked seed's metrics must be to its own run's: float32 rounding (a grouped product sums in another
+#: order than a dense layer), which over a short run stays ~1e-7 relative.
+SEED_STACK_TOLERANCE = 2e-5
+
+
+def seed_records_differ(stacked: dict, alone: dict, rel: float = SEED_STACK_TOLERANCE) -> list[str]:
+    """Where a stacked seed's results.json differs from its own run's: final metrics and every epoch's (a rule's rule/*
+    diagnostics are the whole stack's, left out of a seed's record). Empty: the same run."""
+    def own(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if "/" in k and not k.startswith("rule/")}
+
+    if len(stacked["history"]) != len(alone["history"]):
+        return [f"{len(stacked['history'])} epochs against {len(alone['history'])}"]
+    pairs = [("final", stacked["metrics"]["final"], alone["metrics"]["final"])]
+    pairs += [(f"epoch {e['epoch']}", e, a) for e, a in zip(stacked["history"], alone["history"])]
+    found = []
+    for where, a, b in pairs:
+        a, b = own(a), own(b)
+        if a.keys() != b.keys():
+            found.append(f"{where}: {', '.join(sorted(a.keys() ^ b.keys()))} on one side only")
+        found += [f"{where} {k}: {a[k]:.7g} stacked, {b[k]:.7g} alone" for k in sorted(a.keys() & b.keys())
+                  if not math.isclose(a[k], b[k], rel_tol=rel, abs_tol=1e-6)]
+    return found
+
+
+def seeds_check(overrides: list[str], module, seed: int) -> Check:
+    if module.rule.stacks_seeds is not True:
+        return Check("seeds", None, f"not run: the rule does not stack seeds: {module.rule.stacks_seeds}")
+    seeds = [seed, seed + 1]
+    own = [o for o in overrides if not o.lstrip("+").startswith("seed=")]
+    with tempfile.TemporaryDirectory(prefix="learnbench-verify-") as tmp:
+        result = train_process([*own, *SHORT_RUN, f"seeds=[{seeds[0]},{seeds[1]}]"], Path(tmp) / "stack")
+        if result.returncode == 2:  # refused at start: a model or a setting a stack cannot take
+            return Check("seeds", None, f"not run: {failure_line(result)}")
+        if result.returncode != 0:
+            return Check("seeds", False, f"the stack of seeds {seeds} failed: {failure_line(result)}")
+        found = []
+        for s in seeds:
+            result = train_process([*own, *SHORT_RUN, f"seed={s}"], Path(tmp) / f"seed{s}")
+            if result.returncode != 0:
+                return Check("seeds", False, f"seed {s}'s own run failed: {failure_line(result)}")
+            stacked, alone = (json.loads((Path(tmp) / d / "results.json").read_text()) for d in (f"stack/seed_{s}", f"seed{s}"))
+            found += [f"seed {s} {line}" for line in seed_records_differ(stacked, alone)]
+    if found:
+        return Check("seeds", False, f"a stack of seeds {seeds} against their own runs: " + "; ".join(found[:4])
+                     + (f" and {len(found) - 4} more" if len(found) > 4 else ""))
+    return Check("seeds", True, f"a stack of seeds {seeds}, {len(stacked['history'])} epochs: every final and per-epoch metric "
+                 f"of each equal to its own run's (rel {SEED_STACK_TOLERANCE:g})")
+
+
 def pieces(cfg: DictConfig):
     """The datamodule and the training module as `python -m learnbench.train` builds them (its checks included), without
     a trainer; the module in float64, its rule set up on the CPU (rank 0), the model drawn from the seed."""
@@ -327,6 +381,8 @@ def verify(overrides: list[str], draws: int = 200, checks: tuple[str, ...] = CHE
         results.append(ranks_check(overrides, module))
     if "resume" in checks:
         results.append(resume_check(overrides))
+    if "seeds" in checks:
+        results.append(seeds_check(overrides, module, cfg.seed))
     return results
 
 
