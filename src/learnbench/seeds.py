@@ -276,15 +276,6 @@ class SeedStackedData(L.LightningDataModule):
 
 
 # ----------------------------------------------------------------------------- building a stack
-def config_method(cfg: DictConfig) -> str:
-    """The method's name as the user chose it (method=fa), for messages."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return str(HydraConfig.get().runtime.choices.get("method", cfg.method._target_))
-    return str(cfg.method._target_).rsplit(".", 1)[-1]
-
-
 def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
     """The config of seed `seed`'s own run."""
     one = copy.deepcopy(cfg)
@@ -294,15 +285,16 @@ def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
     return one
 
 
-def build_stack(cfg: DictConfig, build_module, task_of, build_trainer, extra_callbacks: list):
+def build_stack(cfg: DictConfig, extra_callbacks: list):
     """(data, module, trainer, recorder) of a stack, as train.build gives them for one seed. Each seed's model and
     rule are built as its own run builds them (the same calls, the global RNG seeded with its seed), then packed."""
     from learnbench.module import LearningRuleModule
+    from learnbench.train import build_module, build_trainer, config_choices, task_of  # train imports this module
 
     seeds = seed_list(cfg)
     check_stack_config(cfg, seeds)
     parts, modules = [], []
-    method = config_method(cfg)
+    method = config_choices(cfg).get("method") or str(cfg.method._target_).rsplit(".", 1)[-1]  # for messages
     for s in seeds:
         one = with_seed(cfg, s)
         L.seed_everything(s, workers=True, verbose=False)

@@ -452,7 +452,7 @@ def train(cfg: DictConfig) -> dict:
         check_config(cfg)
         wandb_note = wandb_mode_note(cfg)
         if seed_list(cfg):  # many seeds in one process (learnbench/seeds.py): each seed built as its own run, then stacked
-            datamodule, module, trainer, recorder = build_stack(cfg, build_module, task_of, build_trainer, [meter, compute, ranks])
+            datamodule, module, trainer, recorder = build_stack(cfg, [meter, compute, ranks])
         else:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             datamodule, module, trainer, recorder = build(cfg, extra_callbacks=[meter, compute, ranks])
