@@ -102,6 +102,8 @@ class LearningRuleModule(L.LightningModule):
         # The task's metrics on the training batches too (train/acc, ...), accumulated over the epoch.
         self.train_metrics = nn.ModuleDict(self.task.metrics(num_classes))
         self.eval_metrics = nn.ModuleDict({"val": split_metrics(task, num_classes), "test": split_metrics(task, num_classes)})
+        # Set by learnbench.seeds for a recurrent stack: the masks that keep its block-diagonal weights' updates apart.
+        self.seed_grad_masks = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -199,6 +201,8 @@ class LearningRuleModule(L.LightningModule):
         """All-reduce, clip, the update and the rule's after-step hook (p.grad holds the estimate): the optimiser
         steps the gradient-mode parameters; a direct-mode parameter moves by exactly -p.grad, no momentum, no
         Adam scaling, no weight decay (its gradient is cleared before the optimiser steps, which then skips it)."""
+        if self.seed_grad_masks is not None:  # a recurrent seed stack: no update crosses between its seeds
+            self.seed_grad_masks.restrict()
         if self.allreduce_grads and not self.rule.grads_synchronised:
             self._allreduce_grads()
         if self.grad_clip_norm is not None:

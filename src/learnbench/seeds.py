@@ -16,14 +16,26 @@ How, so that each seed ends where its own run would (tests/test_seeds.py compare
 - each seed's metrics are logged under `<split>/<name>@<seed>` and become its own results.json in seed_<s>/
   (`seed_records`), as if it had run alone; the stack's own results.json sits beside them (`seed_stack`).
 
+Recurrent models (model=rnn, model=esn, on sequence data) stack the same way with another packing
+(`stacked_recurrent`): S networks of N units are one network of S * N units whose every weight matrix is
+block-diagonal (seed s's block is its own matrix, the rest zeros). Seed s's units then read only its own units and
+inputs, and every rule that works on one network works unchanged on the stack (its traces, its feedback B,
+block-diagonal too). What would cross between the seeds is the off-diagonal part of an update (a rule's outer
+product of one seed's error with another's activity, never a real weight): the training module zeroes it before every
+step (`SeedGradMasks`), so the zeros stay zeros under SGD, momentum, weight decay and Adam. A closed-form readout
+(method=ridge) solves each seed's block of its statistics alone (`seed_blocks`). Sequences keep time on axis 1:
+inputs [B, T, S * in], targets [B, T, S * D] (each seed's per-step targets side by side).
+
 Only rules whose step keeps the seeds apart by construction stack (`LearningRule.stacks_seeds`); the others say
-why not (one loss difference for the whole model, or one generator's draws for all units, would mix the seeds). A global gradient-norm
-clip would mix them too and is refused; so are models other than the MLP, sequences, several processes and resuming.
+why not (one loss difference for the whole model, or one generator's draws for all units, would mix the seeds; RTRL's
+influence tensor would grow as (S N)^3). A global gradient-norm clip would mix them too and is refused; so are other
+models, several processes and resuming.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from pathlib import Path
 
@@ -36,9 +48,11 @@ from torch import Tensor, nn
 
 from learnbench.config_validation import ConfigError
 from learnbench.models.blocks import Block, BlockChain, GroupedLinear
+from learnbench.models.esn import ESN
 from learnbench.models.mlp import MLP
+from learnbench.models.rnn import RNN
 from learnbench.results import write_results
-from learnbench.tasks import OTHER_LOSS, Classification, Task
+from learnbench.tasks import OTHER_LOSS, Classification, SequenceTask, Task
 
 log = logging.getLogger("learnbench")
 
@@ -69,16 +83,25 @@ def check_stack_config(cfg: DictConfig, seeds: list[int]) -> None:
         raise ConfigError(f"seeds={seeds} runs on one process: use trainer=cpu (the seeds are the parallelism)")
 
 
+#: The recurrent models a stack packs block-diagonally, and their size attributes that grow with the seeds.
+RECURRENT_SIZES = {RNN: ("input_dim", "hidden_size", "output_dim"), ESN: ("input_dim", "units", "output_dim")}
+
+
 def check_stackable(rule, model: nn.Module, task: Task, seeds: list[int], method: str) -> None:
     """The rule, model and task of one seed's run, before they are stacked."""
     if rule.stacks_seeds is not True:
         raise ConfigError(f"seeds={seeds}: method={method} cannot train seeds stacked in one "
                           f"model: {rule.stacks_seeds}; run the seeds separately (-m seed={','.join(map(str, seeds))})")
+    if type(model) in RECURRENT_SIZES:
+        if not task.sequential or not getattr(task, "per_step", False):
+            raise ConfigError(f"seeds={seeds} stacks {type(model).__name__}s on sequences with a target at every step "
+                              f"(data=sine_trajectory, add_task, mackey_glass, ...); this task is not one: run the seeds separately")
+        return
     if not isinstance(model, MLP) or any(not isinstance(b.linear, nn.Linear) for b in model.blocks):
-        raise ConfigError(f"seeds={seeds} stacks dense MLPs (model=mlp or autoencoder, ungrouped); "
-                          f"{type(model).__name__} is not one: run the seeds separately")
+        raise ConfigError(f"seeds={seeds} stacks dense MLPs (model=mlp or autoencoder, ungrouped) and rate RNNs and "
+                          f"reservoirs (model=rnn, esn); {type(model).__name__} is not one: run the seeds separately")
     if task.sequential:
-        raise ConfigError(f"seeds={seeds} stacks feed-forward tasks only; this data is a sequence: run the seeds separately")
+        raise ConfigError(f"seeds={seeds} stacks an MLP on feed-forward tasks only; this data is a sequence: run the seeds separately")
 
 
 def check_no_clip(cfg: DictConfig, seeds: list[int]) -> None:
@@ -89,21 +112,26 @@ def check_no_clip(cfg: DictConfig, seeds: list[int]) -> None:
 
 
 # ----------------------------------------------------------------------------- packing
-def pack_state(packed: nn.Module, parts: list[nn.Module]) -> None:
+def pack_state(packed: nn.Module, parts: list[nn.Module]) -> set[str]:
     """Copy the seeds' tensors (parameters and buffers) into the packed module, seed after seed along the first
     axis: a layer's (out, in) weights into the grouped (S * out, in, 1, 1), a bias (out,) into (S * out,). A matrix
-    the stack holds S x S times over (dfa's B_l, every output to every unit: (S * outputs, S * units)) is
-    block-diagonal, so each seed's outputs reach only its own units. A tensor that is the same for every seed (a
-    step count) is copied once. Anything else cannot be packed: an error."""
+    the stack holds S x S times over (dfa's B_l, every output to every unit: (S * outputs, S * units); a recurrent
+    stack's every weight) is block-diagonal, so each seed's outputs reach only its own units. A tensor that is the
+    same for every seed (a step count) is copied once. Anything else cannot be packed: an error. Returns the names
+    packed block-diagonally (their off-diagonal blocks must stay zero: SeedGradMasks)."""
     state = packed.state_dict()
     per_seed = [part.state_dict() for part in parts]
+    block_diagonal = set()
     for key, target in state.items():
         tensors = [s[key] for s in per_seed]
         first = tensors[0]
         if first.shape == target.shape and all(torch.equal(t, first) for t in tensors):
             stacked = first
+        elif all(not t.any() for t in tensors):  # zeros in any layout (ridge's statistics before the first batch)
+            stacked = torch.zeros_like(target)
         elif first.dim() == 2 and target.shape == (len(parts) * first.shape[0], len(parts) * first.shape[1]):
             stacked = torch.block_diag(*tensors)
+            block_diagonal.add(key)
         elif target.numel() == len(parts) * first.numel() and target.dim() and target.shape[0] == len(parts) * (first.shape[0] if first.dim() else 1):
             stacked = torch.cat([t.reshape(len(t) if t.dim() else 1, -1) for t in tensors]).reshape(target.shape)
         else:
@@ -111,6 +139,51 @@ def pack_state(packed: nn.Module, parts: list[nn.Module]) -> None:
                               f"the seeds' {tuple(first.shape)}; run the seeds separately")
         with torch.no_grad():
             target.copy_(stacked)
+    return block_diagonal
+
+
+def stacked_recurrent(models: list[nn.Module]) -> nn.Module:
+    """S recurrent networks (model=rnn or esn) of one configuration as one network of S times the units, inputs and
+    outputs: a copy of seed 0's whose every matrix is block-diagonal over the seeds (`pack_state`) and every vector
+    the seeds' side by side. Its `seed_blocks` says how many seeds it holds (a closed-form readout solves each
+    block alone); its `counted_parameters` counts only the blocks (results.json's parameters, not S^2 N^2)."""
+    first, seeds = models[0], len(models)
+    stacked = copy.deepcopy(first)
+    for name, p in list(first.named_parameters()) + list(first.named_buffers()):
+        if p is None:
+            continue
+        shape = (seeds * p.shape[0], seeds * p.shape[1]) if p.dim() == 2 else (seeds * p.shape[0], *p.shape[1:])
+        owner, leaf = stacked.get_submodule(name.rpartition(".")[0]) if "." in name else stacked, name.rpartition(".")[2]
+        blank = p.new_zeros(shape)
+        if isinstance(p, nn.Parameter):
+            owner._parameters[leaf] = nn.Parameter(blank, requires_grad=p.requires_grad)
+        else:
+            owner._buffers[leaf] = blank
+    for attribute in RECURRENT_SIZES[type(first)]:
+        setattr(stacked, attribute, seeds * getattr(first, attribute))
+    if isinstance(stacked, ESN):  # the stack's W holds S blocks of the seeds' density: the sparse path's threshold reads it
+        stacked.density = first.density / seeds
+    stacked.seed_blocks = seeds
+    stacked.counted_parameters = seeds * sum(p.numel() for p in first.parameters() if p.requires_grad)
+    pack_state(stacked, models)
+    return stacked
+
+
+class SeedGradMasks(nn.Module):
+    """The block-diagonal parameters of a recurrent stack (model and rule) with a mask each: ones on the seeds'
+    own blocks. `apply` zeroes the rest of every gradient before a step, so no update crosses between seeds."""
+
+    def __init__(self, named: dict[str, nn.Parameter], seeds: int):
+        super().__init__()
+        self.params = list(named.values())
+        for i, p in enumerate(self.params):
+            rows, cols = p.shape[0] // seeds, p.shape[1] // seeds
+            self.register_buffer(f"mask{i}", torch.block_diag(*[p.new_ones(rows, cols)] * seeds), persistent=False)
+
+    def restrict(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                p.grad.mul_(getattr(self, f"mask{i}"))
 
 
 def stacked_block(block: Block, seeds: int) -> Block:
@@ -205,10 +278,15 @@ class SeedStackedTask(Task):
         # angles, a reconstruction's MSE) are the task's own objects, one per seed.
         self.vectorised = isinstance(task, Classification) and set(task.metrics(outputs)) == {"acc"}
 
-    def per_seed_losses(self, output: Tensor, target: Tensor) -> Tensor:
-        """[B, S]: every example's loss in each seed, the seeds taken as more examples of one batch."""
-        out = output.reshape(len(output) * len(self.seeds), self.outputs)
-        return self.task.loss(out, target.reshape(len(out), *target.shape[2:])).view(len(output), len(self.seeds))
+    def by_seed(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(output [B, S, C], target [B, S, ...]): each seed's part of a batch."""
+        return output.reshape(len(output), len(self.seeds), self.outputs), target
+
+    def per_seed_losses(self, output: Tensor, target: Tensor, loss=None) -> Tensor:
+        """[B, S]: every example's loss in each seed (the task's loss, or `loss`), the seeds taken as more examples."""
+        out, tgt = self.by_seed(output, target)
+        losses = (loss or self.task.loss)(out.flatten(0, 1), tgt.flatten(0, 1))
+        return losses.view(len(output), len(self.seeds))
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return self.per_seed_losses(output, target).sum(1)
@@ -217,18 +295,49 @@ class SeedStackedTask(Task):
         return {"seeds": SeedMetrics(self.task, self.seeds, self.outputs, self.vectorised)}
 
     def update(self, metrics: dict[str, torchmetrics.Metric], output: Tensor, target: Tensor) -> None:
-        out = output.reshape(len(output), len(self.seeds), self.outputs)
-        metrics["seeds"].update(self.per_seed_losses(output, target), out, target)
+        metrics["seeds"].update(self.per_seed_losses(output, target), *self.by_seed(output, target))
+
+
+class SeedStackedSequenceTask(SeedStackedTask, SequenceTask):
+    """S seeds' sequence task side by side, time on axis 1: output [B, T, S * O], target [B, T, S * D] (every seed's
+    per-step target beside the others'). Windows and the washout are the seeds' task's: a window's loss is the sum
+    over seeds of each seed's window loss."""
+
+    def __init__(self, task: SequenceTask, seeds: list[int], outputs: int, target_width: int):
+        super().__init__(task, seeds, outputs)
+        self.target_width = target_width
+        self.per_step, self.fittable_targets, self.washout = task.per_step, task.fittable_targets, task.washout
+
+    def by_seed(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(output [B, S, T, O], target [B, S, T, D])."""
+        s = len(self.seeds)
+        return (output.unflatten(-1, (s, self.outputs)).transpose(1, 2),
+                target.unflatten(-1, (s, self.target_width)).transpose(1, 2))
+
+    def with_washout(self, washout: int) -> "SeedStackedSequenceTask":
+        return SeedStackedSequenceTask(self.task.with_washout(washout), self.seeds, self.outputs, self.target_width)
+
+    def window_target(self, target: Tensor, t0: int, t1: int) -> Tensor:
+        return target[:, t0:t1]
+
+    def window_loss(self, steps: int, t0: int, t1: int):
+        return functools.partial(self.window_losses, self.task.window_loss(steps, t0, t1))
+
+    def window_losses(self, loss, output: Tensor, target: Tensor) -> Tensor:
+        return self.per_seed_losses(output, target, loss).sum(1)
 
 
 class StackedBatches:
-    """The seeds' loaders in step: each batch is every seed's own next batch, inputs side by side, targets stacked.
-    Lightning's `sampler.set_epoch` reaches every seed's loader (each keeps its own order per epoch)."""
+    """The seeds' loaders in step: each batch is every seed's own next batch, inputs side by side, targets stacked
+    (a feed-forward batch: inputs [B, S * in], targets [B, S, ...]; sequences: both side by side on their last
+    axis, time kept on axis 1). Lightning's `sampler.set_epoch` reaches every seed's loader (each keeps its own
+    order per epoch)."""
 
     batch_sampler = None
 
-    def __init__(self, loaders: list):
+    def __init__(self, loaders: list, sequential: bool = False):
         self.loaders = loaders
+        self.sequential = sequential
 
     @property
     def sampler(self) -> "StackedBatches":
@@ -243,17 +352,24 @@ class StackedBatches:
 
     def __iter__(self):
         for batches in zip(*self.loaders):
-            yield torch.cat([x.flatten(1) for x, _ in batches], dim=1), torch.stack([y for _, y in batches], dim=1)
+            if self.sequential:
+                yield torch.cat([x for x, _ in batches], dim=-1), torch.cat([y for _, y in batches], dim=-1)
+            else:
+                yield torch.cat([x.flatten(1) for x, _ in batches], dim=1), torch.stack([y for _, y in batches], dim=1)
 
 
 class SeedStackedData(L.LightningDataModule):
     """The seeds' data modules as one (each with its own order, from its seed)."""
 
-    def __init__(self, parts: list):
+    def __init__(self, parts: list, sequential: bool = False):
         super().__init__()
         self.parts = parts
+        self.sequential = sequential
         first = parts[0]
-        self.input_shape = (len(parts) * first.input_dim,)
+        if sequential:  # [time, features]: the seeds' features side by side
+            self.input_shape = (first.input_shape[0], len(parts) * first.input_shape[-1])
+        else:
+            self.input_shape = (len(parts) * first.input_dim,)
         self.output_dim = len(parts) * first.output_dim
         self.task = first.task
 
@@ -266,13 +382,13 @@ class SeedStackedData(L.LightningDataModule):
         self.parts[0].check_splits_fit(world_size, name)
 
     def train_dataloader(self):
-        return StackedBatches([p.train_dataloader() for p in self.parts])
+        return StackedBatches([p.train_dataloader() for p in self.parts], self.sequential)
 
     def val_dataloader(self):
-        return StackedBatches([p.val_dataloader() for p in self.parts])
+        return StackedBatches([p.val_dataloader() for p in self.parts], self.sequential)
 
     def test_dataloader(self):
-        return StackedBatches([p.test_dataloader() for p in self.parts])
+        return StackedBatches([p.test_dataloader() for p in self.parts], self.sequential)
 
 
 # ----------------------------------------------------------------------------- building a stack
@@ -306,13 +422,18 @@ def build_stack(cfg: DictConfig, extra_callbacks: list):
         parts.append(datamodule)
         modules.append(module)
     first = modules[0]
-    model = SeedStackedMLP([m.model for m in modules])
+    recurrent = type(first.model) in RECURRENT_SIZES
+    model = stacked_recurrent([m.model for m in modules]) if recurrent else SeedStackedMLP([m.model for m in modules])
     rule = instantiate(cfg.method)
     rule.bind(model, seeds[0])
     rule.setup(model, seed=seeds[0], rank=0, device=torch.device("cpu"))
-    pack_state(rule, [m.rule for m in modules])
+    rule_blocks = pack_state(rule, [m.rule for m in modules])
     outputs = parts[0].output_dim
-    task = SeedStackedTask(first.task, seeds, outputs)
+    if recurrent:
+        target_width = check_targets_side_by_side(parts[0], seeds)
+        task = SeedStackedSequenceTask(first.task, seeds, outputs, target_width)
+    else:
+        task = SeedStackedTask(first.task, seeds, outputs)
     module = LearningRuleModule(
         model=model, rule=rule, optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
@@ -320,11 +441,26 @@ def build_stack(cfg: DictConfig, extra_callbacks: list):
         # Alignment diagnostics compare with backprop over the whole stack: one mixed number, not a seed's.
         diagnostics_every_n_steps=0,
     )
+    if recurrent:  # every block-diagonal matrix that learns, the model's and the rule's (adaptive e-prop's B)
+        rule_params = dict(rule.named_parameters())
+        learned = {**{f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad and p.dim() == 2},
+                   **{f"rule.{n}": rule_params[n] for n in rule_blocks if n in rule_params and rule_params[n].requires_grad}}
+        module.seed_grad_masks = SeedGradMasks(learned, len(seeds))
     if cfg.get("diagnostics", {}).get("every_n_steps"):
         log.info("seeds: the align/* diagnostics are per run and are not computed in a stack (run a seed alone for them)")
-    data = SeedStackedData(parts)
+    data = SeedStackedData(parts, sequential=recurrent)
     trainer, recorder = build_trainer(cfg, extra_callbacks)
     return data, module, trainer, recorder
+
+
+def check_targets_side_by_side(datamodule, seeds: list[int]) -> int:
+    """The width D of one seed's per-step targets [B, T, D] (a stack puts the seeds' side by side); refused for
+    targets of another shape (one class index per step)."""
+    y = datamodule.load().train[1]  # every training target, [examples, time, values]
+    if y.dim() != 3:
+        raise ConfigError(f"seeds={seeds} stacks sequences whose targets are [batch, time, values]; this data's are "
+                          f"{tuple(y.shape[1:])} per sequence: run the seeds separately")
+    return y.shape[-1]
 
 
 # ----------------------------------------------------------------------------- each seed's results

@@ -516,7 +516,8 @@ def prepare_fit(cfg: DictConfig, datamodule, module: LearningRuleModule, trainer
                 logger.resume_before(logged_step_to_resume_from(checkpoint))
     apply_compute_budget(cfg, datamodule, module, trainer, record)
     record["precision"] = str(trainer.precision)  # what ran: 16 on a CPU runs as bf16-mixed
-    record["parameters"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+    # A recurrent seed stack counts its seeds' blocks, not the zeros between them (learnbench/seeds.py).
+    record["parameters"] = getattr(module.model, "counted_parameters", None) or sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     record["rule_parameters"] = sum(p.numel() for p in module.rule.extra_parameters())
 
 

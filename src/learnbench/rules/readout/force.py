@@ -71,6 +71,7 @@ def rls_windows(steps: int | None, every: int) -> list[Call]:
 
 class FORCE(LearningRule):
     trains = ("reservoir",)  # a fixed reservoir's readout, as ridge
+    stacks_seeds = "its RLS step divides by 1 + r^T P r, one number for every seed of a stack"
     noise_differs_per_rank = False  # no noise
     one_process_only = ("method=force is recursive least squares, one sample after another: its P and readout cannot be "
                         "shared over {processes} processes; run it on one (trainer=cpu or trainer=gpu)")

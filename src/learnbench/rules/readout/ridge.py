@@ -33,6 +33,7 @@ from learnbench.rules.readout.reservoir import features as readout_features
 
 class Ridge(LearningRule):
     trains = ("reservoir",)  # its own kind: the comparison sweeps over trained recurrent weights leave it out
+    stacks_seeds = True  # a seed stack (model.seed_blocks) is solved block by block: each seed's own fit
     noise_differs_per_rank = False  # no noise
 
     def __init__(self, ridge: NonNegative = 1e-6) -> None:
@@ -74,8 +75,12 @@ class Ridge(LearningRule):
         washout = model.washout
         features = readout_features(model, hs[:, washout:])
         targets = targets[:, washout:].reshape(-1, n_out).to(torch.float64)
-        self.xx += gram(features)
-        self.yx += targets.T @ features
+        for i, (out, feat) in enumerate(seed_block_indices(model, n_out, features.shape[1])):  # one, or each seed's
+            block = gram(features[:, feat])
+            if i and readout_has_bias(model):  # the count n (the constant's own entry) is every seed's: added once
+                block[-1, -1] = 0
+            self.xx[feat[:, None], feat] += block
+            self.yx[out[:, None], feat] += targets[:, out].T @ features[:, feat]
         return RuleOutput(loss=loss_fn(output, y).mean(), output=output)
 
     @torch.no_grad()
@@ -85,16 +90,39 @@ class Ridge(LearningRule):
             raise ValueError("method=ridge has no training step to fit: every step fell inside model.washout, or this "
                              "epoch gave no batch")
         params = list(model.trained_parameters("readout").values())
-        if len(params) == 2:  # centred: [r; 1] [r; 1]^T holds sum r r^T, sum r and the count n
+        bias = len(params) == 2
+        for out, feat in seed_block_indices(model, len(yx), len(xx)):
+            w, b = self.fit(xx[feat[:, None], feat], yx[out[:, None], feat], bias)
+            params[0][out] = 0.0
+            params[0][out[:, None], feat[:-1] if bias else feat] = w.to(params[0].dtype)
+            if b is not None:
+                params[1][out] = b.to(params[1].dtype)
+
+    def fit(self, xx: Tensor, yx: Tensor, bias: bool) -> tuple[Tensor, Tensor | None]:
+        """(W_out, b_out or None) from [r; 1][r; 1]^T and y [r; 1]^T (or r r^T and y r^T without a bias)."""
+        if bias:  # centred: [r; 1] [r; 1]^T holds sum r r^T, sum r and the count n
             n = xx[-1, -1]
             mean_r, mean_y = xx[:-1, -1] / n, yx[:, -1] / n
             xx = xx[:-1, :-1] - n * torch.outer(mean_r, mean_r)
             yx = yx[:, :-1] - n * torch.outer(mean_y, mean_r)
         regularised = xx + self.ridge * torch.eye(len(xx), dtype=xx.dtype, device=xx.device)
         w = solve_symmetric(regularised, yx.T).T  # W^T = (X X^T + lambda I)^{-1} X Y^T
-        params[0].copy_(w.to(params[0].dtype))
-        if len(params) == 2:
-            params[1].copy_((mean_y - w @ mean_r).to(params[1].dtype))
+        return w, (mean_y - w @ mean_r) if bias else None
+
+
+def seed_block_indices(model: TemporalModel, outputs: int, features: int) -> list[tuple[Tensor, Tensor]]:
+    """(output rows, feature columns) of each independent fit: one, or in a stack of seeds (`model.seed_blocks`,
+    learnbench/seeds.py) each seed's outputs and units, and the constant feature (the last column) with a bias. Each
+    seed's statistics are summed and solved alone, as in its own run (the same products, and S N^2 work, not S^2 N^2)."""
+    blocks = getattr(model, "seed_blocks", 1)
+    bias = readout_has_bias(model)
+    units = (features - bias) // blocks
+    rows = outputs // blocks
+    indices = []
+    for s in range(blocks):
+        feat = list(range(s * units, (s + 1) * units)) + ([features - 1] if bias else [])
+        indices.append((torch.arange(s * rows, (s + 1) * rows), torch.tensor(feat)))
+    return indices
 
 
 def gram(features: Tensor) -> Tensor:

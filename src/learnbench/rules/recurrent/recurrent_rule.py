@@ -59,6 +59,9 @@ class RecurrentRule(LearningRule):
     needs_rate_recurrence = True
     #: ... or also for a slope recurrence (f after the sum, model=esn), with a trace per synapse: rflo, eprop.
     takes_slope_recurrence = False
+    #: bptt, rflo and eprop stack seeds (learnbench/seeds.py): on a block-diagonal stack their traces, errors and feedback
+    #: are each seed's own, and the cross-seed part of an outer product is masked off (tests/test_seeds.py).
+    stacks_seeds = True
 
     def __init__(self, update_every: UpdateEvery = "sequence") -> None:
         super().__init__()

@@ -49,6 +49,9 @@ class InfluenceState(State):
 
 
 class RTRL(RecurrentRule):
+    stacks_seeds = ("its influence tensor on a stack of S networks of N units would hold (S N)^3 numbers per example, "
+                    "S^3 times the cost of S separate runs")
+
     def __init__(self, update_every: UpdateEvery = "sequence", max_units: PositiveInt = 256) -> None:
         super().__init__(update_every=update_every)
         self.max_units = max_units
