@@ -2,6 +2,7 @@
 
     python -m learnbench.tools.bench_seeds                     # every rule that stacks, the spiral at its budget
     python -m learnbench.tools.bench_seeds bp fa -- trainer.max_epochs=10 data=zipser_andersen
+    python -m learnbench.tools.bench_seeds bptt rflo eprop rtrl -- experiment=murray_sine trainer.max_epochs=5
 
 For each rule, one thread, in this process, alternately: the fit of `seed=0` alone, then the fit of the stack
 `seeds=[0,...,9]`, `--repeats` times; the median of each. Printed as a markdown table: fit CPU seconds (time.process_time,
