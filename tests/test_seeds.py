@@ -37,9 +37,9 @@ CASES = {
     "fa-adam-cosine": ["method=fa", "optimizer=adam", "optimizer.lr=0.003", "scheduler=cosine"],
     "bp-zipser_andersen": ["data=zipser_andersen", "method=bp"],
 }
-#: The recurrent stacks (block-diagonal: learnbench/seeds.py): Murray's task under every rule that stacks on it, online
-#: updates and truncation, a learned feedback matrix, the add task's soft targets, and reservoirs (a ridge readout
-#: solved per seed, a gradient readout, rflo through an ESN's own W).
+#: The block-diagonal stacks (learnbench/seeds.py): Murray's task under every rule that stacks on it, online updates and
+#: truncation, a learned feedback matrix, the add task's soft targets, reservoirs (a ridge readout solved per seed, a
+#: gradient readout, rflo through an ESN's own W), and SpikeProp's XOR (exact spike times, a fixed budget).
 MURRAY = ["experiment=murray_sine", "data.train_sequences=6"]
 RECURRENT = {
     "rnn-rflo": [*MURRAY, "method=rflo"],
@@ -53,6 +53,7 @@ RECURRENT = {
                  "trainer.max_epochs=2", "optimizer.lr=0.01"],
     "esn-rflo-recurrent": ["experiment=reservoirpy_mackey_glass", "model.units=20", "model.washout=20", "method=rflo",
                            "model.learn_recurrent=true", "optimizer.lr=0.001"],
+    "srm-spikeprop": ["experiment=spikeprop_xor", "callbacks.converged=null", "trainer.check_val_every_n_epoch=1"],
 }
 CASES.update(RECURRENT)
 #: A reservoir's readout fits its target to r^2 ~ 0.99, so its error is ~1 % of its output: the stack's dense product
@@ -91,6 +92,7 @@ REFUSED = {
     "force": (["experiment=force_sine"], "1 \\+ r\\^T P r"),
     "sequential_mnist": (["data=sequential_mnist", "model=rnn", "method=bptt"], "a target at every step"),
     "mlp on sequences": (["data=sine_trajectory", "model=mlp", "method=bp"], "feed-forward tasks only"),
+    "converged": (["experiment=spikeprop_xor"], "set callbacks.converged=null"),
     "ddp": (["trainer=ddp_sim"], "runs on one process"),
 }
 

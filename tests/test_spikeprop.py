@@ -206,3 +206,21 @@ def test_the_preset_learns_xor_and_stops_at_the_criterion(tmp_path):
     assert record["epochs"] < cfg.trainer.max_epochs
     assert record["metrics"]["final"]["test/sse"] < 1.0
     assert epochs_to_converge(0, cfg.trainer.max_epochs, 1.0, [])["epochs"] == record["epochs"]
+
+
+@pytest.mark.slow
+def test_the_convergence_count_of_a_stack_of_seeds_is_each_seeds_own():
+    """tools/spikeprop_convergence.py --stack: seeds trained side by side as one block-diagonal network count the epochs
+    each counts alone. A loose threshold (20 ms^2) and a short cap, so that within 40 epochs some seeds get there and
+    one does not: both the counts and the failure must match."""
+    from learnbench.tools.spikeprop_convergence import epochs_to_converge, stack_epochs_to_converge
+
+    seeds = [0, 1, 2, 3]
+    alone = [epochs_to_converge(s, 40, 10.0, []) for s in seeds]
+    stacked = stack_epochs_to_converge(seeds, 40, 10.0, [])
+    assert [r["epochs"] for r in stacked] == [r["epochs"] for r in alone]
+    assert any(r["epochs"] is None for r in alone) and any(r["epochs"] is not None for r in alone)
+    for a, b in zip(alone, stacked):
+        assert a["silent_at_start"] == b["silent_at_start"]
+        if a["epochs"] is None:
+            assert b["final_error"] == pytest.approx(a["final_error"], rel=1e-4)

@@ -16,9 +16,10 @@ How, so that each seed ends where its own run would (tests/test_seeds.py compare
 - each seed's metrics are logged under `<split>/<name>@<seed>` and become its own results.json in seed_<s>/
   (`seed_records`), as if it had run alone; the stack's own results.json sits beside them (`seed_stack`).
 
-Recurrent models (model=rnn, model=esn, on sequence data) stack the same way with another packing
-(`stacked_recurrent`): S networks of N units are one network of S * N units whose every weight matrix is
-block-diagonal (seed s's block is its own matrix, the rest zeros). Seed s's units then read only its own units and
+Recurrent models (model=rnn, model=esn, on sequence data) and SpikeProp's spike-response network (model=srm) stack
+the same way with another packing (`stacked_block_diagonal`): S networks of N units are one network of S * N units
+whose every weight matrix is block-diagonal (seed s's block is its own matrix, the rest zeros; model=srm's
+[outputs, inputs, synapses] weights block-diagonal in their first two axes). Seed s's units then read only its own units and
 inputs, and every rule that works on one network works unchanged on the stack (its traces, its feedback B,
 block-diagonal too). What would cross between the seeds is the off-diagonal part of an update (a rule's outer
 product of one seed's error with another's activity, never a real weight): the training module zeroes it before every
@@ -51,6 +52,7 @@ from learnbench.models.blocks import Block, BlockChain, GroupedLinear
 from learnbench.models.esn import ESN
 from learnbench.models.mlp import MLP
 from learnbench.models.rnn import RNN
+from learnbench.models.srm import SRM
 from learnbench.results import write_results
 from learnbench.tasks import OTHER_LOSS, Classification, SequenceTask, Task
 
@@ -78,13 +80,19 @@ def check_stack_config(cfg: DictConfig, seeds: list[int]) -> None:
         raise ConfigError(f"seeds={seeds} cannot resume from ckpt_path: a stack trains in minutes; run it again")
     if cfg.get("forward_equivalents") is not None:
         raise ConfigError(f"seeds={seeds} with forward_equivalents: give the budget as trainer.max_epochs or trainer.max_steps")
+    if (cfg.get("callbacks") or {}).get("converged"):
+        raise ConfigError(f"seeds={seeds} with callbacks.converged: it stops a run once its train/sse is below a threshold, "
+                          f"and a stack would stop as one; set callbacks.converged=null (a fixed budget: each seed's history "
+                          f"shows the epoch it got there) or run the seeds separately")
     devices = cfg.trainer.get("devices", 1)
     if (isinstance(devices, int) and devices > 1) or "ddp" in str(cfg.trainer.get("strategy", "")):
         raise ConfigError(f"seeds={seeds} runs on one process: use trainer=cpu (the seeds are the parallelism)")
 
 
-#: The recurrent models a stack packs block-diagonally, and their size attributes that grow with the seeds.
-RECURRENT_SIZES = {RNN: ("input_dim", "hidden_size", "output_dim"), ESN: ("input_dim", "units", "output_dim")}
+#: The models a stack packs block-diagonally: (their size attributes that grow with the seeds, the buffers every seed
+#: shares as they are: model=srm's synaptic delays).
+BLOCK_DIAGONAL = {RNN: (("input_dim", "hidden_size", "output_dim"), ()), ESN: (("input_dim", "units", "output_dim"), ()),
+                  SRM: ((), ("delays",))}
 
 
 def check_stackable(rule, model: nn.Module, task: Task, seeds: list[int], method: str) -> None:
@@ -92,14 +100,17 @@ def check_stackable(rule, model: nn.Module, task: Task, seeds: list[int], method
     if rule.stacks_seeds is not True:
         raise ConfigError(f"seeds={seeds}: method={method} cannot train seeds stacked in one "
                           f"model: {rule.stacks_seeds}; run the seeds separately (-m seed={','.join(map(str, seeds))})")
-    if type(model) in RECURRENT_SIZES:
+    if type(model) is SRM:
+        return
+    if type(model) in BLOCK_DIAGONAL:
         if not task.sequential or not getattr(task, "per_step", False):
             raise ConfigError(f"seeds={seeds} stacks {type(model).__name__}s on sequences with a target at every step "
                               f"(data=sine_trajectory, add_task, mackey_glass, ...); this task is not one: run the seeds separately")
         return
     if not isinstance(model, MLP) or any(not isinstance(b.linear, nn.Linear) for b in model.blocks):
-        raise ConfigError(f"seeds={seeds} stacks dense MLPs (model=mlp or autoencoder, ungrouped) and rate RNNs and "
-                          f"reservoirs (model=rnn, esn); {type(model).__name__} is not one: run the seeds separately")
+        raise ConfigError(f"seeds={seeds} stacks dense MLPs (model=mlp or autoencoder, ungrouped), rate RNNs and "
+                          f"reservoirs (model=rnn, esn) and SpikeProp's network (model=srm); {type(model).__name__} is not "
+                          f"one: run the seeds separately")
     if task.sequential:
         raise ConfigError(f"seeds={seeds} stacks an MLP on feed-forward tasks only; this data is a sequence: run the seeds separately")
 
@@ -129,8 +140,8 @@ def pack_state(packed: nn.Module, parts: list[nn.Module]) -> set[str]:
             stacked = first
         elif all(not t.any() for t in tensors):  # zeros in any layout (ridge's statistics before the first batch)
             stacked = torch.zeros_like(target)
-        elif first.dim() == 2 and target.shape == (len(parts) * first.shape[0], len(parts) * first.shape[1]):
-            stacked = torch.block_diag(*tensors)
+        elif first.dim() >= 2 and target.shape == (len(parts) * first.shape[0], len(parts) * first.shape[1], *first.shape[2:]):
+            stacked = block_diagonal_of(tensors)
             block_diagonal.add(key)
         elif target.numel() == len(parts) * first.numel() and target.dim() and target.shape[0] == len(parts) * (first.shape[0] if first.dim() else 1):
             stacked = torch.cat([t.reshape(len(t) if t.dim() else 1, -1) for t in tensors]).reshape(target.shape)
@@ -142,24 +153,34 @@ def pack_state(packed: nn.Module, parts: list[nn.Module]) -> set[str]:
     return block_diagonal
 
 
-def stacked_recurrent(models: list[nn.Module]) -> nn.Module:
-    """S recurrent networks (model=rnn or esn) of one configuration as one network of S times the units, inputs and
+def block_diagonal_of(tensors: list[Tensor]) -> Tensor:
+    """The seeds' [rows, cols, ...] tensors as one [S rows, S cols, ...], seed s's in block (s, s), zeros elsewhere."""
+    rows, cols = tensors[0].shape[:2]
+    out = tensors[0].new_zeros(len(tensors) * rows, len(tensors) * cols, *tensors[0].shape[2:])
+    for s, t in enumerate(tensors):
+        out[s * rows:(s + 1) * rows, s * cols:(s + 1) * cols] = t
+    return out
+
+
+def stacked_block_diagonal(models: list[nn.Module]) -> nn.Module:
+    """S networks (model=rnn, esn or srm) of one configuration as one network of S times the units, inputs and
     outputs: a copy of seed 0's whose every matrix is block-diagonal over the seeds (`pack_state`) and every vector
-    the seeds' side by side. Its `seed_blocks` says how many seeds it holds (a closed-form readout solves each
+    the seeds' side by side (a buffer every seed shares, model=srm's delays, kept as it is). Its `seed_blocks` says how many seeds it holds (a closed-form readout solves each
     block alone); its `counted_parameters` counts only the blocks (results.json's parameters, not S^2 N^2)."""
     first, seeds = models[0], len(models)
+    sizes, shared = BLOCK_DIAGONAL[type(first)]
     stacked = copy.deepcopy(first)
     for name, p in list(first.named_parameters()) + list(first.named_buffers()):
-        if p is None:
+        if p is None or name.rpartition(".")[2] in shared:
             continue
-        shape = (seeds * p.shape[0], seeds * p.shape[1]) if p.dim() == 2 else (seeds * p.shape[0], *p.shape[1:])
+        shape = (seeds * p.shape[0], seeds * p.shape[1], *p.shape[2:]) if p.dim() >= 2 else (seeds * p.shape[0], *p.shape[1:])
         owner, leaf = stacked.get_submodule(name.rpartition(".")[0]) if "." in name else stacked, name.rpartition(".")[2]
         blank = p.new_zeros(shape)
         if isinstance(p, nn.Parameter):
             owner._parameters[leaf] = nn.Parameter(blank, requires_grad=p.requires_grad)
         else:
             owner._buffers[leaf] = blank
-    for attribute in RECURRENT_SIZES[type(first)]:
+    for attribute in sizes:
         setattr(stacked, attribute, seeds * getattr(first, attribute))
     if isinstance(stacked, ESN):  # the stack's W holds S blocks of the seeds' density: the sparse path's threshold reads it
         stacked.density = first.density / seeds
@@ -177,8 +198,8 @@ class SeedGradMasks(nn.Module):
         super().__init__()
         self.params = list(named.values())
         for i, p in enumerate(self.params):
-            rows, cols = p.shape[0] // seeds, p.shape[1] // seeds
-            self.register_buffer(f"mask{i}", torch.block_diag(*[p.new_ones(rows, cols)] * seeds), persistent=False)
+            ones = p.new_ones(p.shape[0] // seeds, p.shape[1] // seeds, *p.shape[2:])
+            self.register_buffer(f"mask{i}", block_diagonal_of([ones] * seeds), persistent=False)
 
     def restrict(self) -> None:
         for i, p in enumerate(self.params):
@@ -422,14 +443,14 @@ def build_stack(cfg: DictConfig, extra_callbacks: list):
         parts.append(datamodule)
         modules.append(module)
     first = modules[0]
-    recurrent = type(first.model) in RECURRENT_SIZES
-    model = stacked_recurrent([m.model for m in modules]) if recurrent else SeedStackedMLP([m.model for m in modules])
+    block_diagonal = type(first.model) in BLOCK_DIAGONAL
+    model = stacked_block_diagonal([m.model for m in modules]) if block_diagonal else SeedStackedMLP([m.model for m in modules])
     rule = instantiate(cfg.method)
     rule.bind(model, seeds[0])
     rule.setup(model, seed=seeds[0], rank=0, device=torch.device("cpu"))
     rule_blocks = pack_state(rule, [m.rule for m in modules])
     outputs = parts[0].output_dim
-    if recurrent:
+    if first.task.sequential:
         target_width = check_targets_side_by_side(parts[0], seeds)
         task = SeedStackedSequenceTask(first.task, seeds, outputs, target_width)
     else:
@@ -441,14 +462,14 @@ def build_stack(cfg: DictConfig, extra_callbacks: list):
         # Alignment diagnostics compare with backprop over the whole stack: one mixed number, not a seed's.
         diagnostics_every_n_steps=0,
     )
-    if recurrent:  # every block-diagonal matrix that learns, the model's and the rule's (adaptive e-prop's B)
+    if block_diagonal:  # every block-diagonal matrix that learns, the model's and the rule's (adaptive e-prop's B)
         rule_params = dict(rule.named_parameters())
-        learned = {**{f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad and p.dim() == 2},
+        learned = {**{f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2},
                    **{f"rule.{n}": rule_params[n] for n in rule_blocks if n in rule_params and rule_params[n].requires_grad}}
         module.seed_grad_masks = SeedGradMasks(learned, len(seeds))
     if cfg.get("diagnostics", {}).get("every_n_steps"):
         log.info("seeds: the align/* diagnostics are per run and are not computed in a stack (run a seed alone for them)")
-    data = SeedStackedData(parts, sequential=recurrent)
+    data = SeedStackedData(parts, sequential=first.task.sequential)
     trainer, recorder = build_trainer(cfg, extra_callbacks)
     return data, module, trainer, recorder
 

@@ -11,6 +11,12 @@ respikeprop's); a seed converges at the first epoch whose error is below --thres
 epochs trained, that one included; respikeprop prints the 0-based index, one less). Seeds that do not converge
 within --max-epochs are failures; those whose output never fires at the start are counted apart (respikeprop's
 reference draws such networks again; here they stay failures).
+
+`--stack S` trains S seeds at a time as one block-diagonal network (learnbench/seeds.py, as `learnbench.train
+seeds=[...]` stacks them): each seed built as above, then packed; each epoch's error is summed per seed from the
+outputs the rule scored before its updates, and a seed's count is its first epoch below the threshold (training on
+after it changes none of its earlier epochs). The stack trains until every seed has converged or the cap.
+tests/test_spikeprop.py checks that it counts what one seed at a time counts.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from learnbench.paths import CONFIG_DIR
+from learnbench.seeds import SeedGradMasks, SeedStackedTask, StackedBatches, pack_state, stacked_block_diagonal
 from learnbench.rules.base import trainable_parameters
 from learnbench.tools.bench import BareHooks
 from learnbench.training_loop import train_batch
@@ -73,6 +80,46 @@ def epochs_to_converge(seed: int, max_epochs: int, threshold: float, overrides: 
     return {"seed": seed, "epochs": None, "silent_at_start": silent_at_start, "final_error": errors[-1]}
 
 
+class MaskedHooks(BareHooks):
+    """BareHooks for a block-diagonal stack: the cross-seed part of every update zeroed before the step."""
+
+    def __init__(self, rule, model, optimizer, masks: SeedGradMasks):
+        super().__init__(rule, model, optimizer)
+        self.masks = masks
+
+    def update(self) -> None:
+        self.masks.restrict()
+        super().update()
+
+
+def stack_epochs_to_converge(seeds: list[int], max_epochs: int, threshold: float, overrides: list[str]) -> list[dict]:
+    """epochs_to_converge of every seed of `seeds`, trained side by side as one block-diagonal network."""
+    built = [build(preset_config(s, overrides)) for s in seeds]
+    silent = [bool((~torch.isfinite(m.spike_times(dm.splits.train[0])[-1])).any()) for dm, m, _, _ in built]
+    cfg = preset_config(seeds[0], overrides)
+    model = stacked_block_diagonal([m for _, m, _, _ in built])
+    rule = instantiate(cfg.method)
+    rule.setup(model, seed=seeds[0], rank=0, device=torch.device("cpu"))
+    pack_state(rule, [r for _, _, r, _ in built])
+    task = SeedStackedTask(built[0][3], seeds, built[0][0].output_dim)
+    optimizer = instantiate(cfg.optimizer)(params=trainable_parameters(model))
+    masks = SeedGradMasks({n: p for n, p in model.named_parameters() if p.requires_grad}, len(seeds))
+    hooks = MaskedHooks(rule, model, optimizer, masks)
+    batches = StackedBatches([dm.train_dataloader() for dm, _, _, _ in built])
+    converged: list[int | None] = [None] * len(seeds)
+    error = torch.zeros(len(seeds))
+    for epoch in range(max_epochs):
+        batches.set_epoch(epoch)
+        error = sum(task.per_seed_losses(train_batch(rule, model, x, y, task, hooks).output, y).sum(0) for x, y in batches)
+        for i, e in enumerate(error.tolist()):
+            if converged[i] is None and e < threshold:
+                converged[i] = epoch + 1
+        if all(c is not None for c in converged):
+            break
+    return [{"seed": s, "epochs": converged[i], "silent_at_start": silent[i], "final_error": None if converged[i] else float(error[i])}
+            for i, s in enumerate(seeds)]
+
+
 def summary(runs: list[dict], max_epochs: int) -> dict:
     converged = [r["epochs"] for r in runs if r["epochs"] is not None]
     return {
@@ -92,12 +139,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-epochs", type=int, default=2000, help="the cap: a seed not converged by then is a failure")
     parser.add_argument("--threshold", type=float, default=1.0, help="ms^2: converged when an epoch's error is below it")
     parser.add_argument("--out", type=Path, default=None, help="write every seed's result and the summary here (JSON)")
+    parser.add_argument("--stack", type=int, default=1, help="seeds trained side by side as one network (1: one at a time)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the preset (e.g. method.min_slope=0)")
     args = parser.parse_args(argv)
     start, runs = time.perf_counter(), []
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        runs.append(epochs_to_converge(seed, args.max_epochs, args.threshold, args.overrides))
-        print(json.dumps(runs[-1]), flush=True)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    for first in range(0, len(seeds), args.stack):
+        chunk = seeds[first:first + args.stack]
+        if len(chunk) == 1:
+            done = [epochs_to_converge(chunk[0], args.max_epochs, args.threshold, args.overrides)]
+        else:
+            done = stack_epochs_to_converge(chunk, args.max_epochs, args.threshold, args.overrides)
+        runs.extend(done)
+        for run in done:
+            print(json.dumps(run), flush=True)
         if args.out is not None:  # after every seed: a stopped run keeps what it measured
             result = {"summary": summary(runs, args.max_epochs), "overrides": args.overrides, "runs": runs,
                       "wall_time_s": time.perf_counter() - start}

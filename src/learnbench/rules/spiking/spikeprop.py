@@ -31,6 +31,9 @@ from learnbench.rules.locality import signals
 class SpikeProp(LearningRule):
     trains = (SPIKE_TIMES,)
     noise_differs_per_rank = False  # draws no noise
+    #: On a block-diagonal stack of seeds (learnbench/seeds.py) a neuron's membrane, slope and delta read only its own
+    #: seed's inputs (the others' weights are zeros); the cross-seed part of the weight gradient is masked off.
+    stacks_seeds = True
 
     def __init__(self, min_slope: NonNegative = 0.1):
         super().__init__()
