@@ -48,8 +48,9 @@ def test_the_option_lists_are_not_empty():
 SEQUENCE_DATA = {"sine_trajectory", "add_task", "evidence_accumulation", "sequential_mnist", "mackey_glass", "narma10", "lorenz", "memory_capacity",
                  "force_pattern"}
 # The rules that train model=esn (a fixed reservoir, its readout learning); the others refuse it (train.check_time_fits,
-# or their check_model: rtrl, np and fg_a are not exact on its update; rflo and eprop keep a trace per synapse there).
-ESN_RULES = {"ridge", "force", "bp", "bptt", "wp", "fg_w", "rflo", "eprop"}
+# or their check_model: rtrl is not exact on its update; rflo and eprop keep a trace per synapse there; np and fg_a
+# perturb its sites, models/esn_sites.py).
+ESN_RULES = {"ridge", "force", "bp", "bptt", "wp", "fg_w", "rflo", "eprop", "np", "fg_a"}
 # The rules that train model=lsm (a fixed spiking reservoir; by default, encoding none, it runs over sequences): its
 # readout by a closed form (ridge), recursive least squares (force), surrogate BPTT (bp) or parameter perturbation.
 LSM_RULES = {"ridge", "force", "bp", "wp", "fg_w"}

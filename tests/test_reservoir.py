@@ -377,16 +377,18 @@ def test_a_closed_form_readout_of_a_model_without_one_is_refused(overrides, mess
 
 @pytest.mark.parametrize(("method", "fits"), [
     ("rtrl", "method=bptt, bp, rflo or eprop"),
+    # np and fg_a perturb the ESN's sites (tests/test_esn_sites.py); with output feedback it has none
     ("np", "method=bp, wp or fg_w"), ("fg_a", "method=bp, wp or fg_w"),
 ])
 def test_rules_whose_maths_is_not_exact_on_the_esn_refuse_it_in_one_line(method, fits, tmp_path):
-    cfg = compose_config(["data=mackey_glass", "model=esn", "model.learn_recurrent=true", f"method={method}", *CSV_ONLY], tmp_path)
+    extra = ["model.feedback=true", "data=force_pattern"] if method in ("np", "fg_a") else []
+    cfg = compose_config(["data=mackey_glass", "model=esn", "model.learn_recurrent=true", f"method={method}", *extra, *CSV_ONLY], tmp_path)
     with pytest.raises(ConfigError) as error:
         build(cfg)
     assert fits in str(error.value) and "ESN" in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("method", ["bp", "bptt", "wp", "fg_w"])
+@pytest.mark.parametrize("method", ["bp", "bptt", "wp", "fg_w", "np", "fg_a"])
 def test_gradient_rules_train_the_esn(method, tmp_path):
     """bp and bptt take autograd through forward; wp and fg_w go through torch.func (no written-out walk):
     each writes a finite gradient for every trained parameter, and bp's is autograd's of the washed loss."""

@@ -35,10 +35,10 @@ feedback) for up to FADE_STEPS / leak rate steps; if they have not come together
 start), a warning says the states do not fade without input.
 
 Which rules train it: ridge (the readout in closed form), force (the readout by RLS, online), bp and bptt (autograd
-through forward), wp and fg_w (torch.func over the parameters), rflo and eprop (tanh after the sum: a trace per
-synapse, TemporalModel.slope_recurrence; Murray 2019 writes RFLO for this form). rtrl is written for the rate RNN's
-form (phi applied before W_rec), np and fg_a need perturbation sites: they refuse this model (rate_recurrence,
-has_sites).
+through forward), wp (the parameters), np, fg_a and fg_w (the sites p_t and y_t and the forward-mode walk of
+models/esn_sites.py; none with output feedback), rflo and eprop (tanh after the sum: a trace per synapse,
+TemporalModel.slope_recurrence; Murray 2019 writes RFLO for this form). rtrl is written for the rate RNN's form (phi
+applied before W_rec): it refuses this model (rate_recurrence).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from learnbench.models import esn_sites
 from learnbench.models.temporal import LeakyRate, TemporalModel
 from learnbench.options import NonNegative, NonNegativeInt, Positive, PositiveFraction, PositiveInt
 from learnbench.state import State
@@ -183,6 +184,25 @@ class ESN(LeakyRate, TemporalModel):
     def readout(self, hs: Tensor) -> Tensor:
         y = hs @ self.w_out.T
         return y if self.b_out is None else y + self.b_out
+
+    # ------------------------------------------------------------------ the perturbation sites (np, fg_a, fg_w)
+    @property
+    def has_sites(self) -> bool:
+        """The pre-activation p_t and the readout y_t at every step (models/esn_sites.py); none with output feedback,
+        where y_{t-1} would enter p_t."""
+        return not self.output_feedback
+
+    def site_shapes(self, x: Tensor) -> list[tuple[int, ...]]:
+        return esn_sites.esn_site_shapes(self, x)
+
+    def walk(self, x: Tensor, shifts=None, tangents=None, weight_tangents=None, params=None):
+        return esn_sites.esn_walk(self, x, shifts=shifts, tangents=tangents, weight_tangents=weight_tangents, params=params)
+
+    def site_inputs(self, trace: esn_sites.ESNTrace) -> list[dict[str, Tensor | None]]:
+        return esn_sites.esn_site_inputs(self, trace)
+
+    def walk_parameters(self) -> tuple[str, ...]:
+        return esn_sites.ESN_WEIGHTS
 
     # ------------------------------------------------------------------ the update
     def advance(self, h: Tensor, drive: Tensor, y_prev: Tensor | None = None) -> Tensor:
