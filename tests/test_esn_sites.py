@@ -87,6 +87,6 @@ def test_a_reservoir_with_output_feedback_has_no_sites_and_np_says_what_trains_i
 @pytest.mark.parametrize("method", ["np", "fg_a", "fg_w"])
 def test_the_perturbation_rules_estimate_bptts_gradient_on_every_weight_of_an_esn(method):
     checks = verify(["experiment=reservoirpy_mackey_glass", f"method={method}", "model.units=30", "model.learn_recurrent=true",
-                     "model.learn_input=true"], draws=200, checks=("gradient",))
+                     "model.learn_input=true", "data.train_steps=300", "model.washout=50"], draws=200, checks=("gradient",))
     (gradient,) = checks
     assert "claims unbiased" in gradient.name and gradient.passed, gradient.line()
