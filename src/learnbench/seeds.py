@@ -165,8 +165,9 @@ def block_diagonal_of(tensors: list[Tensor]) -> Tensor:
 def stacked_block_diagonal(models: list[nn.Module]) -> nn.Module:
     """S networks (model=rnn, esn or srm) of one configuration as one network of S times the units, inputs and
     outputs: a copy of seed 0's whose every matrix is block-diagonal over the seeds (`pack_state`) and every vector
-    the seeds' side by side (a buffer every seed shares, model=srm's delays, kept as it is). Its `seed_blocks` says how many seeds it holds (a closed-form readout solves each
-    block alone); its `counted_parameters` counts only the blocks (results.json's parameters, not S^2 N^2)."""
+    the seeds' side by side (a buffer every seed shares, model=srm's delays, kept as it is). Its `seed_blocks` says
+    how many seeds it holds (a closed-form readout solves each block alone); its `counted_parameters` counts only the
+    blocks (results.json's parameters, not S^2 N^2)."""
     first, seeds = models[0], len(models)
     sizes, shared = BLOCK_DIAGONAL[type(first)]
     stacked = copy.deepcopy(first)
@@ -191,8 +192,8 @@ def stacked_block_diagonal(models: list[nn.Module]) -> nn.Module:
 
 
 class SeedGradMasks(nn.Module):
-    """The block-diagonal parameters of a recurrent stack (model and rule) with a mask each: ones on the seeds'
-    own blocks. `apply` zeroes the rest of every gradient before a step, so no update crosses between seeds."""
+    """The block-diagonal parameters of a block-diagonal stack (model and rule) with a mask each: ones on the seeds'
+    own blocks. `restrict` zeroes the rest of every gradient before a step, so no update crosses between seeds."""
 
     def __init__(self, named: dict[str, nn.Parameter], seeds: int):
         super().__init__()
