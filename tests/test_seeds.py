@@ -41,6 +41,7 @@ CASES = {
 #: truncation, a learned feedback matrix, the add task's soft targets, reservoirs (a ridge readout solved per seed, a
 #: gradient readout, rflo through an ESN's own W), and SpikeProp's XOR (exact spike times, a fixed budget).
 MURRAY = ["experiment=murray_sine", "data.train_sequences=6"]
+ESN = ["experiment=reservoirpy_mackey_glass", "model.units=20", "model.washout=20", "data.train_steps=400"]
 RECURRENT = {
     "rnn-rflo": [*MURRAY, "method=rflo"],
     "rnn-bptt": [*MURRAY, "method=bptt"],
@@ -48,11 +49,9 @@ RECURRENT = {
     "rnn-eprop-adaptive-online": [*MURRAY, "method=eprop", "method.feedback=adaptive", "method.update_every=25"],
     "rnn-bptt-truncated-momentum": [*MURRAY, "method=bptt", "method.truncation=20", "optimizer.momentum=0.9"],
     "rnn-bp-add_task": ["data=add_task", "model=rnn", "method=bp", "data.steps=30", "model.hidden_size=8"],
-    "esn-ridge": ["experiment=reservoirpy_mackey_glass", "model.units=20", "model.washout=20"],
-    "esn-bptt": ["experiment=reservoirpy_mackey_glass", "model.units=20", "model.washout=20", "method=bptt",
-                 "trainer.max_epochs=2", "optimizer.lr=0.01"],
-    "esn-rflo-recurrent": ["experiment=reservoirpy_mackey_glass", "model.units=20", "model.washout=20", "method=rflo",
-                           "model.learn_recurrent=true", "optimizer.lr=0.001"],
+    "esn-ridge": [*ESN, "method=ridge"],
+    "esn-bptt": [*ESN, "method=bptt", "optimizer.lr=0.01"],
+    "esn-rflo-recurrent": [*ESN, "method=rflo", "model.learn_recurrent=true", "optimizer.lr=0.001"],
     "srm-spikeprop": ["experiment=spikeprop_xor", "callbacks.converged=null", "trainer.check_val_every_n_epoch=1"],
 }
 CASES.update(RECURRENT)
