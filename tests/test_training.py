@@ -80,6 +80,15 @@ def test_short_run_writes_results(data, vision_data, tmp_path):
     assert (run_dir / "csv" / "metrics.csv").is_file()
 
 
+def test_a_run_told_to_test_nothing_ends_with_its_validation_metrics(tmp_path):
+    """trainer.limit_test_batches=0 (skip the test): status ok and no test/ metric, not Lightning's empty list turned
+    into an IndexError traceback."""
+    args = [a for a in tiny() if not a.startswith("+trainer.limit_test_batches")]
+    record = train(compose_config([*args, "+trainer.limit_test_batches=0", *CSV_ONLY], tmp_path))
+    assert record["status"] == "ok", record["message"]
+    assert "val/acc" in record["metrics"]["final"] and not any(k.startswith("test/") for k in record["metrics"]["final"])
+
+
 def test_missing_dataset_fails_with_a_record(tmp_path):
     overrides = ["data=mnist", f"paths.data_dir={tmp_path / 'empty'}", "data.download=false", *tiny(), *CSV_ONLY]
     run_dir = tmp_path / "run"

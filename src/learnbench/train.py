@@ -461,7 +461,11 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         final = {}
         if module.diverged_at_step is None:
-            final = {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+            tested = trainer.test(module, datamodule=datamodule, verbose=False)
+            # trainer.limit_test_batches=0 tests nothing: the run ends with its validation metrics alone
+            final = {k: float(v) for k, v in tested[0].items()} if tested else {}
+            if not tested:
+                log.info("no test: trainer.limit_test_batches=0 (results.json has the validation metrics only)")
             final.update(module.reported_test)
             record["status"] = OK
         else:
