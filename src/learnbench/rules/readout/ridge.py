@@ -75,12 +75,12 @@ class Ridge(LearningRule):
         washout = model.washout
         features = readout_features(model, hs[:, washout:])
         targets = targets[:, washout:].reshape(-1, n_out).to(torch.float64)
-        for i, (out, feat) in enumerate(seed_block_indices(model, n_out, features.shape[1])):  # one, or each seed's
+        for i, (out, feat, _) in enumerate(seed_block_indices(model, n_out, features.shape[1])):  # one, or each seed's
             block = gram(features[:, feat])
             if i and readout_has_bias(model):  # the count n (the constant's own entry) is every seed's: added once
                 block[-1, -1] = 0
-            self.xx[feat[:, None], feat] += block
-            self.yx[out[:, None], feat] += targets[:, out].T @ features[:, feat]
+            self.xx[cross(feat, feat)] += block
+            self.yx[cross(out, feat)] += targets[:, out].T @ features[:, feat]
         return RuleOutput(loss=loss_fn(output, y).mean(), output=output)
 
     @torch.no_grad()
@@ -91,10 +91,10 @@ class Ridge(LearningRule):
                              "epoch gave no batch")
         params = list(model.trained_parameters("readout").values())
         bias = len(params) == 2
-        for out, feat in seed_block_indices(model, len(yx), len(xx)):
-            w, b = self.fit(xx[feat[:, None], feat], yx[out[:, None], feat], bias)
-            params[0][out] = 0.0
-            params[0][out[:, None], feat[:-1] if bias else feat] = w.to(params[0].dtype)
+        for out, feat, units in seed_block_indices(model, len(yx), len(xx)):
+            w, b = self.fit(xx[cross(feat, feat)], yx[cross(out, feat)], bias)
+            params[0][out] = 0.0  # a stack's weights from other seeds' units stay zero
+            params[0][cross(out, units)] = w.to(params[0].dtype)
             if b is not None:
                 params[1][out] = b.to(params[1].dtype)
 
@@ -110,19 +110,32 @@ class Ridge(LearningRule):
         return w, (mean_y - w @ mean_r) if bias else None
 
 
-def seed_block_indices(model: TemporalModel, outputs: int, features: int) -> list[tuple[Tensor, Tensor]]:
-    """(output rows, feature columns) of each independent fit: one, or in a stack of seeds (`model.seed_blocks`,
-    learnbench/seeds.py) each seed's outputs and units, and the constant feature (the last column) with a bias. Each
-    seed's statistics are summed and solved alone, as in its own run (the same products, and S N^2 work, not S^2 N^2)."""
+Index = slice | Tensor
+
+
+def seed_block_indices(model: TemporalModel, outputs: int, features: int) -> list[tuple[Index, Index, Index]]:
+    """(output rows, feature columns, readout weight columns) of each independent fit. One fit: the whole statistics, as
+    slices (views: the [steps, features] states are not copied on the way to the gram). A stack of seeds
+    (`model.seed_blocks`, learnbench/seeds.py): each seed's outputs and units, and the constant feature (the last
+    column) with a bias, as index tensors; each seed's statistics are summed and solved alone, as in its own run (the
+    same products, and S N^2 work, not S^2 N^2)."""
     blocks = getattr(model, "seed_blocks", 1)
+    if blocks == 1:
+        return [(slice(None), slice(None), slice(None))]
     bias = readout_has_bias(model)
     units = (features - bias) // blocks
     rows = outputs // blocks
     indices = []
     for s in range(blocks):
-        feat = list(range(s * units, (s + 1) * units)) + ([features - 1] if bias else [])
-        indices.append((torch.arange(s * rows, (s + 1) * rows), torch.tensor(feat)))
+        own = torch.arange(s * units, (s + 1) * units)
+        feat = torch.cat([own, torch.tensor([features - 1])]) if bias else own
+        indices.append((torch.arange(s * rows, (s + 1) * rows), feat, own))
     return indices
+
+
+def cross(rows: Index, cols: Index) -> tuple[Index, Index]:
+    """The index of the block rows x cols of a matrix: index tensors as an outer product, slices as they are."""
+    return (rows[:, None], cols) if isinstance(rows, Tensor) else (rows, cols)
 
 
 def gram(features: Tensor) -> Tensor:
