@@ -208,6 +208,15 @@ class SeedGradMasks(nn.Module):
                 p.grad.mul_(getattr(self, f"mask{i}"))
 
 
+def gradient_masks(model: nn.Module, rule: nn.Module, rule_blocks: set[str], seeds: int) -> SeedGradMasks:
+    """The masks of a block-diagonal stack: every matrix of the model that learns, and the rule's learned matrices that
+    `pack_state` packed block-diagonally (`rule_blocks`; adaptive e-prop's B)."""
+    rule_params = dict(rule.named_parameters())
+    learned = {**{f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2},
+               **{f"rule.{n}": rule_params[n] for n in rule_blocks if n in rule_params and rule_params[n].requires_grad}}
+    return SeedGradMasks(learned, seeds)
+
+
 def stacked_block(block: Block, seeds: int) -> Block:
     """One dense block of S seeds: a grouped 1x1 convolution (S independent dense maps), a GroupNorm with one group
     per seed for a LayerNorm (normalises each seed's units alone, with per-unit affine parameters: LayerNorm's),
@@ -463,11 +472,8 @@ def build_stack(cfg: DictConfig, extra_callbacks: list):
         # Alignment diagnostics compare with backprop over the whole stack: one mixed number, not a seed's.
         diagnostics_every_n_steps=0,
     )
-    if block_diagonal:  # every block-diagonal matrix that learns, the model's and the rule's (adaptive e-prop's B)
-        rule_params = dict(rule.named_parameters())
-        learned = {**{f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2},
-                   **{f"rule.{n}": rule_params[n] for n in rule_blocks if n in rule_params and rule_params[n].requires_grad}}
-        module.seed_grad_masks = SeedGradMasks(learned, len(seeds))
+    if block_diagonal:
+        module.seed_grad_masks = gradient_masks(model, rule, rule_blocks, len(seeds))
     if cfg.get("diagnostics", {}).get("every_n_steps"):
         log.info("seeds: the align/* diagnostics are per run and are not computed in a stack (run a seed alone for them)")
     data = SeedStackedData(parts, sequential=first.task.sequential)

@@ -34,7 +34,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from learnbench.paths import CONFIG_DIR
-from learnbench.seeds import SeedGradMasks, SeedStackedTask, StackedBatches, pack_state, stacked_block_diagonal
+from learnbench.seeds import SeedGradMasks, SeedStackedTask, StackedBatches, gradient_masks, pack_state, stacked_block_diagonal
 from learnbench.rules.base import trainable_parameters
 from learnbench.tools.bench import BareHooks
 from learnbench.training_loop import train_batch
@@ -100,11 +100,10 @@ def stack_epochs_to_converge(seeds: list[int], max_epochs: int, threshold: float
     model = stacked_block_diagonal([m for _, m, _, _ in built])
     rule = instantiate(cfg.method)
     rule.setup(model, seed=seeds[0], rank=0, device=torch.device("cpu"))
-    pack_state(rule, [r for _, _, r, _ in built])
+    rule_blocks = pack_state(rule, [r for _, _, r, _ in built])
     task = SeedStackedTask(built[0][3], seeds, built[0][0].output_dim)
     optimizer = instantiate(cfg.optimizer)(params=trainable_parameters(model))
-    masks = SeedGradMasks({n: p for n, p in model.named_parameters() if p.requires_grad}, len(seeds))
-    hooks = MaskedHooks(rule, model, optimizer, masks)
+    hooks = MaskedHooks(rule, model, optimizer, gradient_masks(model, rule, rule_blocks, len(seeds)))
     batches = StackedBatches([dm.train_dataloader() for dm, _, _, _ in built])
     converged: list[int | None] = [None] * len(seeds)
     error = torch.zeros(len(seeds))
