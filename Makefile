@@ -8,6 +8,10 @@ RUN := $(BIN)/python
 DATA_DIR ?=
 DATA_ARG = $(if $(DATA_DIR),paths.data_dir=$(DATA_DIR))
 export WANDB_SILENT := true
+# pytest worker processes (pytest-xdist): one per core by default; TEST_WORKERS=0 runs the tests in this process.
+# Each worker takes whole test files (--dist loadfile), so a module's fixtures are built once.
+TEST_WORKERS ?= auto
+PYTEST = $(RUN) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help install train test test-slow test-all bench bench-spiking table sweep clean
 
@@ -25,13 +29,13 @@ train:  ## train backprop on the 2-arm spiral (CPU, under a minute); overrides v
 	$(RUN) -m learnbench.train $(DATA_ARG) $(ARGS)
 
 test:  ## the fast tests (a few minutes; touches every module): unit tests, oracles, a covering few of each config matrix
-	$(RUN) -m pytest -q $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-slow:  ## only the slow tests: CLI/multirun/DDP/SLURM/Optuna/resume runs, many-draw statistics, the rest of the config matrices
-	$(RUN) -m pytest -q -m slow $(ARGS)
+	$(PYTEST) -m slow $(ARGS)
 
 test-all:  ## every test (test + test-slow in one run; what CI runs)
-	$(RUN) -m pytest -q -m "slow or not slow" --durations=30 $(ARGS)
+	$(PYTEST) -m "slow or not slow" --durations=30 $(ARGS)
 
 # Each benchmark row runs in a process forked from a forkserver that preloads learnbench.tools.bench
 # (tools/bench.py, time_in_processes); started with `-m learnbench.tools.bench`, every such process also

@@ -31,6 +31,12 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 
+# Under pytest-xdist (`make test`: one worker per core) every worker, and every CLI run it starts, keeps to one
+# thread: the workers already fill the cores, and two torch thread pools per core only contend.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 
 def tiny(train_batches: int = 5, epochs: int = 1) -> list[str]:
