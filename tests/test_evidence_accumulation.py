@@ -67,6 +67,41 @@ def test_the_splits_are_reproducible_and_independent():
     assert not torch.equal(a.train[0][:8], a.val[0])
 
 
+def epoch_examples(loader, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every training example of one epoch as the loader gives it, in its order."""
+    loader.set_epoch(epoch)
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_every_epoch_draws_new_training_sequences_and_a_resumed_run_draws_the_same():
+    """data.fresh_train (the default): epoch 0 trains on the training split, epoch e > 0 on the sequences that
+    evidence_accumulation draws from a generator seeded epoch_seed(data_seed, e) (the oracle: that call made here),
+    each example once; a new loader at epoch e (a resumed run) gives the same batches; validation stays fixed."""
+    from learnbench.data.evidence import evidence_accumulation
+    from learnbench.data.in_memory import epoch_seed
+
+    data, split = splits(batch_size=16)
+    data.setup()
+    loader = data.train_dataloader()
+    x0, _ = epoch_examples(loader, 0)
+    assert sorted(map(tuple, x0.flatten(1).tolist())) == sorted(map(tuple, split.train[0].flatten(1).tolist()))
+    x1, y1 = epoch_examples(loader, 1)
+    expected = evidence_accumulation(64, 3, 15, 10, 30, 10, 2, 0.04, 0.3, torch.Generator().manual_seed(epoch_seed(1234, 1)))
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(epoch_seed(0, 1)))  # the loader's shuffle
+    torch.testing.assert_close(x1, expected[0][order])
+    torch.testing.assert_close(y1, expected[1][order])
+    assert not torch.equal(x1[:8], x0[:8])
+    resumed = EvidenceAccumulationDataModule(**dict(SHORT, train_sequences=64, val_sequences=8, test_sequences=8, batch_size=16))
+    resumed.setup()
+    torch.testing.assert_close(epoch_examples(resumed.train_dataloader(), 1)[0], x1)
+    torch.testing.assert_close(data.splits.val[0], split.val[0])
+    fixed, fixed_split = splits(batch_size=16, fresh_train=False)
+    fixed.setup()
+    assert sorted(map(tuple, epoch_examples(fixed.train_dataloader(), 3)[0].flatten(1).tolist())) == sorted(
+        map(tuple, fixed_split.train[0].flatten(1).tolist()))
+
+
 def test_final_window_loss_is_the_mean_cross_entropy_over_the_window():
     """Oracle: F.cross_entropy averaged by hand over the last steps; the windows' shares sum to it."""
     task = get_task("final_window_classification")

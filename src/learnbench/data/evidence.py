@@ -12,8 +12,10 @@ generate_click_task_data), sequences of input spikes at dt ms a step:
 
 Bellec's lengths (the defaults): 7 cues of 100 ms in 150 ms slots, a 1200 ms delay, recall 150 ms:
 150 x 7 + 1200 = 2250 steps at dt = 1 ms, 40 channels, 40 Hz. Bellec draws fresh sequences every iteration;
-here each split is a fixed set drawn from its own seed (train_sequences bounds the memory: 2250 x 40 floats,
-360 kB a sequence), so an epoch is train_sequences / batch_size iterations.
+here every epoch draws train_sequences fresh ones (`fresh_train`, the default; each is seen once, so every
+iteration's batch is new, as theirs) from a seed of its own; validation and test are fixed sets, each from its
+own seed. train_sequences bounds the memory (2250 x 40 floats, 360 kB a sequence); an epoch is
+train_sequences / batch_size iterations. fresh_train=false: the same training set every epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from learnbench.data.in_memory import InMemoryDataModule, Splits
+from learnbench.data.in_memory import InMemoryDataModule, Splits, epoch_seed
 from learnbench.options import NonNegativeInt, OpenFraction, Positive, PositiveInt
 
 GROUPS = ("left", "right", "recall", "noise")
@@ -82,9 +84,11 @@ class EvidenceAccumulationDataModule(InMemoryDataModule):
         val_sequences: PositiveInt = 256,
         test_sequences: PositiveInt = 256,
         data_seed: NonNegativeInt = 1234,
+        fresh_train: bool = True,
         **batching,
     ):
         super().__init__(**batching)
+        self.fresh_train = fresh_train
         if cues % 2 == 0:
             raise ValueError(f"data.cues={cues}: use an odd number, so that one side always has more cues")
         lengths = {name: round(ms / dt) for name, ms in dict(slot=slot_ms, cue=cue_ms, delay=delay_ms, recall=recall_ms).items()}
@@ -96,11 +100,17 @@ class EvidenceAccumulationDataModule(InMemoryDataModule):
         self.sizes = (train_sequences, val_sequences, test_sequences)
         self.input_shape = (cues * lengths["slot"] + lengths["delay"], len(GROUPS) * channels_per_group)
 
+    def sequences(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return evidence_accumulation(n, self.cues, self.lengths["slot"], self.lengths["cue"], self.lengths["delay"],
+                                     self.lengths["recall"], self.channels, self.rate, self.cue_probability, generator)
+
     def load_splits(self) -> Splits:
         # Each split from its own generator: the test size never changes the training set.
-        return Splits(*(
-            evidence_accumulation(n, self.cues, self.lengths["slot"], self.lengths["cue"], self.lengths["delay"],
-                                  self.lengths["recall"], self.channels, self.rate, self.cue_probability,
-                                  torch.Generator().manual_seed(self.data_seed + i))
-            for i, n in enumerate(self.sizes)
-        ))
+        return Splits(*(self.sequences(n, torch.Generator().manual_seed(self.data_seed + i)) for i, n in enumerate(self.sizes)))
+
+    def draw_train(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """Epoch e's training sequences: epoch 0's are the training split (seed data_seed), a later epoch's come
+        from a generator seeded by (data_seed, e), as Bellec et al. draw new sequences for every iteration."""
+        if epoch == 0:
+            return self.load().train
+        return self.sequences(self.sizes[0], torch.Generator().manual_seed(epoch_seed(self.data_seed, epoch)))

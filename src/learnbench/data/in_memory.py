@@ -9,6 +9,7 @@ the same number of steps (an unequal count would deadlock the gradient all-reduc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -30,6 +31,7 @@ class TensorBatches:
     The permutation for epoch e is drawn from (seed, e) in a generator of its own, so the data
     order depends on nothing else (not on the learning rule's noise, not on the rank). Not from
     `seed + e`: runs with neighbouring seeds would then see the same orders, one epoch apart.
+    With `draw`, every epoch also brings its own examples (fresh sequences of a generated task).
     """
 
     def __init__(
@@ -43,8 +45,13 @@ class TensorBatches:
         world_size: int = 1,
         drop_last: bool = False,
         equal_shards: bool | None = None,
+        draw: Callable[[int], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         self.x, self.y = x, y
+        # draw(epoch): a fresh set of the same size for every epoch (a generated task's training split, drawn as its
+        # generator's seed and the epoch say); x, y are epoch 0's. Tied to the epoch number like the order, so a
+        # resumed run draws what an uninterrupted one did.
+        self.draw, self.drawn_epoch = draw, 0
         self.batch_size = batch_size
         self.shuffle = shuffle
         # Training batches (shuffled or in a fixed order) give every process an equal shard; evaluation keeps all.
@@ -93,7 +100,13 @@ class TensorBatches:
     def load_state_dict(self, state: dict) -> None:
         self.resume_at = int(state.get("batches_done", 0))
 
+    def _draw_for_epoch(self) -> None:
+        if self.draw is not None and self.drawn_epoch != self.epoch:
+            self.x, self.y = self.draw(self.epoch)
+            self.drawn_epoch = self.epoch
+
     def __iter__(self):
+        self._draw_for_epoch()
         indices = self._shard_indices()
         self.epoch += 1
         skip, self.resume_at = self.resume_at, 0
@@ -124,6 +137,8 @@ class InMemoryDataModule(L.LightningDataModule):
     # The option that sets each split's size, named when a size does not fit (a split without an entry
     # has a fixed size).
     split_options: dict[str, str] = {}
+    # True: a new training set every epoch from `draw_train` (a generated task; the evaluation splits stay fixed).
+    fresh_train: bool = False
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 1000, seed: int = 0, drop_last: bool = True, shuffle: bool = True):
         super().__init__()
@@ -196,13 +211,22 @@ class InMemoryDataModule(L.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
+    def draw_train(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """The training set of `epoch` (epoch 0: the training split itself) where `fresh_train` is set: a generated
+        task that draws new examples every epoch implements it."""
+        raise NotImplementedError
+
+    def _draw_on_device(self, epoch: int) -> tuple[Tensor, Tensor]:
+        device = self.splits.train[0].device
+        return tuple(t.to(device) for t in self.draw_train(epoch))
+
     def train_dataloader(self) -> TensorBatches:
         rank, world = self._rank_and_world()
         if self._train_batches is None or self._train_batches.rank != rank:
             x, y = self.splits.train
             self._train_batches = TensorBatches(
                 x, y, self.batch_size, shuffle=self.shuffle, seed=self.seed, rank=rank, world_size=world,
-                drop_last=self.drop_last, equal_shards=True,
+                drop_last=self.drop_last, equal_shards=True, draw=self._draw_on_device if self.fresh_train else None,
             )
         return self._train_batches
 
