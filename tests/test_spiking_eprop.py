@@ -193,7 +193,7 @@ def test_online_windows_carry_the_traces():
     whole = eprop_grads(EProp(), model, x, y)
     sequence = model.encode(x)
     per_step = get_task("sum_over_steps_classification").loss
-    rule, state, total = EProp(), None, [torch.zeros_like(p) for p in trainable_parameters(model)]
+    rule, state, total = EProp(update_every=7), None, [torch.zeros_like(p) for p in trainable_parameters(model)]
     rule.bind(model, seed=0)
     model.encoding = "none"
     try:
@@ -225,6 +225,30 @@ def test_eprop_walks_a_long_sequence_in_pieces_and_is_still_surrogate_bptt(neuro
     for a, e in zip([p.grad for p in trainable_parameters(model)], expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
     assert all(e.abs().sum() > 0 for e in expected)
+
+
+@pytest.mark.parametrize("options", EXACT_CASES.values(), ids=EXACT_CASES.keys())
+def test_the_adjoint_sum_equals_the_traces_walked_forward(options):
+    """Two ways to e-prop's sum over a whole sequence (rules/recurrent/spiking_eprop.py): the per-synapse traces walked
+    forward (trace_window, what online windows carry) and the unit-wise adjoint (adjoint_window, what a whole sequence
+    takes). With W_rec as drawn (e-prop is then not the gradient, but the two must still be the same estimate), random
+    feedback, the firing-rate penalty, walked in pieces of 7 steps: equal to rounding in float64."""
+    from learnbench.rules.recurrent.spiking_eprop import spiking_eprop_grads
+
+    model = spiking_net(31, encoding="none", rate_penalty=PENALTY, rate_target_hz=TARGET_HZ, **options)
+    generator = torch.Generator().manual_seed(32)
+    sequence = torch.rand(BATCH, STEPS, INPUTS, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, OUTPUTS, (BATCH,), generator=generator)
+    feedback = torch.randn(OUTPUTS, UNITS, generator=generator, dtype=torch.float64)
+    assert_spikes(model, sequence)
+    found = {}
+    for carry in (True, False):
+        out = spiking_eprop_grads(model, feedback, sequence, y, LOSS, chunk_steps=7, carry=carry)
+        found[carry] = [p.grad.clone() for p in trainable_parameters(model)]
+        assert (out.state is None) != carry  # the adjoint carries nothing out
+    for a, e in zip(found[False], found[True], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+    assert all(g.abs().sum() > 0 for g in found[True])
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,9 @@ class EProp(RFLO):
     def estimate_grads(self, model: TemporalModel, x: Tensor, y: Tensor, loss_fn: LossFn, state: Any = None) -> RuleOutput:
         if model.kind != "spiking":
             return super().estimate_grads(model, x, y, loss_fn, state)
-        out = spiking_eprop_grads(model, self.feedback_matrix(model), x, y, loss_fn, state)
+        # One optimiser step a sequence: each window is a whole sequence, nothing is carried out of it.
+        carry = self.update_every != "sequence"
+        out = spiking_eprop_grads(model, self.feedback_matrix(model), x, y, loss_fn, state, carry=carry)
         self.after_grads(model)
         return out
 

@@ -25,6 +25,21 @@ for the leaky-integrator readout and for the membrane readout with reset=subtrac
 output spike's reset to zero or a held output membrane changes kappa per step, which a fixed filter leaves out).
 The readout learns by its own trace, the filtered spikes (exact where the filter is). All traces are per synapse
 [batch, N, fan-in]: ALIF's eps^a and a reset to zero depend on the postsynaptic unit.
+
+Two ways to the same sum. Walking the traces forward (`trace_window`) costs several passes over [batch, N, fan-in]
+every step; it is what a window that carries its traces into the next needs (online updates, update_every=k).
+A window that is the whole sequence (update_every=sequence) carries nothing, and there the sum is rearranged
+(`adjoint_window`): every coefficient of the recursion above (d_t, g_t, psi_t, rho, beta_a) belongs to the
+postsynaptic unit, only z_t to the synapse, so the sum is linear in z with unit-wise weights,
+
+    sum_t L_t ebar_t = sum_t c_t e_t = sum_t (lambda^v_t g_t) z_t^T         c_t = Lbar_t (+ the penalty's signal),
+    Lbar_t = L_t + kappa Lbar_{t+1}                                         the learning signal filtered backwards
+    lambda^v_t = c_t psi_t + d_{t+1} lambda^v_{t+1} + psi_t lambda^a_{t+1}  dG / dV_t, from the window's end back
+    lambda^a_t = -beta_a c_t psi_t + (rho - beta_a psi_t) lambda^a_{t+1}    dG / da_t
+
+which is [batch, N] work a step and one matrix product over the window: the same numbers (tests/test_spiking_eprop.py
+checks the two against each other in float64), without the per-synapse traces. The readout's sum likewise:
+sum_t dL/dy_t S_bar_t^T = sum_t (dL/dy)bar_t S_t^T.
 """
 
 from __future__ import annotations
@@ -100,6 +115,53 @@ def low_pass(values: Tensor, start: Tensor, kappa: float) -> Tensor:
     return torch.stack(filtered, dim=1)
 
 
+def backward_filter(values: Tensor, kappa: float) -> Tensor:
+    """v_hat_t = v_t + kappa v_hat_{t+1} over a window that nothing follows, [batch, time, features]: what a low-pass
+    filter with decay kappa sends back to step t from every later step."""
+    filtered, after = torch.empty_like(values), torch.zeros_like(values[:, 0])
+    for t in range(values.shape[1] - 1, -1, -1):
+        after = values[:, t] + kappa * after
+        filtered[:, t] = after
+    return filtered
+
+
+@torch.no_grad()
+def adjoint_window(model: TemporalModel, chunks: list[Tensor], starts: list[Any], runs: list[SpikingTrajectory],
+                   error: Tensor, feedback: Tensor, direct: Tensor | None) -> dict[str, Tensor]:
+    """The gradient of a window that is a whole sequence, by the module docstring's rearrangement: the pieces from the
+    last back, each run again from the state pass 1 left before it (or pass 1's run, for a window of one piece).
+    Returns the summed gradient of every readout and hidden parameter, by name."""
+    kappa, rho, strengths = model.readout_decay, model.adaptation_decay, model.adaptation_strengths
+    error_bar = backward_filter(error, kappa)  # (dL/dy)bar_t
+    signal = error_bar @ feedback  # Lbar_t = (dL/dy)bar_t B: filtering and B commute
+    if direct is not None:
+        signal = signal + direct
+    readout, hidden = model.trained_parameters("readout"), hidden_parameters(model)
+    grads = {name: torch.zeros_like(p) for name, p in {**readout, **hidden}.items()}
+    lam_v = lam_a = next_decay = signal.new_zeros(signal.shape[0], signal.shape[-1])
+    t1 = error.shape[1]
+    for piece, start in zip(reversed(chunks), reversed(starts)):
+        run = runs[0] if runs else model.spiking_run(piece, start)
+        t0 = t1 - run.spikes.shape[1]
+        for name, p in readout.items():
+            grads[name] += (torch.einsum("bto,btn->on", error_bar[:, t0:t1], run.spikes) if p.dim() == 2
+                            else error_bar[:, t0:t1].sum(dim=(0, 1)))
+        c_psi = signal[:, t0:t1] * run.pseudo_derivative
+        weights = torch.empty_like(c_psi)  # lambda^v_t g_t
+        for t in range(c_psi.shape[1] - 1, -1, -1):
+            psi = run.pseudo_derivative[:, t]
+            lam_v, lam_a = (c_psi[:, t] + next_decay * lam_v + psi * lam_a,
+                            (rho - strengths * psi) * lam_a - strengths * c_psi[:, t])
+            next_decay = run.membrane_decay[:, t]
+            weights[:, t] = lam_v * run.input_gain[:, t]
+        values = presynaptic(model, run)
+        share = torch.einsum("btn,btf->nf", weights, torch.cat(list(values.values()), dim=-1))
+        for name, part in zip(values, share.split([v.shape[-1] for v in values.values()], dim=-1)):
+            grads[name] += part.squeeze(1) if hidden[name].dim() == 1 else part
+        t1 = t0
+    return grads
+
+
 #: Steps a pass walks at a time: what a window holds at once of the run ([batch, steps, units] columns), whatever
 #: its length, so memory does not grow with T (tools/spiking_memory.py measures it).
 CHUNK_STEPS = 100
@@ -117,15 +179,17 @@ def time_chunks(model: TemporalModel, x: Tensor, chunk_steps: int) -> list[Tenso
 def window_outputs(model: TemporalModel, chunks: list[Tensor], start: Any) -> tuple[Tensor, Any, list[SpikingTrajectory]]:
     """Pass 1: the readout's outputs over the window, [batch, time, outputs], piece by piece; keeps nothing of the
     hidden layer's run but the outputs (and the run itself when the window is one piece: pass 2 reuses it) and each
-    unit's spike count. Returns (outputs, the state after the window, [the run] or [], spike counts [N])."""
-    state, outputs, runs, counts = start, [], [], 0
+    unit's spike count. Returns (outputs, the state after the window, [the run] or [], spike counts [N], the state
+    before each piece)."""
+    state, outputs, runs, counts, starts = start, [], [], 0, []
     for piece in chunks:
+        starts.append(state)
         run = model.spiking_run(piece, state)
         output, state = model.run_readout(run.spikes, run.state)
         outputs.append(output)
         counts = counts + run.spikes.sum(dim=(0, 1))
         runs = [run] if len(chunks) == 1 else []
-    return torch.cat(outputs, dim=1), state, runs, counts
+    return torch.cat(outputs, dim=1), state, runs, counts, starts
 
 
 def readout_errors(output: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor]:
@@ -153,8 +217,10 @@ def readout_grads(model: TemporalModel, spikes: Tensor, error: Tensor, carried: 
 
 
 def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Tensor, loss_fn: LossFn,
-                        state: Any = None, chunk_steps: int = CHUNK_STEPS) -> RuleOutput:
+                        state: Any = None, chunk_steps: int = CHUNK_STEPS, carry: bool = True) -> RuleOutput:
     """One window of spiking e-prop: writes every trained parameter's .grad; `feedback`: B, shaped like W_out.
+    `carry=False` with no state: the window is a whole sequence and nothing follows it, so its gradient is taken by
+    `adjoint_window` and no traces are returned (state None); otherwise the traces are walked forward and carried.
 
     Two passes over the window, each `chunk_steps` steps at a time: the first runs the network for the outputs,
     whose loss gives dL/dy_t at every step (any loss over the window: the learning signal at t may depend on
@@ -163,7 +229,7 @@ def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Te
     (the outputs and errors, [batch, time, outputs], aside). A window of one piece runs once."""
     start = model.initial_state(len(x)) if state is None else state.model
     chunks = time_chunks(model, x, chunk_steps)
-    output, after, runs, spike_sums = window_outputs(model, chunks, start)
+    output, after, runs, spike_sums, starts = window_outputs(model, chunks, start)
     loss, error = readout_errors(output, y, loss_fn)
     direct, metrics = None, {}
     if getattr(model, "rate_penalty", 0):  # the window's rates: dPenalty/dS_t is the same for every example and step
@@ -171,6 +237,11 @@ def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Te
         means = spike_sums / examples_times_steps
         direct = model.rate_penalty_signal(means, examples_times_steps)
         metrics["rate_penalty"] = model.penalty_of_rates(means)
+    if state is None and not carry:
+        grads = adjoint_window(model, chunks, starts, runs, error, feedback, direct)
+        for name, p in {**model.trained_parameters("readout"), **hidden_parameters(model)}.items():
+            p.grad = grads[name]
+        return RuleOutput(loss=loss, output=output.detach(), metrics=metrics)
     readout = state.traces["readout"] if state is not None else None
     hidden, grads, hidden_state, t0 = None if state is None else state.traces["hidden"], {}, start, 0
     for piece in chunks:
