@@ -132,13 +132,10 @@ def adjoint_window(model: TemporalModel, chunks: list[Tensor], starts: list[Any]
     last back, each run again from the state pass 1 left before it (or pass 1's run, for a window of one piece).
     Returns the summed gradient of every readout and hidden parameter, by name."""
     kappa, rho, strengths = model.readout_decay, model.adaptation_decay, model.adaptation_strengths
-    error_bar = backward_filter(error, kappa)  # (dL/dy)bar_t
-    signal = error_bar @ feedback  # Lbar_t = (dL/dy)bar_t B: filtering and B commute
-    if direct is not None:
-        signal = signal + direct
+    error_bar = backward_filter(error, kappa)  # (dL/dy)bar_t, [batch, time, outputs]
     readout, hidden = model.trained_parameters("readout"), hidden_parameters(model)
     grads = {name: torch.zeros_like(p) for name, p in {**readout, **hidden}.items()}
-    lam_v = lam_a = next_decay = signal.new_zeros(signal.shape[0], signal.shape[-1])
+    lam_v = lam_a = next_decay = error.new_zeros(error.shape[0], feedback.shape[-1])
     t1 = error.shape[1]
     for piece, start in zip(reversed(chunks), reversed(starts)):
         run = runs[0] if runs else model.spiking_run(piece, start)
@@ -146,7 +143,8 @@ def adjoint_window(model: TemporalModel, chunks: list[Tensor], starts: list[Any]
         for name, p in readout.items():
             grads[name] += (torch.einsum("bto,btn->on", error_bar[:, t0:t1], run.spikes) if p.dim() == 2
                             else error_bar[:, t0:t1].sum(dim=(0, 1)))
-        c_psi = signal[:, t0:t1] * run.pseudo_derivative
+        signal = error_bar[:, t0:t1] @ feedback  # Lbar_t = (dL/dy)bar_t B (filtering and B commute), a piece at a time
+        c_psi = (signal if direct is None else signal + direct) * run.pseudo_derivative
         weights = torch.empty_like(c_psi)  # lambda^v_t g_t
         for t in range(c_psi.shape[1] - 1, -1, -1):
             psi = run.pseudo_derivative[:, t]
