@@ -33,6 +33,17 @@ def test_backprop_aligns_perfectly_in_every_epoch(tmp_path):
         assert entry["align/cos/blocks.0"] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_backprop_aligns_perfectly_with_the_snns_rate_penalty_in_its_objective(tmp_path):
+    """model=snn with a firing-rate penalty: bp's estimate includes the penalty's gradient, so the reference must too
+    (without it, cos < 1 for bp itself)."""
+    record = run(tmp_path, "method=bp", "model=snn", "model.steps=10", "model.rate_penalty=5.0", "model.rate_target_hz=200",
+                 epochs=1)
+    for entry in [*record["history"], record["metrics"]["final"]]:
+        assert entry["align/cos/all"] == pytest.approx(1.0, abs=1e-5)
+        assert entry["align/norm_ratio/all"] == pytest.approx(1.0, abs=1e-5)
+    assert record["metrics"]["final"]["rule/rate_penalty"] > 0
+
+
 def test_fg_w_single_tangent_cosine_matches_its_closed_form(tmp_path):
     epochs = 10  # 200 steps, one cosine each
     record = run(tmp_path, "method=fg_w", "method.directions=1", "method.noise=gaussian", "method.table_size=0",

@@ -265,10 +265,16 @@ class LearningRuleModule(L.LightningModule):
         return self.trainer.strategy.reduce(tensor, reduce_op="mean")
 
     def _backprop_grads(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
-        """Backprop's gradient of the batch loss for the model's trainable parameters (in named_parameters order)."""
+        """Backprop's gradient of the objective the rules estimate, for the model's trainable parameters (in
+        named_parameters order): the batch loss, plus model=snn's firing-rate penalty where it has one (bp and
+        e-prop add it to their estimates: leaving it out here would misalign bp itself)."""
         with torch.enable_grad():
             params = [p for p in self.model.parameters() if p.requires_grad]
-            return torch.autograd.grad(self.loss_fn(self.model(x), y).mean(), params)
+            if getattr(self.model, "rate_penalty", 0):
+                output, penalty, _ = self.model.penalized(x)
+            else:
+                output, penalty = self.model(x), 0.0
+            return torch.autograd.grad(self.loss_fn(output, y).mean() + penalty, params)
 
     def _log_alignment(self, x: Tensor, y: Tensor, true: tuple[Tensor, ...] | None = None) -> None:
         """Compare the rule's estimate (this rank, before the gradient all-reduce; a comm=scalars rule has
