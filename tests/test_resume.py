@@ -84,6 +84,13 @@ def stopped_part_way(args: list[str], run_dir, cwd) -> None:
             last_mtime = checkpoint.stat().st_mtime_ns
             saves += 1
         time.sleep(0.01)
+    # Kill once the epoch's training row has reached csv/metrics.csv too: Lightning logs it just after the end-of-epoch
+    # checkpoint, and a kill in between (milliseconds, but a loaded machine can stall a process there) loses that one
+    # row from the csv (results.json's history keeps it; README.md says so).
+    metrics = run_dir / "csv" / "metrics.csv"
+    while proc.poll() is None and time.monotonic() < deadline and not (
+            metrics.is_file() and metrics.stat().st_mtime_ns > checkpoint.stat().st_mtime_ns):
+        time.sleep(0.01)
     time.sleep(0.2)  # let the second save finish writing
     proc.kill()
     output = proc.communicate()[0]
