@@ -5,6 +5,7 @@ diehl_cook.py), exactly as the run's own test does before scoring; the network r
 quiet examples shown again). For a run stopped part-way, or scored on a prefix of the test set when time is short:
 
     python -m learnbench.tools.diehl_cook_eval CHECKPOINT --data-dir /work/shared/datasets --images 2000
+    python -m learnbench.tools.diehl_cook_eval CHECKPOINT --data-dir - --summary   # how far the neurons have learned
 """
 
 from __future__ import annotations
@@ -42,6 +43,27 @@ def save_receptive_fields(model, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def learning_summary(model, rule) -> dict:
+    """How far the excitatory neurons have learned, from the checkpoint alone (no data): per neuron, the share of its
+    input weight (normalised to a fixed sum) held by its top quarter of inputs (`concentration`: about 0.44 for the
+    initial uniform draw, near 1 for a sharp digit prototype) and the number of neurons at 0.55 or more (`learned`); how
+    the spikes in the response table spread over the neurons; each neuron's selectivity (the share of its recorded
+    spikes in its assigned class); and theta. Quantiles 0, 0.1, 0.5, 0.9, 1."""
+    q = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    w = model.input_weight.detach().double()
+    top = w.sort(dim=1, descending=True).values[:, : w.shape[1] // 4].sum(dim=1) / w.sum(dim=1)
+    responses = rule.responses.double()
+    spikes = responses.sum(dim=0)
+    selectivity = responses.max(dim=0).values / spikes.clamp_min(1)
+
+    def quantiles(values):
+        return [round(float(v), 3) for v in torch.quantile(values.double(), q)]
+
+    return {"concentration": quantiles(top), "learned": int((top >= 0.55).sum()), "largest_weight": quantiles(w.max(dim=1).values),
+            "table_spikes_per_neuron": quantiles(spikes), "selectivity": quantiles(selectivity),
+            "theta_mV": quantiles(model.theta.detach()), "table_spikes_per_example": round(float(spikes.sum() / rule.counts.sum()), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -49,10 +71,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--figure", help="also save every neuron's input weights as a 28 x 28 image grid here (png)")
+    parser.add_argument("--summary", action="store_true",
+                        help="print how far the neurons have learned (learning_summary) and stop: no data, no scoring")
     args = parser.parse_args()
     torch.set_num_threads(1)
     module = load_module(args.checkpoint)
     model, rule = module.model.eval(), module.rule
+    if args.summary:
+        print(json.dumps({"checkpoint": args.checkpoint, **learning_summary(model, rule)}))
+        return
     rule.solve(model, [s.clone() for s in rule.statistics()])
     if args.figure:
         save_receptive_fields(model, args.figure)
