@@ -230,6 +230,34 @@ def test_the_rule_assigns_from_the_training_responses_it_recorded():
     torch.testing.assert_close(model.readout_weight.detach(), assignment_readout(assignments(responses, n), 10))
 
 
+def test_the_learning_summary_reads_closed_forms():
+    """tools/diehl_cook_eval.learning_summary on hand-made states. Concentration (the share of a neuron's input weight in its
+    top quarter of inputs): equal weights 0.25; all weight on 10 inputs 1.0; a linear ramp w_k = k over 784 inputs, whose
+    top quarter k = 589..784 holds (sum k over it) / (784 * 785 / 2). Selectivity: the largest class share of a neuron's
+    recorded spikes; spikes per neuron: the table's column sums."""
+    from learnbench.tools.diehl_cook_eval import learning_summary
+
+    model, rule = small_model(neurons=3), DiehlCookSTDP(assign_window=None)
+    rule.bind(model, 0)
+    with torch.no_grad():
+        model.input_weight.zero_()
+        model.input_weight[0] = 1.0
+        model.input_weight[1, :10] = 1.0
+        model.input_weight[2] = torch.arange(1, 785, dtype=torch.float64)
+    rule.responses.zero_()
+    rule.responses[0] = torch.tensor([3.0, 0.0, 1.0])
+    rule.responses[1] = torch.tensor([1.0, 2.0, 1.0])
+    rule.counts.fill_(1.0)
+    summary = learning_summary(model, rule)
+    ramp = sum(range(589, 785)) / (784 * 785 / 2)
+    assert summary["concentration"][0] == pytest.approx(0.25, abs=1e-3)
+    assert summary["concentration"][-1] == pytest.approx(1.0, abs=1e-3)
+    assert sorted(summary["concentration"])[2] == pytest.approx(round(ramp, 3), abs=1e-3)  # the median: the ramp
+    assert summary["learned"] == 1  # only the 10-input neuron reaches 0.55 (the ramp: 0.437)
+    assert summary["table_spikes_per_neuron"][0] == 2.0 and summary["table_spikes_per_neuron"][-1] == 4.0
+    assert summary["selectivity"][0] == pytest.approx(0.5) and summary["selectivity"][-1] == pytest.approx(1.0)
+
+
 # ----------------------------------------------------------------------------- configs
 @pytest.mark.parametrize(("override", "says"), [
     ("method.assign_on=test", "method.assign_on=test would label the neurons"),
