@@ -317,6 +317,38 @@ def test_rstdp_reward_correct_is_plus_one_for_the_tasks_prediction():
                        -loss_fn(output, torch.tensor([1, 0])))
 
 
+def test_rstdp_reward_correct_on_a_final_window_task_is_the_tasks_accuracy():
+    """Evidence accumulation's targets are (class, weight) pairs at every step [batch, time, 2]: the reward is +1 exactly
+    where the task's own accuracy metric counts the example correct (oracle: tasks.FinalWindowClassification.update, one
+    example at a time). Random outputs, a 3-step window at the end of 8 steps."""
+    task = get_task("final_window_classification")
+    generator = torch.Generator().manual_seed(5)
+    output = torch.randn(16, 8, 2, generator=generator)
+    classes = torch.randint(0, 2, (16,), generator=generator).float()
+    weights = torch.cat([torch.zeros(5), torch.full((3,), 1 / 3)])
+    y = torch.stack([classes[:, None].expand(-1, 8), weights.expand(16, -1)], dim=-1)
+    rewards = RewardModulatedSTDP().rewards(output, y, task.loss)
+    expected = []
+    for b in range(16):
+        metrics = task.metrics(2)
+        task.update(metrics, output[b:b + 1], y[b:b + 1])
+        expected.append(1.0 if float(metrics["acc"].compute()) == 1.0 else -1.0)
+    assert rewards.tolist() == expected and 0 < expected.count(1.0) < 16
+
+
+def test_rstdp_trains_on_evidence_accumulation(tmp_path):
+    """The run that crashed in R-STDP's reward (class targets assumed) now trains, a few batches of a short cue task."""
+    from conftest import CSV_ONLY, compose_config, tiny
+    from learnbench.train import train
+
+    short = ["data.cues=3", "data.slot_ms=15", "data.cue_ms=10", "data.delay_ms=30", "data.recall_ms=10",
+             "data.train_sequences=32", "data.val_sequences=8", "data.test_sequences=8", "data.batch_size=8"]
+    record = train(compose_config(["experiment=evidence_accumulation", "method=rstdp", "model.rate_penalty=0",
+                                   "model.hidden_sizes=[16]", "model.alif_units=8", *short, *tiny(train_batches=3),
+                                   *CSV_ONLY], tmp_path))
+    assert record["status"] == "ok", record.get("message")
+
+
 # ============================================================================= refusals
 @pytest.mark.parametrize(("rule", "options", "message"), [
     (STDP, dict(tau_pre=-1.0), "method.tau_pre=-1.0: expected a number > 0"),

@@ -36,6 +36,21 @@ from learnbench.rules.locality import signals
 Reward = Literal["correct", "loss"]
 
 
+
+def with_class(y: Tensor, c: int) -> Tensor:
+    """The targets with every example's class set to c: class indices [batch], or the (class, weight) pairs at every
+    step of a sequence [batch, time, 2] (tasks.FinalWindowClassification), whose weights stay as they are."""
+    if y.dim() == 1:
+        return torch.full_like(y, c)
+    relabelled = y.clone()
+    relabelled[..., 0] = c
+    return relabelled
+
+
+def class_of(y: Tensor) -> Tensor:
+    """Each example's class [batch] from targets as `with_class` takes them."""
+    return y if y.dim() == 1 else y[:, -1, 0].long()
+
 class RewardModulatedSTDP(STDP):
     trains = ("spiking",)
 
@@ -91,8 +106,8 @@ class RewardModulatedSTDP(STDP):
         if self.reward_kind == "loss":
             return -loss_fn(output, y).detach()
         classes = output.shape[-1]
-        losses = torch.stack([loss_fn(output, torch.full_like(y, c)) for c in range(classes)], dim=1)
-        return torch.where(losses.argmin(dim=1) == y, 1.0, -1.0).to(output.dtype)
+        losses = torch.stack([loss_fn(output, with_class(y, c)) for c in range(classes)], dim=1)
+        return torch.where(losses.argmin(dim=1) == class_of(y), 1.0, -1.0).to(output.dtype)
 
     # ------------------------------------------------------------------ every step
     def weight_change(self, w: Tensor, pre: Tensor, post: Tensor, dt: float, output: Tensor, y: Tensor,
