@@ -400,3 +400,16 @@ def test_the_feedback_rules_written_for_chains_refuse_the_snn(method):
 
     with pytest.raises(ValueError, match="does not train spiking models .* method=fa and dfa do"):
         rule_from_config(method).bind(spiking_net(0), seed=0)
+
+
+# ----------------------------------------------------------------------------- through the app, in a process of its own
+@pytest.mark.parametrize("method", ["fg_a", pytest.param("fg_w", marks=pytest.mark.slow)])
+def test_forward_gradients_train_the_snn_through_the_app(method, tmp_path):
+    """fg_a and fg_w on model=snn through `python -m learnbench.train`: the first batch's FLOP count (learnbench/compute.py)
+    runs their jvp inside a dispatch mode, where torch 2.14 killed the process (a segmentation fault) on the neuron step's
+    add / sub with alpha (models/neurons.py). Run in a subprocess, so that a crash fails this test, not the session."""
+    from conftest import CSV_ONLY, describe, run_cli, tiny
+
+    proc = run_cli("data=spiral", "model=snn", "model.steps=10", "model.hidden_sizes=[16]", f"method={method}",
+                   *tiny(train_batches=2), *CSV_ONLY, f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)

@@ -116,12 +116,15 @@ class Neuron:
         """One time step (the module docstring's equations)."""
         current = self.alpha * state.current + input_current if self.synaptic else input_current
         last = state.spikes.detach() if self.detach_reset else state.spikes
-        # Two fused ops per step (add with alpha, then an in-place sub on the fresh result): this is the hot loop
-        # of surrogate BPTT, where every extra [batch, units] temporary costs an allocation forward and backward.
+        # The scalings as their own products, not as add / sub with alpha: under forward-mode AD (fg_w, fg_a: torch.func.jvp)
+        # inside a dispatch mode (the FLOP count at a run's first batch, learnbench/compute.py), torch 2.14 crashes the
+        # process (a segmentation fault) on add / sub with alpha != 1 whose scaled operand carries no tangent, as the
+        # first step's zero membrane and the detached reset do (tests/test_snn_rules.py). The sub_ stays in place on
+        # the fresh sum: one temporary fewer in the hot loop of surrogate BPTT.
         if self.reset == "subtract":
-            membrane = torch.add(current, state.membrane, alpha=self.beta).sub_(last, alpha=self.threshold)
+            membrane = torch.add(current, state.membrane * self.beta).sub_(last * self.threshold)
         else:
-            membrane = torch.add(current, (1 - last) * state.membrane, alpha=self.beta)
+            membrane = torch.add(current, (1 - last) * state.membrane * self.beta)
         threshold, adaptation = self.threshold, None
         if self.adaptive:
             adaptation = self.rho * state.adaptation + state.spikes
