@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 
 import pytest
 import torch
@@ -168,3 +170,27 @@ def test_the_preset_takes_the_other_rules_of_its_comparison(overrides, tmp_path)
     cfg = compose_config(["experiment=evidence_accumulation", *overrides, *CSV_ONLY], tmp_path)
     check_config(cfg)
     build(cfg)
+
+
+CUE_TASK_METHODS = sorted(path.stem for path in (pathlib.Path(__file__).parents[1] / "conf" / "method").glob("*.yaml"))
+SHORT_CUE_TASK = ["data.cues=3", "data.slot_ms=15", "data.cue_ms=10", "data.delay_ms=30", "data.recall_ms=10",
+                  "data.train_sequences=32", "data.val_sequences=8", "data.test_sequences=8", "data.batch_size=8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", CUE_TASK_METHODS)
+def test_every_rule_trains_the_cue_task_or_is_refused_in_one_line(method, tmp_path):
+    """Every conf/method/ on experiment=evidence_accumulation (shortened; the firing-rate penalty off, which only bp and
+    e-prop take): it trains two batches to status ok, or it is refused before any work by a ConfigError of one line.
+    R-STDP's reward and fg_a / fg_w's first batch once crashed here (a traceback; a segmentation fault)."""
+    overrides = ["experiment=evidence_accumulation", f"method={method}", "model.rate_penalty=0", "model.hidden_sizes=[16]",
+                 "model.alif_units=8", *SHORT_CUE_TASK, *tiny(train_batches=2), *CSV_ONLY]
+    try:
+        cfg = compose_config(overrides, tmp_path)
+        check_config(cfg)
+        record = train(cfg)  # the checks that need the data or the model raise from here, before any step
+    except ConfigError as refusal:
+        assert "\n" not in str(refusal) and str(refusal)
+        assert not (tmp_path / "results.json").exists() or json.loads((tmp_path / "results.json").read_text())["refused"]
+        return
+    assert record["status"] == "ok", record.get("message")
