@@ -238,6 +238,21 @@ def test_combinations_that_cannot_work_are_refused_in_one_line(overrides, messag
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(("method", "message"), [
+    ("fg_w", r"method=fg_w differentiates LSM's forward pass by jvp, and model.encoding=rate draws new input spikes inside it"),
+    ("wp", r"method=wp differences the losses of separate forward passes.*or method=bp$"),
+    ("force", r"method=force fits a target at every time step of a sequence, and this model makes its own steps"),
+])
+def test_rules_that_cannot_read_a_rate_coded_lsm_are_refused_before_any_step(method, message, tmp_path, vision_data):
+    """experiment=lsm_mnist (a rate code drawn inside the forward pass, a class per static example): fg_w's jvp stopped
+    with a traceback at its first step, force at its first batch, and wp's separate passes would difference the draws."""
+    cfg = compose_config(["experiment=lsm_mnist", f"method={method}", f"paths.data_dir={vision_data[0]}", *CSV_ONLY], tmp_path)
+    with pytest.raises(ConfigError, match=message) as error:
+        check_config(cfg)
+        build(cfg)
+    assert "\n" not in str(error.value)
+
+
 # ============================================================================= end to end
 def test_the_lsm_presets_run_end_to_end(tmp_path, vision_data):
     series = train(compose_config(["experiment=lsm_mackey_glass", "model.units=40", "model.substeps=2", *tiny(), *CSV_ONLY],

@@ -196,6 +196,12 @@ class LSM(TemporalModel):
         """The input at every step, [batch, steps, inputs]: the data's steps (encoding none) or the example encoded."""
         return encode(self, x)
 
+    @property
+    def draws_inputs(self) -> bool:
+        """True for a rate code: every forward pass draws new input spikes (wp's separate passes would difference the
+        draws; fg_w's jvp of the forward pass cannot advance the draws' counter: both refuse it)."""
+        return self.encoding == "rate"
+
 
 def dale_weights(units: int, excitatory: int, connectivity: float, scaling: float) -> Tensor:
     """W [N, N] float64 under Dale's law: column j (unit j's outgoing weights) >= 0 for j < `excitatory`, <= 0 after;

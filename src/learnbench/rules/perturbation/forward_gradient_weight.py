@@ -58,6 +58,14 @@ class ForwardGradientWeight(LocalLossesMixin, ParameterSpaceRule):
         base = signals("global_scalar", "own_noise", "perturbed_pass", "output_error", "post_derivative")
         return with_local_losses(base | signals("pre") if self.exact_readout else base, self.local)
 
+    def check_model(self, model: nn.Module) -> None:
+        super().check_model(model)
+        # A model without a walk of its own goes through torch.func.jvp of its forward pass, inside which a rate code
+        # cannot advance its draws' counter (a transform refuses to mutate the captured buffer: a traceback at step 1).
+        if getattr(model, "draws_inputs", False) and not getattr(model, "has_sites", False):
+            raise ValueError(f"method=fg_w differentiates {type(model).__name__}'s forward pass by jvp, and model.encoding=rate "
+                             f"draws new input spikes inside it: use model.encoding=current or latency, or method=bp")
+
     def local_grads(self, model, x, y, loss_fn):
         return forward_gradient_weight_local(self, model, self.local_heads, x, y, loss_fn)
 

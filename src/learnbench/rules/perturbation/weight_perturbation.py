@@ -43,10 +43,11 @@ class WeightPerturbation(ParameterSpaceRule):
 
     def check_model(self, model: nn.Module) -> None:
         super().check_model(model)
-        if getattr(model, "draws_inputs", False):  # models/temporal.py: a rate-coded SNN
+        if getattr(model, "draws_inputs", False):  # models/temporal.py: a rate-coded SNN or LSM
+            others = "method=np, fg_w or fg_a (one walk on one draw)" if getattr(model, "has_sites", False) else "method=bp"
             raise ValueError("method=wp differences the losses of separate forward passes, and model.encoding=rate draws new "
-                             "input spikes in each, so the difference would measure the draw: use model.encoding=latency or "
-                             "current, or method=np, fg_w or fg_a (one walk on one draw)")
+                             f"input spikes in each, so the difference would measure the draw: use model.encoding=latency or "
+                             f"current, or {others}")
 
     def _perturbed_losses(self, model, params, tangents, x, y, loss_fn, sign: float) -> Tensor:
         def loss_at(tangent):

@@ -92,6 +92,10 @@ class FORCE(LearningRule):
 
     def check_model(self, model: nn.Module) -> None:
         check_reservoir(model, "force")
+        if getattr(model, "time_axis", None) == "model":  # a static example run for the model's own steps (model=lsm on MNIST)
+            raise ValueError("method=force fits a target at every time step of a sequence, and this model makes its own steps "
+                             "from a static example with one class: fit its readout with method=ridge, or run it on a "
+                             "per-step task (data=mackey_glass with model.encoding=none)")
 
     def init_state(self, model: TemporalModel, generator: torch.Generator) -> None:
         features = model.readout_weight.shape[1] + (1 if readout_has_bias(model) else 0)
