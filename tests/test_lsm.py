@@ -242,6 +242,7 @@ def test_combinations_that_cannot_work_are_refused_in_one_line(overrides, messag
     ("fg_w", r"method=fg_w differentiates LSM's forward pass by jvp, and model.encoding=rate draws new input spikes inside it"),
     ("wp", r"method=wp differences the losses of separate forward passes.*or method=bp$"),
     ("force", r"method=force fits a target at every time step of a sequence, and this model makes its own steps"),
+    ("fa", r"LSM declares none: train it with method=bp \(its readout alone: method=ridge\)$"),  # offers only what fits
 ])
 def test_rules_that_cannot_read_a_rate_coded_lsm_are_refused_before_any_step(method, message, tmp_path, vision_data):
     """experiment=lsm_mnist (a rate code drawn inside the forward pass, a class per static example): fg_w's jvp stopped

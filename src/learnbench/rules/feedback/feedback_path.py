@@ -133,9 +133,13 @@ class FeedbackRule(LearningRule):
             if model.kind not in self.trains:  # kp, sign symmetry: written for chains of blocks only
                 raise ValueError(f"{type(self).__name__} does not train {model.kind} models (model={type(model).__name__}); "
                                  f"of the feedback rules, method=fa and dfa do")
+            # Only what fits is offered: wp and fg_w cannot read a model that draws its inputs inside the forward pass (a
+            # rate-coded LSM), nor force a model that makes its own steps from a static example (lsm_mnist).
+            others = "method=bp" if getattr(model, "draws_inputs", False) else "method=bp, wp or fg_w"
+            readouts = "method=ridge" if getattr(model, "time_axis", None) == "model" else "method=ridge or force"
             problem = model.feedback_problem(self.method_name) if hasattr(model, "feedback_problem") else (
                 f"method={self.method_name} sends the error down a model's layers, and {type(model).__name__} declares none: "
-                f"train it with method=bp, wp or fg_w (its readout alone: method=ridge or force)")
+                f"train it with {others} (its readout alone: {readouts})")
             if problem:
                 raise ValueError(problem)
             return
