@@ -36,7 +36,6 @@ from learnbench.rules.locality import signals
 Reward = Literal["correct", "loss"]
 
 
-
 def with_class(y: Tensor, c: int) -> Tensor:
     """The targets with every example's class set to c: class indices [batch], or the (class, weight) pairs at every
     step of a sequence [batch, time, 2] (tasks.FinalWindowClassification), whose weights stay as they are."""
@@ -50,6 +49,7 @@ def with_class(y: Tensor, c: int) -> Tensor:
 def class_of(y: Tensor) -> Tensor:
     """Each example's class [batch] from targets as `with_class` takes them."""
     return y if y.dim() == 1 else y[:, -1, 0].long()
+
 
 class RewardModulatedSTDP(STDP):
     trains = ("spiking",)
