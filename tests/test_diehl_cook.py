@@ -313,3 +313,36 @@ def test_several_processes_are_refused_in_one_line(vision_data, tmp_path):
                                           r"2 processes would drift apart; run it on one \(trainer=cpu\)") as error:
         build(cfg)
     assert "\n" not in str(error.value)
+
+
+def test_brian_trained_weights_load_with_the_table_our_runs_keep(vision_data, tmp_path, capsys):
+    """tools/diehl_cook_brian score: a Brian run's weights and theta go into the model as saved, and its training
+    responses into the table by the closed form R_c = sum_k exp(-(n - 1 - k) / window) [y_k = c] counts_k (the table
+    forgetting once per image, as at batch 1); then the CLI scores the test set by the assigned labels."""
+    import argparse
+    import json
+
+    from learnbench.tools.diehl_cook_brian import load_trained, score
+
+    module, _ = fit(tmp_path / "run", vision_data[0], checkpoint_every=6)
+    model, rule = module.model, module.rule
+    generator = np.random.default_rng(0)
+    n, neurons = 40, model.neurons
+    saved = {"weight": generator.random((neurons, 784)), "theta": generator.random(neurons) * 5,
+             "counts": generator.integers(0, 9, (n, neurons)).astype(np.int32), "labels": generator.integers(0, 10, n).astype(np.uint8),
+             "done": n}
+    np.savez(tmp_path / "brian.npz", **saved)
+    load_trained(model, rule, np.load(tmp_path / "brian.npz"))
+    torch.testing.assert_close(model.input_weight.detach().double(), torch.from_numpy(saved["weight"]))
+    torch.testing.assert_close(model.theta.double(), torch.from_numpy(saved["theta"]))
+    age = np.arange(n - 1, -1, -1)
+    forget = np.exp(-age / rule.assign_window)
+    expected = np.zeros((10, neurons))
+    np.add.at(expected, saved["labels"].astype(int), forget[:, None] * saved["counts"])
+    torch.testing.assert_close(rule.responses, torch.from_numpy(expected))
+    torch.testing.assert_close(rule.counts, torch.from_numpy(np.bincount(saved["labels"], weights=forget, minlength=10)))
+
+    score(argparse.Namespace(file=str(tmp_path / "brian.npz"), checkpoint=str(tmp_path / "run" / "checkpoints" / "step=6.ckpt"),
+                             data_dir=vision_data[0], images=20))
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["trained_images"] == n and printed["test_images"] == 20 and 0 <= printed["test_acc"] <= 1

@@ -200,6 +200,23 @@ def train(args) -> None:
                               "spikes_per_image": float(counts[max(0, done - args.save_every):done].sum(1).mean())}), flush=True)
 
 
+def load_trained(model, rule, saved) -> None:
+    """A `train` file's weights and theta into our model, and its training responses into the rule's table as our runs
+    keep it at batch 1 (every image's counts, the table forgetting with the rule's assign_window)."""
+    import numpy as np
+    import torch
+
+    done = int(saved["done"])
+    with torch.no_grad():
+        model.input_weight.copy_(torch.from_numpy(saved["weight"]))
+        model.theta.copy_(torch.from_numpy(saved["theta"]))
+        rule.responses.zero_()
+        rule.counts.zero_()
+        counts, labels = torch.from_numpy(saved["counts"][:done]), torch.from_numpy(saved["labels"][:done].astype(np.int64))
+        for image in range(done):
+            rule.record_responses(counts[image : image + 1], labels[image : image + 1], 1)
+
+
 def score(args) -> None:
     """Brian's trained weights and theta in our network: learning_summary, and the test accuracy by our simulator."""
     import numpy as np
@@ -211,18 +228,9 @@ def score(args) -> None:
 
     torch.set_num_threads(1)
     saved = np.load(args.file)
-    done = int(saved["done"])
     module = load_module(args.checkpoint)
     model, rule = module.model.eval(), module.rule
-    with torch.no_grad():
-        model.input_weight.copy_(torch.from_numpy(saved["weight"]))
-        model.theta.copy_(torch.from_numpy(saved["theta"]))
-        # The response table as our runs keep it (batch 1): every image's counts, forgetting with the rule's assign_window.
-        rule.responses.zero_()
-        rule.counts.zero_()
-        counts, labels = torch.from_numpy(saved["counts"][:done]), torch.from_numpy(saved["labels"][:done].astype(np.int64))
-        for image in range(done):
-            rule.record_responses(counts[image : image + 1], labels[image : image + 1], 1)
+    load_trained(model, rule, saved)
     summary = learning_summary(model, rule)
     rule.solve(model, [s.clone() for s in rule.statistics()])
     data = VisionDataModule(dataset="mnist", data_dir=args.data_dir, normalize="unit", val_size=1)
@@ -233,8 +241,8 @@ def score(args) -> None:
     with torch.no_grad():
         for i in range(0, len(x), 100):
             correct += int((model(x[i : i + 100]).sum(dim=1).argmax(dim=1) == y[i : i + 100]).sum())
-    print(json.dumps({"file": args.file, "trained_images": done, "test_images": len(x), "test_acc": correct / len(x),
-                      **summary}))
+    print(json.dumps({"file": args.file, "trained_images": int(saved["done"]), "test_images": len(x),
+                      "test_acc": correct / len(x), **summary}))
 
 
 def main() -> None:
