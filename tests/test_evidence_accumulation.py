@@ -148,7 +148,8 @@ def test_time_axis_refusals(overrides, expected, tmp_path):
 
 
 def test_the_preset_builds_bellecs_network(tmp_path):
-    """experiment=evidence_accumulation: 40 inputs, 50 LIF + 50 ALIF recurrent units, 2 outputs over 2250 steps."""
+    """experiment=evidence_accumulation: 40 inputs, 50 LIF + 50 ALIF recurrent units, 2 outputs over 2250 steps; as Bellec
+    et al.'s EligALIF: no autapses, a unit-gain readout filter, 4 blocked steps after a spike with the membrane moving."""
     import math as m
 
     cfg = compose_config(["experiment=evidence_accumulation", *CSV_ONLY], tmp_path)
@@ -161,7 +162,9 @@ def test_the_preset_builds_bellecs_network(tmp_path):
     strengths = model.adaptation_strengths
     assert (strengths[:50] == 0).all() and torch.allclose(strengths[50:], torch.full((50,), expected_strength))
     assert model.neuron.beta == pytest.approx(m.exp(-1 / 20)) and model.readout_decay == pytest.approx(m.exp(-1 / 20))
-    assert model.neuron.refractory_steps == 5 and model.neuron.threshold == 0.6 and type(module.rule).__name__ == "EProp"
+    assert model.neuron.refractory_steps == 4 and not model.neuron.refractory_hold and model.neuron.threshold == 0.6
+    assert type(module.rule).__name__ == "EProp"
+    assert (model.recurrent.weight.diagonal() == 0).all() and model.readout_gain == pytest.approx(1 - m.exp(-1 / 20))
     assert module.rule.feedback_kind == "symmetric"
 
 

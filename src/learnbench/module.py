@@ -203,6 +203,7 @@ class LearningRuleModule(L.LightningModule):
         Adam scaling, no weight decay (its gradient is cleared before the optimiser steps, which then skips it)."""
         if self.seed_grad_masks is not None:  # a recurrent seed stack: no update crosses between its seeds
             self.seed_grad_masks.restrict()
+        self._mask_model_grads()
         if self.allreduce_grads and not self.rule.grads_synchronised:
             self._allreduce_grads()
         if self.grad_clip_norm is not None:
@@ -210,6 +211,16 @@ class LearningRuleModule(L.LightningModule):
         apply_direct_updates(self.params_by_mode[DIRECT])
         optimizer.step()
         self.rule.after_optimizer_step(self.model)
+
+    def _mask_model_grads(self) -> None:
+        """Weights the model holds at zero stay zero under every rule (model.grad_masks: model=snn's W_rec diagonal
+        with autapses=false): their update is multiplied by the mask before the step (and the optimisers keep a
+        zero gradient's zero: no weight decay is on such a weight's zero)."""
+        masks = self.model.grad_masks() if hasattr(self.model, "grad_masks") else {}
+        params = dict(self.model.named_parameters())
+        for name, mask in masks.items():
+            if params[name].grad is not None:
+                params[name].grad.mul_(mask.to(params[name].grad))
 
     def _step_scheduler(self) -> None:
         scheduler = self.lr_schedulers()

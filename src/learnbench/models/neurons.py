@@ -17,9 +17,11 @@ spike's reset (snnTorch's recorded `mem`). `detach_reset`: the reset term S_{t-1
 (spytorch's numbers and e-prop's exactness at W_rec = 0 assume it; snnTorch always detaches it).
 The reset subtracts the base threshold thr, not A_t (Bellec et al. 2020, eq. 6).
 
-Refractory period, k = refractory_steps > 0: for the k steps after a spike the membrane is held where the
-reset left it (V_t = V_{t-1} - S_{t-1} thr, or (1 - S_{t-1}) V_{t-1}: no leak, no input), the unit cannot
-spike and its surrogate derivative is zero; the synaptic current keeps integrating (norse's LIFRefrac).
+Refractory period, k = refractory_steps > 0: for the k steps after a spike the unit cannot spike and its
+surrogate derivative is zero. `refractory_hold` (the default): the membrane is also held where the reset left it
+(V_t = V_{t-1} - S_{t-1} thr, or (1 - S_{t-1}) V_{t-1}: no leak, no input); the synaptic current keeps
+integrating (norse's LIFRefrac). Without the hold the membrane follows its equation through the refractory steps and
+only the spikes are blocked (Bellec et al.'s EligALIF, whose n_ref = 5 blocks the 4 steps after a spike: k = 4).
 spytorch's loop, V_{t+1} = (beta V_t + I_t)(1 - S_t), is reset to zero with k = 1.
 
 State is a per-batch LIFState (learnbench/state.py); nothing is kept in the module between calls.
@@ -74,6 +76,7 @@ class Neuron:
     reset: Reset = "subtract"
     detach_reset: bool = True
     refractory_steps: int = 0
+    refractory_hold: bool = True  # the membrane held at its reset value while refractory; False: only spikes blocked
     rho: float = 0.0  # adaptation decay per step, exp(-dt / tau_adaptation)
     adaptation_strength: float = 0.0  # beta_a: the threshold's rise per unit of adaptation; 0: LIF
     adaptive_units: int | None = None  # ALIF only these last units of a layer, the others LIF (Bellec's LSNN); None: all
@@ -133,8 +136,9 @@ class Neuron:
             spikes = spike(membrane - threshold, self.surrogate, self.surrogate_scale, self.threshold)
             return LIFState(membrane, spikes, current if self.synaptic else None, adaptation)
         held = (state.refractory > 0).to(membrane.dtype)  # no gradient: a count, not a function of the weights
-        after_reset = state.membrane - last * self.threshold if self.reset == "subtract" else (1 - last) * state.membrane
-        membrane = held * after_reset + (1 - held) * membrane
+        if self.refractory_hold:
+            after_reset = state.membrane - last * self.threshold if self.reset == "subtract" else (1 - last) * state.membrane
+            membrane = held * after_reset + (1 - held) * membrane
         spikes = (1 - held) * spike(membrane - threshold, self.surrogate, self.surrogate_scale, self.threshold)
         refractory = torch.where(spikes > 0, self.refractory_steps, (state.refractory - 1).clamp(min=0)).to(torch.int32)
         return LIFState(membrane, spikes, current if self.synaptic else None, adaptation, refractory)
@@ -143,7 +147,9 @@ class Neuron:
         zeros = like.new_zeros(batch, units)
         return IntegratorState(membrane=zeros, current=zeros if self.synaptic else None)
 
-    def integrate(self, state: IntegratorState, input_current: Tensor) -> IntegratorState:
-        """A leaky integrator's step: the LIF equations without threshold or reset (spytorch's readout units)."""
+    def integrate(self, state: IntegratorState, input_current: Tensor, gain: float = 1.0) -> IntegratorState:
+        """A leaky integrator's step: the LIF equations without threshold or reset (spytorch's readout units);
+        `gain` scales the current into the membrane (1 - beta: a low-pass filter of unit gain, Bellec's exp_convolve)."""
         current = self.alpha * state.current + input_current if self.synaptic else input_current
-        return IntegratorState(self.beta * state.membrane + current, current if self.synaptic else None)
+        return IntegratorState(self.beta * state.membrane + (current * gain if gain != 1.0 else current),
+                               current if self.synaptic else None)

@@ -68,6 +68,11 @@ def option_problem(options: dict, data: str | None = None, normalize: str | None
     if encoding == "rate" and max_rate * dt / 1000 > 1:
         return (f"model.max_rate={max_rate} Hz with model.dt={dt} ms asks for {max_rate * dt / 1000:g} spikes per step; "
                 f"a Bernoulli code gives at most 1: set model.max_rate to {1000 / dt:g} or less")
+    if options.get("readout_filter", "sum") == "mean" and options.get("readout", "membrane") != "leaky_integrator":
+        return ("model.readout_filter=mean scales a leaky integrator's input by (1 - its decay), and model.readout="
+                f"{options.get('readout', 'membrane')} is a spiking layer's membrane: set model.readout=leaky_integrator, or readout_filter=sum")
+    if options.get("autapses", True) is False and not options.get("recurrent", False):
+        return "model.autapses=false removes W_rec's diagonal, and model.recurrent=false has no W_rec: set model.recurrent=true, or leave autapses"
     if encoding in ("rate", "latency") and data is not None and normalize != "unit":
         scaled = f"data.normalize={normalize}" if normalize else "inputs outside it"
         return (f"model.encoding={encoding} reads every input as an intensity in [0, 1], but data={data} gives {scaled}: "
@@ -105,9 +110,11 @@ class SNN(TemporalModel):
         reset: Reset = "subtract",
         detach_reset: bool = True,
         refractory_steps: NonNegativeInt = 0,
+        refractory_hold: bool = True,
         surrogate: Surrogate = "fast_sigmoid",
         surrogate_scale: Positive | None = None,
         readout: Readout = "membrane",
+        readout_filter: Literal["sum", "mean"] = "sum",
         loss_over_time: LossOverTime = "sum_over_steps",
         encoding: Encoding = "current",
         steps: PositiveInt = 25,
@@ -116,8 +123,9 @@ class SNN(TemporalModel):
         latency_tau: Positive = 20.0,
         latency_threshold: Positive = 0.2,
         encoding_seed: Seed = 0,
-        init: Literal["pytorch", "spytorch"] = "pytorch",
+        init: Literal["pytorch", "spytorch", "bellec"] = "pytorch",
         bias: bool = True,
+        autapses: bool = True,
         rate_penalty: NonNegative = 0.0,
         rate_target_hz: NonNegative = 10.0,
     ):
@@ -125,7 +133,8 @@ class SNN(TemporalModel):
         c sum_j (f_j - f0)^2 with f_j unit j's mean rate over the batch and the steps, in spikes per ms (their reg_f 1,
         reg_rate 10 Hz); every hidden unit. Rules that take it: bp, bptt, eprop (`penalized`)."""
         super().__init__()
-        problem = option_problem(dict(tau_mem=tau_mem, beta=beta, encoding=encoding, max_rate=max_rate, dt=dt))
+        problem = option_problem(dict(tau_mem=tau_mem, beta=beta, encoding=encoding, max_rate=max_rate, dt=dt, readout=readout,
+                                      readout_filter=readout_filter, autapses=autapses, recurrent=recurrent))
         if problem:
             raise ValueError(problem)
         self.time_axis = time_axis_of(dict(encoding=encoding))
@@ -144,7 +153,7 @@ class SNN(TemporalModel):
         self.surrogate_scale = resolved_scale(surrogate, surrogate_scale)  # recorded as used
         self.neuron = Neuron(
             beta=membrane_decay, alpha=decay(dt, tau_syn), threshold=threshold, reset=reset, detach_reset=detach_reset,
-            refractory_steps=refractory_steps, rho=decay(dt, tau_adaptation) if neuron == "alif" else 0.0,
+            refractory_steps=refractory_steps, refractory_hold=refractory_hold, rho=decay(dt, tau_adaptation) if neuron == "alif" else 0.0,
             adaptation_strength=adaptation_strength if neuron == "alif" else 0.0, surrogate=surrogate,
             adaptive_units=alif_units if neuron == "alif" else None,
             surrogate_scale=self.surrogate_scale,
@@ -157,6 +166,16 @@ class SNN(TemporalModel):
         self.readout = nn.Linear(sizes[-1], output_dim, bias=bias)
         if init == "spytorch":
             self._spytorch_init(membrane_decay)
+        elif init == "bellec":
+            self._bellec_init()
+        # readout_filter=mean: the readout's input scaled by (1 - kappa), a low-pass filter of the spikes with unit gain
+        # (Bellec's exp_convolve); sum: y_t = kappa y_{t-1} + W_out S_t (spytorch). The logits' scale per unit of W_out
+        # differs by 1 / (1 - kappa) (20 at tau 20 ms), which moves what one optimiser step does to them.
+        self.readout_gain = 1.0 - self.output_neuron.beta if readout_filter == "mean" else 1.0
+        self.autapses = autapses
+        if not autapses:  # Bellec's recurrent_disconnect_mask: no unit feeds its own spikes back
+            with torch.no_grad():
+                self.recurrent.weight.fill_diagonal_(0.0)
         # Rate-code draws so far: the per-call seed. A buffer, so a resumed run continues the same draws.
         self.register_buffer("encoding_calls", torch.zeros((), dtype=torch.long))
 
@@ -167,6 +186,25 @@ class SNN(TemporalModel):
             linear.weight.normal_(0.0, 7 * (1 - membrane_decay) / math.sqrt(linear.in_features))
             if linear.bias is not None:
                 linear.bias.zero_()
+
+    @torch.no_grad()
+    def _bellec_init(self) -> None:
+        """Bellec et al.'s code (EligALIF): input and recurrent weights N(0, 1 / fan_in); the readout Glorot-uniform
+        (tf.get_variable's default); zero biases."""
+        for linear in [*self.hidden, *([self.recurrent] if self.recurrent is not None else [])]:
+            linear.weight.normal_(0.0, 1.0 / math.sqrt(linear.in_features))
+        nn.init.xavier_uniform_(self.readout.weight)
+        for linear in [*self.hidden, self.readout]:
+            if linear.bias is not None:
+                linear.bias.zero_()
+
+    def grad_masks(self) -> dict[str, Tensor]:
+        """Parameters held at zero in places, by name: the mask their every update is multiplied by (the training
+        module applies it before the optimiser, whatever the rule): W_rec's diagonal without autapses."""
+        if self.autapses or self.recurrent is None:
+            return {}
+        n = self.recurrent.weight.shape[0]
+        return {"recurrent.weight": 1.0 - torch.eye(n, dtype=self.recurrent.weight.dtype, device=self.recurrent.weight.device)}
 
     # ------------------------------------------------------------------ TemporalModel
     def parameter_groups(self) -> dict[str, tuple[str, ...]]:
@@ -294,7 +332,7 @@ class SNN(TemporalModel):
             if self.recurrent is not None:
                 current = current + self.recurrent(previous.spikes)
             layer_state = neuron.step(previous, current)
-            free = 1.0 if previous.refractory is None else (previous.refractory == 0).to(current.dtype)  # not held
+            free = 1.0 if previous.refractory is None else (previous.refractory == 0).to(current.dtype)  # not refractory
             threshold = neuron.adaptive_threshold(layer_state.adaptation) if neuron.adaptive else neuron.threshold
             psi = surrogate_derivative(layer_state.membrane - threshold, neuron.surrogate, neuron.surrogate_scale, neuron.threshold)
             # Reset detached: subtract leaves dV_t/dV_{t-1} = beta (1 while held); zero multiplies it by (1 - S_{t-1}).
@@ -302,8 +340,9 @@ class SNN(TemporalModel):
             columns["previous"].append(previous.spikes)
             columns["spikes"].append(layer_state.spikes)
             columns["psi"].append(psi * free)
-            columns["decay"].append(kept * (neuron.beta * free + (1 - free)))
-            columns["gain"].append(torch.ones_like(current) * free)
+            moving = free if neuron.refractory_hold else 1.0  # without the hold the membrane integrates while refractory
+            columns["decay"].append(kept * (neuron.beta * moving + (1 - moving)))
+            columns["gain"].append(torch.ones_like(current) * moving)
         stacked = {name: torch.stack(values, dim=1) for name, values in columns.items()}
         return SpikingTrajectory(
             inputs=inputs, previous_spikes=stacked["previous"], spikes=stacked["spikes"], pseudo_derivative=stacked["psi"],
@@ -373,7 +412,7 @@ class SNN(TemporalModel):
     def _output_step(self, state: LIFState | IntegratorState, current: Tensor) -> LIFState | IntegratorState:
         if self.readout_kind == "membrane":
             return self.output_neuron.step(state, current)
-        return self.output_neuron.integrate(state, current)
+        return self.output_neuron.integrate(state, current, self.readout_gain)
 
     def _run_output(self, currents: Tensor, state: LIFState | IntegratorState) -> tuple[Tensor, LIFState | IntegratorState]:
         outputs = []

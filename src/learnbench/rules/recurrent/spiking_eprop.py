@@ -229,6 +229,7 @@ def spiking_eprop_grads(model: TemporalModel, feedback: Tensor, x: Tensor, y: Te
     chunks = time_chunks(model, x, chunk_steps)
     output, after, runs, spike_sums, starts = window_outputs(model, chunks, start)
     loss, error = readout_errors(output, y, loss_fn)
+    error = error * getattr(model, "readout_gain", 1.0)  # y_t = kappa y_{t-1} + gain W_out S_t: the gain meets every path
     direct, metrics = None, {}
     if getattr(model, "rate_penalty", 0):  # the window's rates: dPenalty/dS_t is the same for every example and step
         examples_times_steps = len(x) * output.shape[1]
