@@ -482,8 +482,8 @@ def test_fast_sigmoid_equals_norse_superspike_at_scale_one(norse, float64):
 @pytest.mark.parametrize("refractory_steps", [0, 2])
 def test_alif_with_subtractive_reset_follows_bellecs_equations(refractory_steps, float64):
     """e-prop (Bellec et al. 2020, eqs. 6-8 and Methods): v^{t+1} = alpha v^t + I^{t+1} - z^t v_th,
-    a^{t+1} = rho a^t + z^t, A^t = v_th + beta a^t, z^t = H(v^t - A^t); no spike within n_ref steps of one (held
-    membrane, as ours). Written out here as a numpy loop."""
+    a^{t+1} = rho a^t + z^t, A^t = v_th + beta a^t, z^t = H(v^t - A^t); no spike within n_ref steps of one, the
+    membrane held (ours by default; Bellec's code does not hold it: the next test). Written out here as a numpy loop."""
     beta_mem, rho, beta_a, thr, steps = math.exp(-1 / 20), math.exp(-1 / 100), 0.5, 1.0, 150
     x = random_currents(steps=steps, scale=0.5, seed=6).numpy()
     v, a, z, r = (np.zeros((4, 7)) for _ in range(4))
@@ -499,6 +499,86 @@ def test_alif_with_subtractive_reset_follows_bellecs_equations(refractory_steps,
     spikes, _, _ = run_layer(neuron, torch.from_numpy(x), neuron.initial_state(4, 7, like=torch.from_numpy(x)))
     assert spikes.sum() > 20
     np.testing.assert_array_equal(spikes.numpy(), np.stack(expected, 1))
+
+
+@pytest.mark.parametrize("n_ref", [2, 5])
+def test_alif_without_the_hold_is_bellecs_eligalif(n_ref, float64):
+    """Bellec et al.'s EligALIF (IGITUGraz/eligibility_propagation, Figure_3_and_S7_e_prop_tutorials/models.py) written
+    out: b = rho b + z, v = alpha v + I - z thr at every step (refractory or not), z = 0 while r > 0, and
+    r = clip(r + n_ref z - 1, 0, n_ref). Ours with refractory_hold=False and refractory_steps = n_ref - 1. The block
+    matters: without it the same loop spikes more."""
+    beta_mem, rho, beta_a, thr, steps = math.exp(-1 / 20), math.exp(-1 / 100), 0.5, 1.0, 150
+    x = random_currents(steps=steps, scale=1.5, seed=6).numpy()  # strong enough to fire again within n_ref
+
+    def eligalif(block: bool) -> np.ndarray:
+        v, b, z, r = (np.zeros((4, 7)) for _ in range(4))
+        out = []
+        for t in range(steps):
+            b = rho * b + z
+            v = beta_mem * v + x[:, t] - z * thr
+            fired = (v - (thr + beta_a * b) > 0).astype(float)
+            z = np.where(r > 0, 0.0, fired) if block else fired
+            r = np.clip(r + n_ref * z - 1, 0, n_ref)
+            out.append(z)
+        return np.stack(out, 1)
+
+    neuron = Neuron(beta=beta_mem, threshold=thr, reset="subtract", rho=rho, adaptation_strength=beta_a,
+                    refractory_steps=n_ref - 1, refractory_hold=False)
+    spikes, _, _ = run_layer(neuron, torch.from_numpy(x), neuron.initial_state(4, 7, like=torch.from_numpy(x)))
+    expected = eligalif(block=True)
+    assert spikes.sum() > 20 and expected.sum() < eligalif(block=False).sum()
+    np.testing.assert_array_equal(spikes.numpy(), expected)
+
+
+def test_the_unit_gain_readout_filter_is_bellecs_exp_convolve(float64):
+    """readout_filter=mean: y_t = kappa y_{t-1} + (1 - kappa) W_out S_t, Bellec's exp_convolve of the spikes then
+    W_out; sum (spytorch's integrator) is the same without the (1 - kappa). Against the convolution written out."""
+    torch.manual_seed(0)
+    outputs = {}
+    for kind in ("sum", "mean"):
+        torch.manual_seed(0)
+        model = SNN(5, 2, hidden_sizes=[6], readout="leaky_integrator", readout_filter=kind, steps=40, bias=False).double()
+        with torch.no_grad():
+            model.hidden[0].weight.mul_(4)
+        spikes = model.hidden_spikes(model.encode(torch.rand(3, 5, generator=torch.Generator().manual_seed(1)).double()))[-1]
+        outputs[kind] = (model.output_from(spikes), spikes, model.readout.weight.detach(), model.readout_decay)
+    output, spikes, w_out, kappa = outputs["mean"]
+    filtered, expected = torch.zeros(3, 6, dtype=torch.float64), []
+    for t in range(spikes.shape[1]):
+        filtered = kappa * filtered + (1 - kappa) * spikes[:, t]
+        expected.append(filtered @ w_out.T)
+    assert spikes.sum() > 10
+    torch.testing.assert_close(output, torch.stack(expected, 1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(outputs["sum"][0] * (1 - kappa), output, rtol=1e-12, atol=1e-12)
+
+
+def test_bellecs_initialisation():
+    """init=bellec: input and recurrent weights N(0, 1 / fan_in) (sample std of 100 x 400 and 400 x 400 within 2 %, about
+    three standard errors), the readout Glorot-uniform (its bound sqrt(6 / (fan_in + fan_out)) and the uniform's std)."""
+    torch.manual_seed(0)
+    model = SNN(100, 10, hidden_sizes=[400], recurrent=True, init="bellec")
+    assert model.hidden[0].weight.std().item() == pytest.approx(1 / math.sqrt(100), rel=0.02)
+    assert model.recurrent.weight.std().item() == pytest.approx(1 / math.sqrt(400), rel=0.02)
+    bound = math.sqrt(6 / (400 + 10))
+    assert model.readout.weight.abs().max() <= bound and model.readout.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert (model.hidden[0].bias == 0).all() and (model.readout.bias == 0).all()
+
+
+@pytest.mark.parametrize("method", ["bp", "eprop", "np"])
+def test_without_autapses_the_diagonal_stays_zero_under_every_rule(method, tmp_path):
+    """model.autapses=false: W_rec's diagonal is zero from the start and after training steps of any rule (the module
+    masks every update, models/snn.grad_masks), while the other recurrent weights do learn."""
+    cfg = compose_config(["experiment=evidence_accumulation", f"method={method}", "model.rate_penalty=0", "data.cues=3",
+                          "data.slot_ms=15", "data.cue_ms=10", "data.delay_ms=30", "data.recall_ms=10", "data.train_sequences=32",
+                          "data.val_sequences=8", "data.test_sequences=8", "data.batch_size=8", "trainer.max_steps=3",
+                          "+trainer.enable_progress_bar=false", "callbacks=none", *CSV_ONLY], tmp_path)
+    check_config(cfg)
+    datamodule, module, trainer, _ = build(cfg)
+    before = module.model.recurrent.weight.detach().clone()
+    assert (before.diagonal() == 0).all()
+    trainer.fit(module, datamodule=datamodule)
+    after = module.model.recurrent.weight.detach()
+    assert (after.diagonal() == 0).all() and not torch.equal(after, before)
 
 
 # ============================================================================= the model: state, step, protocol
@@ -642,6 +722,8 @@ def test_bad_spiking_options_are_refused_in_one_line(overrides, expected, tmp_pa
         (["model.encoding=rate"], "model.encoding=rate reads every input as an intensity in [0, 1], but data=mnist gives data.normalize=standard: set data.normalize=unit"),
         (["model.encoding=latency", "data=spiral"], "model.encoding=latency reads every input as an intensity in [0, 1], but data=spiral gives inputs outside it"),
         (["model.encoding=rate", "data.normalize=unit", "model.max_rate=2000"], "model.max_rate=2000 Hz with model.dt=1.0 ms asks for 2 spikes per step"),
+        (["model.readout_filter=mean"], "model.readout_filter=mean scales a leaky integrator's input by (1 - its decay), and model.readout=membrane"),
+        (["model.autapses=false"], "model.autapses=false removes W_rec's diagonal, and model.recurrent=false has no W_rec"),
     ],
 )
 def test_contradicting_spiking_options_are_refused_in_one_line(overrides, expected, tmp_path):

@@ -67,6 +67,12 @@ EXACT_CASES = {
     "alif, refractory": dict(neuron="alif", tau_adaptation=30.0, adaptation_strength=0.5, refractory_steps=3),
     "alif, fast sigmoid": dict(neuron="alif", adaptation_strength=0.5, surrogate="fast_sigmoid"),
     "lif and alif in one layer": dict(neuron="alif", alif_units=3, tau_adaptation=30.0, adaptation_strength=0.5),
+    "alif, refractory, membrane not held": dict(neuron="alif", tau_adaptation=30.0, adaptation_strength=0.5, refractory_steps=3,
+                                                refractory_hold=False),
+    "lif, reset to zero, refractory, not held": dict(neuron="lif", reset="zero", refractory_steps=2, refractory_hold=False),
+    "alif, unit-gain readout filter": dict(neuron="alif", tau_adaptation=30.0, adaptation_strength=0.5, readout_filter="mean"),
+    "bellec's eligalif": dict(neuron="alif", alif_units=3, tau_adaptation=30.0, adaptation_strength=0.5, refractory_steps=4,
+                              refractory_hold=False, readout_filter="mean", init="bellec"),
 }
 
 
