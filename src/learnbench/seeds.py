@@ -81,7 +81,7 @@ def check_stack_config(cfg: DictConfig, seeds: list[int]) -> None:
     if cfg.get("forward_equivalents") is not None:
         raise ConfigError(f"seeds={seeds} with forward_equivalents: give the budget as trainer.max_epochs or trainer.max_steps")
     if (cfg.get("callbacks") or {}).get("converged"):
-        raise ConfigError(f"seeds={seeds} with callbacks.converged: it stops a run once its train/sse is below a threshold, "
+        raise ConfigError(f"seeds={seeds} with callbacks.converged: it stops a run once its metric crosses a threshold, "
                           f"and a stack would stop as one; set callbacks.converged=null (a fixed budget: each seed's history "
                           f"shows the epoch it got there) or run the seeds separately")
     devices = cfg.trainer.get("devices", 1)
