@@ -300,8 +300,8 @@ class SNN(TemporalModel):
                     f"got {len(self.hidden)} layers: use method=bp for deeper networks")
         if self.neuron.synaptic or self.output_neuron.synaptic:
             return "method=eprop on model=snn needs plain LIF/ALIF units: set model.tau_syn=null (no synaptic current)"
-        if not self.neuron.detach_reset:
-            return "method=eprop on model=snn assumes the reset carries no gradient (Bellec et al. 2020): set model.detach_reset=true"
+        # model.detach_reset is not asked: e-prop's traces always leave the reset's own-unit path out (Bellec's e-prop
+        # stops z's gradient everywhere); the option chooses only what bp, and the alignment's reference, differentiate.
         return None
 
     @property

@@ -20,7 +20,11 @@ ebar_t = kappa ebar_{t-1} + e_t (Bellec et al.'s code), and
 
     dL/dW_ij ~ sum_t L_t,i ebar_t,ij,   L_t = dL/dy_t B     (B = W_out: symmetric; random / adaptive: rules/recurrent/eprop.py)
 
-With symmetric feedback and W_rec = 0 this is the gradient surrogate BPTT takes (tests/test_spiking_eprop.py),
+The traces leave the reset's path out whatever model.detach_reset says (Bellec et al.'s e-prop stops the gradient
+of z everywhere): that option chooses only what surrogate BPTT differentiates. Their BPTT keeps the reset's
+gradient (on the evidence-accumulation network BPTT with a detached reset explodes: a gradient norm of 1e12 at the
+first batch, against 0.01 for e-prop), so their comparison is with model.detach_reset=false.
+With symmetric feedback, W_rec = 0 and the reset detached this is the gradient surrogate BPTT takes (tests/test_spiking_eprop.py),
 for the leaky-integrator readout and for the membrane readout with reset=subtract and no refractory period (an
 output spike's reset to zero or a held output membrane changes kappa per step, which a fixed filter leaves out).
 The readout learns by its own trace, the filtered spikes (exact where the filter is). All traces are per synapse
