@@ -306,14 +306,16 @@ def test_plots_write_png_and_pdf_curves_and_alignment(tmp_path):
 
     def history(offset):
         return [{"epoch": e, "step": 10 * e, "time": 0.5 * e + offset, "val/acc": 0.5 + 0.1 * e + offset,
-                 "val/loss": 1.0 / e, "train/loss": 1.0 / e, "align/cos/all": 0.1 * e} for e in range(1, 5)]
+                 "val/loss": 1.0 / e, "train/loss": 1.0 / e, "align/cos/all": 0.1 * e,
+                 "align/cos/recurrent": 0.05 * e} for e in range(1, 5)]
 
     for seed in (0, 1):
         write_run(tmp_path / "runs", f"bp{seed}", "bp", seed, acc=0.9, loss=0.2, history=history(0.01 * seed))
         write_run(tmp_path / "runs", f"wp{seed}", "wp", seed, acc=0.7, loss=0.5, history=history(-0.1))
     written = plot_learning_curves(load_records([tmp_path / "runs"]), tmp_path / "figures")
     names = {p.name for p in written}
-    for stem in ("spiral_mlp_val-acc_vs_epoch", "spiral_mlp_val-acc_vs_time", "spiral_mlp_align-cos-all_vs_epoch"):
+    for stem in ("spiral_mlp_val-acc_vs_epoch", "spiral_mlp_val-acc_vs_time", "spiral_mlp_align-cos-all_vs_epoch",
+                 "spiral_mlp_align-cos-recurrent_vs_epoch"):  # a parameter group's alignment: a figure of its own
         assert {f"{stem}.png", f"{stem}.pdf"} <= names
     for path in written:
         head = path.read_bytes()[:8]

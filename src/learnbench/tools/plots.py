@@ -4,7 +4,8 @@ One figure per (data, model) and x axis (epoch, wall-clock seconds since fit sta
 forward-pass equivalents where the history counts them: metric against compute), one line per
 method (and per other setting that splits groups, e.g. the learning rate), the mean over seeds with
 a band (min-max, or mean ± sample std). Gradient-alignment curves (align/cos/all, the cosine between
-the rule's gradient estimate and backprop's) get their own figure when the history has them.
+the rule's gradient estimate and backprop's) get their own figure when the history has them, and so does each
+parameter group's (align/cos/<group>: per layer, e.g. an e-prop run's input, recurrent and readout weights).
 Figures are a paper column wide (3.4 in) and saved as PNG (200 dpi) and PDF.
 Diverged and failed runs are left out of the curves, as from the tables, and counted in the legend.
 
@@ -212,8 +213,10 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
             look = {g.key: (colours(n % colours.N), MARKERS[n % len(MARKERS)]) for n, g in enumerate(groups)}
         else:
             look = {g.key: (color_of[g.key[m]], marker_of[g.key[m]]) for g in groups}
-        # A rule's own diagnostics (rule/angle_BW/<block>, rule/angle_delta/<block>, ...): one figure each.
-        rule_keys = sorted({k for r in runs for entry in r.get("history", []) for k in entry if k.startswith("rule/")})
+        # A rule's own diagnostics (rule/angle_BW/<block>, rule/angle_delta/<block>, ...) and the alignment of each
+        # parameter group (align/cos/<group>: per layer, e.g. e-prop's input, recurrent and readout weights): one figure each.
+        rule_keys = sorted({k for r in runs for entry in r.get("history", []) for k in entry
+                            if k.startswith("rule/") or (k.startswith("align/cos/") and k != ALIGNMENT_KEY)})
         for key, xlabel_key in [(metric or _val_metric(runs), "epoch"), (metric or _val_metric(runs), "time"),
                                 (metric or _val_metric(runs), COMPUTE_AXIS),
                                 (ALIGNMENT_KEY, "epoch"), *((k, "epoch") for k in rule_keys)]:
@@ -234,5 +237,6 @@ def plot_learning_curves(records: list[dict], out_dir: str | Path, band: str = "
                 continue
             stem = "_".join(_slug(v) for v in block)
             path = out_dir / f"{stem}_{_slug(key)}_vs_{xlabel_key}"
-            written += _figure(lines, LABELS.get(key, key), LABELS[xlabel_key], " / ".join(str(v) for v in block), band, path)
+            ylabel = LABELS.get(key, f"cosine to backprop, {key.removeprefix('align/cos/')}" if key.startswith("align/cos/") else key)
+            written += _figure(lines, ylabel, LABELS[xlabel_key], " / ".join(str(v) for v in block), band, path)
     return written
