@@ -581,6 +581,30 @@ def test_without_autapses_the_diagonal_stays_zero_under_every_rule(method, tmp_p
     assert (after.diagonal() == 0).all() and not torch.equal(after, before)
 
 
+def test_without_grad_the_spike_skips_the_function_but_not_under_a_transform(float64, monkeypatch):
+    """`spike` without grad mode is H(x) without SurrogateSpike (whose apply costs an inspect.signature a call); under
+    torch.func.jvp or a forward-AD level, grad mode off or not, the Function still gives the surrogate's derivative
+    (fg_a and fg_w on model=snn run their jvp without grad)."""
+    from learnbench.models import surrogates
+
+    x, tangent = torch.randn(50), torch.randn(50)
+    expected_tangent = tangent * surrogates.DERIVATIVES["fast_sigmoid"](x, 25.0, 1.0)
+    calls = []
+    real_apply = surrogates.SurrogateSpike.apply
+    monkeypatch.setattr(surrogates.SurrogateSpike, "apply", lambda *a: calls.append(1) or real_apply(*a))
+    with torch.no_grad():
+        assert torch.equal(spike(x, "fast_sigmoid", None), (x > 0).double()) and not calls
+        out, out_tangent = torch.func.jvp(lambda v: spike(v, "fast_sigmoid", None), (x,), (tangent,))
+        torch.testing.assert_close(out_tangent, expected_tangent)
+        after_jvp = len(calls)
+        import torch.autograd.forward_ad as forward_ad
+
+        with forward_ad.dual_level():
+            dual = spike(forward_ad.make_dual(x, tangent), "fast_sigmoid", None)
+            torch.testing.assert_close(forward_ad.unpack_dual(dual).tangent, expected_tangent)
+    assert torch.equal(out, (x > 0).double()) and 0 < after_jvp < len(calls)
+
+
 # ============================================================================= the model: state, step, protocol
 def test_step_by_step_equals_forward_and_state_is_per_batch(float64):
     """`step` over the encoded input reproduces `forward` (layer by layer) with a recurrent ALIF layer; the state is
