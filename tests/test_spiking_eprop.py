@@ -358,3 +358,18 @@ def test_a_rule_that_leaves_the_rate_penalty_out_is_refused():
     with pytest.raises(ValueError, match=r"model.rate_penalty=1.0: FeedbackAlignment does not add the firing-rate penalty .* "
                                          r"method=bp or eprop, or set model.rate_penalty=0"):
         FeedbackAlignment().bind(model, seed=0)
+
+
+def test_a_run_without_derivatives_has_the_same_spikes_and_state():
+    """spiking_run(derivatives=False), e-prop's first pass over a long window: the same spikes, previous spikes and
+    state after the window as the full run, and no derivative columns."""
+    model = spiking_net(3, neuron="alif", alif_units=3, tau_adaptation=30.0, adaptation_strength=0.5, refractory_steps=2,
+                        refractory_hold=False)
+    x, _ = inputs(4)
+    full = model.spiking_run(x, model.initial_state(len(x)))
+    light = model.spiking_run(x, model.initial_state(len(x)), derivatives=False)
+    assert torch.equal(light.spikes, full.spikes) and torch.equal(light.previous_spikes, full.previous_spikes)
+    for a, b in zip(light.state.hidden[0].__dict__.values(), full.state.hidden[0].__dict__.values()):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert light.pseudo_derivative is None and light.membrane_decay is None and light.input_gain is None
+    assert full.spikes.sum() > 0

@@ -34,7 +34,8 @@ What the spike-timing rules read (method=stdp, rstdp: rules/plasticity/), from m
 What spiking e-prop reads (kind "spiking"; rules/recurrent/spiking_eprop.py), one recurrent spiking layer:
 
     eprop_problem()               None, or what keeps e-prop from this network, in one line (a refusal)
-    spiking_run(x, state)         a SpikingTrajectory (below) of the hidden layer, without a graph
+    spiking_run(x, state, derivatives=True)  a SpikingTrajectory (below) of the hidden layer, without a graph
+                                  (derivatives=False: spikes and state only)
     run_readout(spikes, state)    (outputs [batch, time, outputs], the state after them), differentiable in the
                                   readout's parameters: the readout learns by autograd through itself alone
     readout_weight, readout_decay W_out and kappa, the readout's decay per step (y_t = kappa y_{t-1} + W_out S_t)
@@ -107,9 +108,9 @@ class SpikingTrajectory:
     inputs: Tensor  # x_t, the layer's feed-forward input at every step [batch, time, inputs]
     previous_spikes: Tensor  # S_{t-1}, what W_rec multiplies at step t [batch, time, units]
     spikes: Tensor  # S_t
-    pseudo_derivative: Tensor  # psi_t = dS_t / d(V_t - A_t) as the surrogate's backward gives it (0 while refractory)
-    membrane_decay: Tensor  # dV_t / dV_{t-1} along the unit's own path
-    input_gain: Tensor  # dV_t / dI_t (0 while refractory: the membrane is held)
+    pseudo_derivative: Tensor | None  # psi_t = dS_t / d(V_t - A_t) as the surrogate's backward gives it (0 while refractory)
+    membrane_decay: Tensor | None  # dV_t / dV_{t-1} along the unit's own path
+    input_gain: Tensor | None  # dV_t / dI_t (0 while a held membrane is refractory); these three None: derivatives=False
     state: object  # the model's state after the window (its readout's part not yet advanced)
 
 

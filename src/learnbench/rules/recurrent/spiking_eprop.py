@@ -186,7 +186,7 @@ def window_outputs(model: TemporalModel, chunks: list[Tensor], start: Any) -> tu
     state, outputs, runs, counts, starts = start, [], [], 0, []
     for piece in chunks:
         starts.append(state)
-        run = model.spiking_run(piece, state)
+        run = model.spiking_run(piece, state, derivatives=len(chunks) == 1)  # pass 2 reruns the pieces of a long window
         output, state = model.run_readout(run.spikes, run.state)
         outputs.append(output)
         counts = counts + run.spikes.sum(dim=(0, 1))
