@@ -217,6 +217,8 @@ class LearningRuleModule(L.LightningModule):
         with autapses=false): their update is multiplied by the mask before the step (and the optimisers keep a
         zero gradient's zero: no weight decay is on such a weight's zero)."""
         masks = self.model.grad_masks() if hasattr(self.model, "grad_masks") else {}
+        if not masks:
+            return
         params = dict(self.model.named_parameters())
         for name, mask in masks.items():
             if params[name].grad is not None:
