@@ -52,6 +52,23 @@ def apply_direct_updates(params: list[nn.Parameter]) -> None:
             p.grad = None
 
 
+class GradMasks(nn.Module):
+    """Parameters with a mask each, multiplied into their gradients before every step (`restrict`), so the masked
+    entries of whatever a rule estimates never move them: zeros stay zeros under SGD, momentum, weight decay and Adam
+    (a zero gradient of a zero weight). The masks are buffers: they follow the module to its device."""
+
+    def __init__(self, masked: list[tuple[nn.Parameter, Tensor]]):
+        super().__init__()
+        self.params = [p for p, _ in masked]
+        for i, (_, mask) in enumerate(masked):
+            self.register_buffer(f"mask{i}", mask, persistent=False)
+
+    def restrict(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                p.grad.mul_(getattr(self, f"mask{i}"))
+
+
 class LearningRuleModule(L.LightningModule):
     def __init__(
         self,
@@ -104,6 +121,10 @@ class LearningRuleModule(L.LightningModule):
         self.eval_metrics = nn.ModuleDict({"val": split_metrics(task, num_classes), "test": split_metrics(task, num_classes)})
         # Set by learnbench.seeds for a recurrent stack: the masks that keep its block-diagonal weights' updates apart.
         self.seed_grad_masks = None
+        # Weights the model holds at zero (model.grad_masks: model=snn's W_rec diagonal with autapses=false), built once.
+        named = dict(model.named_parameters())
+        masks = model.grad_masks() if hasattr(model, "grad_masks") else {}
+        self.model_grad_masks = GradMasks([(named[name], mask) for name, mask in masks.items()]) if masks else None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -203,7 +224,8 @@ class LearningRuleModule(L.LightningModule):
         Adam scaling, no weight decay (its gradient is cleared before the optimiser steps, which then skips it)."""
         if self.seed_grad_masks is not None:  # a recurrent seed stack: no update crosses between its seeds
             self.seed_grad_masks.restrict()
-        self._mask_model_grads()
+        if self.model_grad_masks is not None:  # weights the model holds at zero stay zero, whatever the rule
+            self.model_grad_masks.restrict()
         if self.allreduce_grads and not self.rule.grads_synchronised:
             self._allreduce_grads()
         if self.grad_clip_norm is not None:
@@ -211,18 +233,6 @@ class LearningRuleModule(L.LightningModule):
         apply_direct_updates(self.params_by_mode[DIRECT])
         optimizer.step()
         self.rule.after_optimizer_step(self.model)
-
-    def _mask_model_grads(self) -> None:
-        """Weights the model holds at zero stay zero under every rule (model.grad_masks: model=snn's W_rec diagonal
-        with autapses=false): their update is multiplied by the mask before the step (and the optimisers keep a
-        zero gradient's zero: no weight decay is on such a weight's zero)."""
-        masks = self.model.grad_masks() if hasattr(self.model, "grad_masks") else {}
-        if not masks:
-            return
-        params = dict(self.model.named_parameters())
-        for name, mask in masks.items():
-            if params[name].grad is not None:
-                params[name].grad.mul_(mask.to(params[name].grad))
 
     def _step_scheduler(self) -> None:
         scheduler = self.lr_schedulers()

@@ -23,7 +23,7 @@ whose every weight matrix is block-diagonal (seed s's block is its own matrix, t
 inputs, and every rule that works on one network works unchanged on the stack (its traces, its feedback B,
 block-diagonal too). What would cross between the seeds is the off-diagonal part of an update (a rule's outer
 product of one seed's error with another's activity, never a real weight): the training module zeroes it before every
-step (`SeedGradMasks`), so the zeros stay zeros under SGD, momentum, weight decay and Adam. A closed-form readout
+step (`SeedGradMasks`, a `module.GradMasks`), so the zeros stay zeros under SGD, momentum, weight decay and Adam. A closed-form readout
 (method=ridge) solves each seed's block of its statistics alone (`seed_blocks`). Sequences keep time on axis 1:
 inputs [B, T, S * in], targets [B, T, S * D] (each seed's per-step targets side by side).
 
@@ -53,6 +53,7 @@ from learnbench.models.esn import ESN
 from learnbench.models.mlp import MLP
 from learnbench.models.rnn import RNN
 from learnbench.models.srm import SRM
+from learnbench.module import GradMasks
 from learnbench.results import write_results
 from learnbench.tasks import OTHER_LOSS, Classification, SequenceTask, Task
 
@@ -191,21 +192,13 @@ def stacked_block_diagonal(models: list[nn.Module]) -> nn.Module:
     return stacked
 
 
-class SeedGradMasks(nn.Module):
+class SeedGradMasks(GradMasks):
     """The block-diagonal parameters of a block-diagonal stack (model and rule) with a mask each: ones on the seeds'
     own blocks. `restrict` zeroes the rest of every gradient before a step, so no update crosses between seeds."""
 
     def __init__(self, named: dict[str, nn.Parameter], seeds: int):
-        super().__init__()
-        self.params = list(named.values())
-        for i, p in enumerate(self.params):
-            ones = p.new_ones(p.shape[0] // seeds, p.shape[1] // seeds, *p.shape[2:])
-            self.register_buffer(f"mask{i}", block_diagonal_of([ones] * seeds), persistent=False)
-
-    def restrict(self) -> None:
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                p.grad.mul_(getattr(self, f"mask{i}"))
+        super().__init__([(p, block_diagonal_of([p.new_ones(p.shape[0] // seeds, p.shape[1] // seeds, *p.shape[2:])] * seeds))
+                          for p in named.values()])
 
 
 def gradient_masks(model: nn.Module, rule: nn.Module, rule_blocks: set[str], seeds: int) -> SeedGradMasks:
