@@ -223,8 +223,7 @@ def score(args) -> None:
     import torch
 
     from learnbench.checkpoints import load_module
-    from learnbench.data.vision import VisionDataModule
-    from learnbench.tools.diehl_cook_eval import learning_summary
+    from learnbench.tools.diehl_cook_eval import learning_summary, test_accuracy
 
     torch.set_num_threads(1)
     saved = np.load(args.file)
@@ -233,16 +232,9 @@ def score(args) -> None:
     load_trained(model, rule, saved)
     summary = learning_summary(model, rule)
     rule.solve(model, [s.clone() for s in rule.statistics()])
-    data = VisionDataModule(dataset="mnist", data_dir=args.data_dir, normalize="unit", val_size=1)
-    data.setup()
-    x, y = data.splits.test
-    x, y = x[: args.images], y[: args.images]
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), 100):
-            correct += int((model(x[i : i + 100]).sum(dim=1).argmax(dim=1) == y[i : i + 100]).sum())
-    print(json.dumps({"file": args.file, "trained_images": int(saved["done"]), "test_images": len(x),
-                      "test_acc": correct / len(x), **summary}))
+    images, accuracy = test_accuracy(model, args.data_dir, args.images)
+    print(json.dumps({"file": args.file, "trained_images": int(saved["done"]), "test_images": images,
+                      "test_acc": accuracy, **summary}))
 
 
 def main() -> None:

@@ -64,6 +64,20 @@ def learning_summary(model, rule) -> dict:
             "theta_mV": quantiles(model.theta.detach()), "table_spikes_per_example": round(float(spikes.sum() / rule.counts.sum()), 2)}
 
 
+def test_accuracy(model, data_dir: str, images: int, batch: int = 100) -> tuple[int, float]:
+    """(images scored, accuracy) of a model=diehl_cook network, labels assigned, on the first `images` MNIST test
+    images, `batch` at a time: each class's mean spike count over its assigned neurons, the largest wins."""
+    data = VisionDataModule(dataset="mnist", data_dir=data_dir, normalize="unit", val_size=1)
+    data.setup()
+    x, y = data.splits.test
+    x, y = x[:images], y[:images]
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            correct += int((model(x[i : i + batch]).sum(dim=1).argmax(dim=1) == y[i : i + batch]).sum())
+    return len(x), correct / len(x)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -83,17 +97,11 @@ def main() -> None:
     rule.solve(model, [s.clone() for s in rule.statistics()])
     if args.figure:
         save_receptive_fields(model, args.figure)
-    data = VisionDataModule(dataset="mnist", data_dir=args.data_dir, normalize="unit", val_size=1)
-    data.setup()
-    x, y = data.splits.test
-    x, y = x[: args.images], y[: args.images]
-    start, correct = time.perf_counter(), 0
-    with torch.no_grad():
-        for i in range(0, len(x), args.batch):
-            correct += int((model(x[i : i + args.batch]).sum(dim=1).argmax(dim=1) == y[i : i + args.batch]).sum())
+    start = time.perf_counter()
+    images, accuracy = test_accuracy(model, args.data_dir, args.images, args.batch)
     assigned = model.readout_weight.detach().gt(0).sum(dim=0)
     print(json.dumps({"checkpoint": args.checkpoint, "global_step": torch.load(args.checkpoint, weights_only=False)["global_step"],
-                      "test_images": len(x), "test_acc": correct / len(x), "neurons_assigned": int(assigned.sum()),
+                      "test_images": images, "test_acc": accuracy, "neurons_assigned": int(assigned.sum()),
                       "theta_mean_mV": float(model.theta.mean()), "eval_seconds": time.perf_counter() - start}))
 
 
