@@ -44,6 +44,17 @@ CASES = {
     ),
     "alif, reset not detached": (dict(neuron="alif", tau_adaptation=30.0, adaptation_strength=0.5, detach_reset=False), SUM_OVER_STEPS),
     "recurrent": (dict(recurrent=True, surrogate="arctan"), SUM_OVER_STEPS),
+    # Bellec's EligALIF (experiment=evidence_accumulation): LIF and ALIF units mixed, W_rec without autapses, the reset
+    # differentiated, spikes blocked without the hold, the unit-gain readout filter, the piecewise-linear surrogate
+    "bellec's alif, recurrent": (
+        dict(recurrent=True, neuron="alif", alif_units=4, tau_adaptation=30.0, adaptation_strength=0.5, detach_reset=False,
+             refractory_steps=2, refractory_hold=False, surrogate="piecewise_linear", surrogate_scale=0.3,
+             readout="leaky_integrator", readout_filter="mean", autapses=False),
+        SUM_OVER_STEPS,
+    ),
+    "reset to zero through the gradient, refractory hold, membrane readout": (
+        dict(reset="zero", detach_reset=False, refractory_steps=2, tau_syn=4.0), SUM_OVER_STEPS,
+    ),
 }
 
 

@@ -18,8 +18,8 @@ V_out, v_bout (those that learn) added at u_t and y_t; the hidden state's tangen
 beside the primal (dh_0 = 0). Through jvp the 100-step Python loop made a trial of Murray's task
 (experiment=murray_sine) about 15x slower; written out it costs what fg_a's walk does.
 
-On model=snn the walk (models/snn_sites.py) is torch.func.jvp of the network's time loop, and the spike's
-tangent is the surrogate's: dS = psi(V - A) dV (models/surrogates.py, SurrogateSpike.jvp). So d is the
+On model=snn the walk (models/snn_sites.py) carries the tangents beside the network's time loop, and the spike's
+tangent is the surrogate's: dS = psi(V - A) d(V - A) (Neuron.step_tangent, as SurrogateSpike.jvp). So d is the
 surrogate gradient (what bp follows) dotted with v, exactly; the true derivative of the step is 0 almost
 everywhere and would give no signal.
 """
