@@ -1,0 +1,5 @@
+# Diehl & Cook, 100 neurons, one full epoch, batch 32: seeds 0, 1, 2
+export WT=${WT:-/work/wt-runs}   # git worktree add /work/wt-runs 2910788 (the commit these jobs started at)
+for s in 0 1 2; do
+  $(dirname "$0")/../chain.sh dc_epoch_b32_s$s experiment=diehl_cook_mnist seed=$s
+done
