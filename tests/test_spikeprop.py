@@ -64,6 +64,83 @@ def test_spikeprop_gradient_equals_central_finite_differences_of_every_weight(se
         torch.testing.assert_close(estimate, numeric, rtol=1e-5, atol=1e-7)
 
 
+def finite_difference_grads(model: SRM, x: torch.Tensor, y: torch.Tensor, h: float = 1e-6) -> list[torch.Tensor]:
+    """(L(w + h) - L(w - h)) / 2h for every weight of every layer, each L re-solving every threshold crossing."""
+    grads = []
+    for layer in model.layers:
+        weight, numeric = layer.weight.data, torch.zeros_like(layer.weight)
+        for index in range(weight.numel()):
+            original = weight.view(-1)[index].item()
+            weight.view(-1)[index] = original + h
+            up = batch_loss(model, x, y)
+            weight.view(-1)[index] = original - h
+            down = batch_loss(model, x, y)
+            weight.view(-1)[index] = original
+            numeric.view(-1)[index] = (up - down) / (2 * h)
+        grads.append(numeric)
+    return grads
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_several_spikes_gradient_equals_central_finite_differences_of_every_weight(seed):
+    """Booij & Nguyen 2005 (model.max_spikes=3): the hidden neurons fire two or three times, each spike moving with
+    the weights, the spikes below it and its own earlier spikes (the refractory kernel); the gradient of the loss on
+    the output's first spike equals central differences of every weight. Negative control: with the own earlier
+    spikes held fixed in the refractory term the hidden layer's gradient is off by 0.06-0.2 (checked by hand)."""
+    model = xor_network(seed, hidden_sizes=[3], synapses=4, delay_step=3.0, inhibitory_hidden=1, max_spikes=3)
+    x, y = (t.double() for t in spike_xor_patterns())
+    hidden = model.spike_times(x)[1]
+    assert int(torch.isfinite(hidden[..., 1:]).sum()) >= 10, "later spikes must exist for the recursion to matter"
+    rule = SpikeProp(min_slope=0.0)
+    rule.bind(model, seed)
+    rule.estimate_grads(model, x, y, LOSS)
+    for layer, numeric in zip(model.layers, finite_difference_grads(model, x, y)):
+        assert numeric.abs().max() > 1e-2, "the loss depends on this layer"
+        torch.testing.assert_close(layer.weight.grad, numeric, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("min_slope", [0.0, 0.1])
+def test_the_several_spikes_path_at_one_spike_is_bohtes_rule(min_slope):
+    """Two implementations: with one spike per neuron the implicit-function rewrite that autograd differentiates
+    (several_spikes_grads) gives Bohte's hand-written chain rule (layer_grads), floor and all, to rounding."""
+    model = xor_network(2, hidden_sizes=[3], synapses=4, delay_step=3.0)
+    x, y = (t.double() for t in spike_xor_patterns())
+    rule = SpikeProp(min_slope=min_slope)
+    rule.bind(model, 0)
+    rule.estimate_grads(model, x, y, LOSS)
+    bohte = [layer.weight.grad.clone() for layer in model.layers]
+    rule.several_spikes_grads(model, x, y, LOSS)
+    for layer, expected in zip(model.layers, bohte):
+        torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-12, atol=1e-13)
+
+
+def test_each_of_several_spikes_is_a_threshold_crossing_with_the_membrane_below_between():
+    """Every spike found is where u (the inputs' kernels plus the refractory kernels of the neuron's earlier spikes)
+    reaches the threshold from below; between spikes, on a 0.01 ms grid, u stays below it; the first spike is the
+    one-spike model's; no spike after a neuron's last."""
+    from learnbench.models.srm import refractory_kernel
+
+    model = xor_network(5, hidden_sizes=[3], synapses=4, delay_step=3.0, max_spikes=4)
+    x, _ = (t.double() for t in spike_xor_patterns())
+    hidden = model.spike_times(x)[1]  # [4, 3, 4]
+    torch.manual_seed(5)
+    single = SRM((3,), 1, hidden_sizes=[3], synapses=4, delay_step=3.0).double()
+    assert torch.equal(single.spike_times(x)[1], hidden[..., 0])
+    membrane = model.layers[0].membrane(x, model.tau)
+    grid = torch.arange(0.0, model.window, 0.01, dtype=torch.float64)
+    for b in range(4):
+        for j in range(3):
+            spikes = hidden[b, j][torch.isfinite(hidden[b, j])]
+            assert torch.isinf(hidden[b, j, len(spikes):]).all()
+            for f, spike in enumerate(spikes):
+                at = torch.cat([grid[(grid > (spikes[f - 1] if f else -1.0)) & (grid < spike)], spike.view(1)])
+                u = membrane(at.view(1, 1, -1).expand(4, 3, -1))[b, j]
+                u = u + refractory_kernel(at.unsqueeze(-1) - spikes[:f], model.threshold, model.tau_refractory).sum(-1)
+                assert u[-1].item() == pytest.approx(model.threshold, abs=1e-9)
+                assert (u[:-1] < model.threshold).all()
+    assert int(torch.isfinite(hidden[..., 1:]).sum()) > 0
+
+
 @pytest.mark.parametrize("weight", [2.0, 1.05])
 def test_the_slope_floor_scales_the_gradient_only_where_the_crossing_is_flatter(weight):
     """min_slope (respikeprop's 0.1) floors du/dt at the spike: one neuron crossing with slope u' gets the exact
@@ -176,6 +253,8 @@ def test_refusals_are_one_line_naming_what_fits(overrides, message, tmp_path):
 @pytest.mark.parametrize(("override", "message"), [
     ("model.inhibitory_hidden=6", r"model.inhibitory_hidden=6 is more than the 5 hidden units .* use model.inhibitory_hidden=5 or less"),
     ("model.hidden_init=[1.0,-0.5]", r"model.hidden_init=\[1.0, -0.5\]: give the uniform range as \[low, high\]"),
+    ("model.tau_refractory=0", r"model.tau_refractory=0: expected a number > 0"),
+    ("model.max_spikes=0", r"model.max_spikes=0: expected an integer >= 1"),
 ])
 def test_contradictory_model_options_are_refused_before_anything_is_built(override, message, tmp_path):
     from learnbench.train import check_config

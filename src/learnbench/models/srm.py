@@ -16,6 +16,14 @@ float time (a 256-way bisection: six times in float64, 0.1 ms / 256^6 = 4e-16 ms
 to rounding, not to the grid. A crossing that rises above the threshold and falls back between two grid points is
 missed (respikeprop's reference simulation, stepped at 0.1 ms, misses it too).
 
+Several spikes per neuron (`max_spikes` > 1; Booij & Nguyen 2005, "A gradient descent rule for spiking neurons
+emitting multiple spikes"): each of a neuron's own earlier spikes t_j^f adds the refractory kernel
+eta(t - t_j^f) = -threshold exp(-(t - t_j^f) / tau_refractory) to its membrane (Booij & Nguyen's eta, their tau_r 20 ms), and
+every spike of a presynaptic neuron reaches it through every sub-synapse. The spikes are found one after the other:
+the next is the first crossing after the last (just after a spike u is 0, the kernel having taken the threshold
+away). A layer's times are then [batch, units, max_spikes], in order, inf after a neuron's last spike; the loss reads
+the output's first spike.
+
 The input is the input neurons' spike times [batch, inputs] (data=spike_xor: two inputs and a bias neuron); the
 output the output neurons' spike times [batch, outputs], a silent output read as `window` (a finite loss; its
 gradient is zero, as the time is flat in the weights there). `spike_times` gives every layer's times for
@@ -50,6 +58,16 @@ def epsilon_slope(s: Tensor, tau: float) -> Tensor:
     return torch.where(s > 0, (1 - positive) * torch.exp(1 - positive) / tau, torch.zeros_like(s))
 
 
+def refractory_kernel(s: Tensor, threshold: float, tau: float) -> Tensor:
+    """Booij & Nguyen's eta(s) = -threshold exp(-s / tau) for s > 0, else 0: a neuron's own spike at s before."""
+    return torch.where(s > 0, -threshold * torch.exp(-s.clamp(min=0) / tau), torch.zeros_like(s))
+
+
+def refractory_slope(s: Tensor, threshold: float, tau: float) -> Tensor:
+    """d eta / ds: threshold / tau exp(-s / tau) for s > 0, else 0."""
+    return torch.where(s > 0, threshold / tau * torch.exp(-s.clamp(min=0) / tau), torch.zeros_like(s))
+
+
 class SpikeResponseLayer(nn.Module):
     """The sub-synapses into one layer: weight [outputs, inputs, synapses], delays [synapses] (ms, a buffer)."""
 
@@ -63,8 +81,12 @@ class SpikeResponseLayer(nn.Module):
         return input_times.unsqueeze(-1) + self.delays.to(input_times.dtype)
 
     def membrane(self, input_times: Tensor, tau: float) -> "Membrane":
-        """u_j(t) of this layer's neurons under the input spikes [batch, inputs] (a function of t)."""
-        return Membrane(self.arrivals(input_times).flatten(1), self.weight.detach().flatten(1).to(input_times.dtype), tau)
+        """u_j(t) of this layer's neurons under the input spikes [batch, inputs] or [batch, inputs, spikes] (several
+        per input neuron: each reaches every sub-synapse; inf: none) (a function of t)."""
+        weight = self.weight.detach().to(input_times.dtype)
+        if input_times.dim() == 3:  # arrivals [batch, inputs, spikes, synapses]: each spike's weight is its synapse's
+            weight = weight.unsqueeze(2).expand(-1, -1, input_times.shape[2], -1)
+        return Membrane(self.arrivals(input_times).flatten(1), weight.flatten(1), tau)
 
 
 class Membrane:
@@ -140,6 +162,8 @@ class SRM(nn.Module):
         output_init: Sequence[float] = (0.0, 1.0),
         inhibitory_hidden: NonNegativeInt = 1,
         inhibitory_init: Sequence[float] = (-0.5, 0.0),
+        max_spikes: PositiveInt = 1,
+        tau_refractory: Positive = 20.0,
     ):
         super().__init__()
         if len(input_shape) != 1:
@@ -152,6 +176,7 @@ class SRM(nn.Module):
         delays = first_delay + delay_step * torch.arange(synapses, dtype=torch.float64)
         self.layers = nn.ModuleList(SpikeResponseLayer(a, b, delays) for a, b in zip(sizes[:-1], sizes[1:]))
         self.tau, self.threshold, self.window, self.grid_dt = tau, threshold, window, grid_dt
+        self.max_spikes, self.tau_refractory = max_spikes, tau_refractory
         self.init_weights(hidden_init, output_init, inhibitory_hidden, inhibitory_init)
 
     @torch.no_grad()
@@ -189,16 +214,53 @@ class SRM(nn.Module):
             low, high = first_crossing(points, membrane(points), self.threshold)
         return torch.where(fired, high, torch.full_like(high, math.inf))
 
+    def fire_repeatedly(self, layer: SpikeResponseLayer, input_times: Tensor) -> Tensor:
+        """Up to max_spikes threshold crossings of each neuron, [batch, outputs, max_spikes] in order (inf: no more),
+        each the first crossing after the last, with the refractory kernels of the earlier ones in u."""
+        membrane = layer.membrane(input_times, self.tau)
+        batch, outputs = input_times.shape[0], layer.weight.shape[0]
+        grid = self.grid(input_times).expand(batch, outputs, -1)
+        spikes = torch.full((batch, outputs, 0), math.inf, dtype=input_times.dtype, device=input_times.device)
+
+        def u(t: Tensor) -> Tensor:  # the membrane with the refractory kernels of the spikes found so far
+            own = t.unsqueeze(-1) - spikes.unsqueeze(-2)  # [batch, outputs, points, spikes so far]
+            return membrane(t) + refractory_kernel(own, self.threshold, self.tau_refractory).sum(-1)
+
+        last = torch.full((batch, outputs), -math.inf, dtype=input_times.dtype, device=input_times.device)
+        for _ in range(self.max_spikes):
+            # points at or before the last spike cannot cross: their u is set below the threshold
+            values = torch.where(grid > last.unsqueeze(-1), u(grid), torch.full_like(grid, -math.inf))
+            fired = (values >= self.threshold).any(dim=-1)
+            low, high = first_crossing(grid, values, self.threshold)
+            low = torch.maximum(low, last.clamp(min=0))
+            for _ in range(self.refinements(input_times.dtype)):
+                points = torch.lerp(low.unsqueeze(-1), high.unsqueeze(-1), self.fractions(low))
+                points[..., -1] = high
+                values = torch.where(points > last.unsqueeze(-1), u(points), torch.full_like(points, -math.inf))
+                low, high = first_crossing(points, values, self.threshold)
+            time = torch.where(fired, high, torch.full_like(high, math.inf))
+            spikes = torch.cat([spikes, time.unsqueeze(-1)], dim=-1)
+            last = torch.where(fired, time, torch.full_like(time, math.inf))  # a neuron that stopped stays stopped
+        return spikes
+
     @torch.no_grad()
     def spike_times(self, x: Tensor) -> list[Tensor]:
-        """The spike times of every layer, the input's first: [batch, units] each, inf where a neuron is silent."""
-        times = [x]
+        """The spike times of every layer, the input's first: [batch, units] each (max_spikes 1) or [batch, units,
+        max_spikes] (the input's [batch, units, 1]), inf where a neuron is silent (or has no more spikes)."""
+        if self.max_spikes == 1:
+            times = [x]
+            for layer in self.layers:
+                times.append(self.fire(layer, times[-1]))
+            return times
+        times = [x.unsqueeze(-1)]
         for layer in self.layers:
-            times.append(self.fire(layer, times[-1]))
+            times.append(self.fire_repeatedly(layer, times[-1]))
         return times
 
     def readout(self, output_times: Tensor) -> Tensor:
-        """The output's spike times as the loss reads them: a silent output at the window's end."""
+        """The output's first spike times as the loss reads them ([batch, outputs], from [batch, outputs] or [batch,
+        outputs, spikes]): a silent output at the window's end."""
+        output_times = output_times[..., 0] if output_times.dim() == 3 else output_times
         return torch.where(torch.isfinite(output_times), output_times, torch.full_like(output_times, self.window))
 
     def forward(self, x: Tensor) -> Tensor:
