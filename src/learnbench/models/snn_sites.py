@@ -145,7 +145,8 @@ def run_sites_forward_mode(model: SNN, first: "FirstLayer", p: dict[str, Tensor]
     every hidden layer's spikes). `weight_tangents` {name: [K, *shape]} (a weight without one: a zero tangent) and
     `site_tangents` ([K, R, T, n] per site, or None) are the K directions. The tangent of each step is written out
     (Neuron.step_tangent): exactly torch.func.jvp of run_sites (tests/test_snn_rules.py), at a fraction of its cost."""
-    V, K = weight_tangents, next(iter(weight_tangents.values())).shape[0] if weight_tangents else site_tangents[0].shape[0]
+    V = weight_tangents
+    K = next(iter(V.values())).shape[0] if V else site_tangents[0].shape[0]  # the directions
     state = model.initial_state(first.inputs.shape[0] * copies)
     currents = first.currents(p["hidden.0.weight"], p.get("hidden.0.bias"))
     currents = currents.repeat(copies, 1, 1) if copies > 1 else currents
